@@ -1,0 +1,128 @@
+"""The cloud API, device side: fetch the target state, send the current state.
+
+aiohttp errors and non-2xx answers become `CloudError` here, carrying the HTTP status and a
+`Retry-After` (in seconds, as HTTP says — the reference reads it as milliseconds).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from agent import __version__
+from agent.errors import CloudError
+
+REQUEST_TIMEOUT_S = 59.0
+MAX_TARGET_BYTES = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class TargetFetch:
+    changed: bool  # False on 304
+    etag: str | None
+    body: Any = None
+    nbytes: int = 0
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+class CloudClient:
+    def __init__(
+        self, endpoint: str, uuid: str, api_key: str, timeout: float = REQUEST_TIMEOUT_S
+    ) -> None:
+        self.endpoint = endpoint.rstrip("/")
+        self.uuid = uuid
+        self._api_key = api_key
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session: aiohttp.ClientSession | None = None
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        self.requests = 0
+
+    def _headers(self) -> dict[str, str]:
+        return {
+            "Authorization": f"Bearer {self._api_key}",
+            "User-Agent": f"device-agent/{__version__}",
+        }
+
+    async def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def fetch_target(self, etag: str | None) -> TargetFetch:
+        url = f"{self.endpoint}/device/v3/{self.uuid}/state"
+        headers = self._headers()
+        if etag:
+            headers["If-None-Match"] = etag
+        session = await self._get_session()
+        self.requests += 1
+        try:
+            async with session.get(url, headers=headers) as resp:
+                if resp.status == 304:
+                    return TargetFetch(changed=False, etag=resp.headers.get("ETag", etag))
+                raw = await self._read_ok(resp, "fetch target state")
+                try:
+                    body = json.loads(raw)
+                except ValueError as exc:
+                    raise CloudError(
+                        f"target state is not valid JSON ({exc})",
+                        status=resp.status,
+                    ) from exc
+                return TargetFetch(True, resp.headers.get("ETag"), body, len(raw))
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise CloudError(f"fetch target state: {_describe(exc)}") from exc
+
+    async def patch_state(self, body: dict[str, Any]) -> None:
+        url = f"{self.endpoint}/device/v3/state"
+        data = json.dumps(body, separators=(",", ":")).encode()
+        headers = {**self._headers(), "Content-Type": "application/json"}
+        session = await self._get_session()
+        self.requests += 1
+        self.bytes_sent += len(data)
+        try:
+            async with session.patch(url, data=data, headers=headers) as resp:
+                await self._read_ok(resp, "report state")
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise CloudError(f"report state: {_describe(exc)}") from exc
+
+    async def _read_ok(self, resp: aiohttp.ClientResponse, what: str) -> bytes:
+        raw = await resp.content.read(MAX_TARGET_BYTES + 1)
+        self.bytes_received += len(raw)
+        if len(raw) > MAX_TARGET_BYTES:
+            raise CloudError(f"{what}: answer larger than {MAX_TARGET_BYTES} bytes")
+        if resp.status >= 300:
+            snippet = raw[:200].decode(errors="replace").strip()
+            raise CloudError(
+                f"{what}: HTTP {resp.status} {snippet}".strip(),
+                status=resp.status,
+                retry_after=parse_retry_after(resp.headers.get("Retry-After")),
+            )
+        return raw
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, asyncio.TimeoutError):
+        return "timed out"
+    return str(exc) or type(exc).__name__

@@ -1,0 +1,120 @@
+"""Target-state polling: conditional GETs on the poll interval, with jitter, backoff and an
+instant trigger. A successful poll is the device's heartbeat.
+
+The ETag and the last accepted target are persisted together, so a restart without network
+still applies the last target, and a restart with network gets a 304 instead of the body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from agent.cloud.client import CloudClient
+from agent.errors import CloudError, StoreError
+from agent.reconcile.status import StatusBoard
+from agent.retry import Backoff, poll_jitter
+from agent.store import Store
+
+log = structlog.get_logger("agent.poller")
+
+STORE_KEY = "target"
+
+
+@dataclass(frozen=True)
+class SavedTarget:
+    etag: str | None
+    body: Any
+
+
+class Poller:
+    def __init__(
+        self,
+        client: CloudClient,
+        store: Store,
+        status: StatusBoard,
+        accept: Callable[[Any, str], bool],
+        interval_s: Callable[[], float],
+        rng: random.Random | None = None,
+    ) -> None:
+        """`accept(body, source)` hands a fetched target to the agent; it returns False when
+        the document is unusable (it is then neither persisted nor its ETag kept)."""
+        self._client = client
+        self._store = store
+        self._status = status
+        self._accept = accept
+        self._interval_s = interval_s
+        self._rng = rng or random.Random()
+        self._trigger = asyncio.Event()
+        self._failures = 0
+        self.etag: str | None = None
+        self.polls = 0
+        self.last_outcome: str | None = None
+
+    def load_saved(self) -> SavedTarget | None:
+        saved = self._store.get(STORE_KEY)
+        if not isinstance(saved, dict) or "body" not in saved:
+            return None
+        self.etag = saved.get("etag")
+        return SavedTarget(etag=self.etag, body=saved["body"])
+
+    def trigger(self) -> None:
+        """Poll now (the instant-update call)."""
+        self._trigger.set()
+
+    @property
+    def backoff(self) -> Backoff:
+        interval = self._interval_s()
+        return Backoff(base_s=min(15.0, interval), cap_s=interval)
+
+    async def poll_once(self) -> float:
+        """One poll; returns how long to wait before the next."""
+        interval = self._interval_s()
+        self.polls += 1
+        try:
+            fetch = await self._client.fetch_target(self.etag)
+        except CloudError as exc:
+            self._failures += 1
+            self._status.mark_poll(False, str(exc))
+            delay = self.backoff.delay(self._failures, exc.retry_after, self._rng)
+            self.last_outcome = f"error: {exc}"
+            log.warning(
+                "poll_failed",
+                error=str(exc),
+                status=exc.status,
+                attempt=self._failures,
+                retry_in_s=round(delay, 1),
+            )
+            return delay
+        self._failures = 0
+        self._status.mark_poll(True)
+        if not fetch.changed:
+            self.last_outcome = "not modified"
+            log.debug("poll_not_modified", etag=fetch.etag)
+        else:
+            self.last_outcome = "new target"
+            log.info("target_fetched", etag=fetch.etag, bytes=fetch.nbytes)
+            if self._accept(fetch.body, "cloud"):
+                self.etag = fetch.etag
+                try:
+                    self._store.put(STORE_KEY, {"etag": fetch.etag, "body": fetch.body})
+                except StoreError as exc:
+                    log.error("target_persist_failed", error=str(exc))
+            else:
+                self.etag = None
+        return interval + poll_jitter(interval, self._rng)
+
+    async def run(self) -> None:
+        while True:
+            self._trigger.clear()
+            delay = await self.poll_once()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._trigger.wait(), timeout=delay)
+            # a heartbeat persisted at most once per poll keeps restarts honest
+            self._status.persist_heartbeat()

@@ -1,0 +1,199 @@
+"""Current-state reporting: PATCH only what changed since the last acknowledged report.
+
+- Every update-status transition goes out, in order, as its own report, unthrottled.
+- Other changes go out promptly (coalesced over 1 s); download progress alone at most every
+  10 s; metrics alone at most every 5 minutes.
+- A failed report is retried with backoff; since each report is a diff against the last
+  *acknowledged* one, nothing is dropped — failed changes are merged into the next attempt.
+- The acknowledged report is persisted, so a restart doesn't resend what the cloud has, and
+  with nothing changing no PATCH is sent at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from agent.cloud.client import CloudClient
+from agent.errors import CloudError, StoreError
+from agent.reconcile.status import AppView, StatusBoard, Transition
+from agent.retry import Backoff
+from agent.store import Store
+
+log = structlog.get_logger("agent.reporter")
+
+STORE_KEY = "report-cache"
+METRIC_KEYS = frozenset(
+    {"cpu_usage", "memory_usage", "memory_total", "storage_usage", "storage_total", "cpu_temp"}
+)
+COALESCE_S = 1.0
+PROGRESS_INTERVAL_S = 10.0
+METRICS_INTERVAL_S = 300.0
+IDLE_CHECK_S = 60.0
+
+
+@dataclass(frozen=True)
+class ReportSources:
+    device_fields: Callable[[], dict[str, Any]]
+    metrics: Callable[[], dict[str, Any]]
+    report_apps: Callable[[], bool]  # False in local mode: apps are not the cloud's business
+
+
+def apps_report(apps: dict[str, AppView], transition: Transition | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for uuid, view in sorted(apps.items()):
+        release = view.release_uuid
+        status = view.update_status
+        if transition is not None and transition.app_uuid == uuid:
+            release, status = transition.release_uuid, transition.status
+        releases: dict[str, Any] = {}
+        if release:
+            releases[release] = {
+                "update_status": status.value if status else None,
+                "services": {
+                    name: {
+                        "image": svc.image,
+                        "status": str(svc.status),
+                        "download_progress": svc.download_progress,
+                    }
+                    for name, svc in sorted(view.services.items())
+                }
+                if release == view.release_uuid
+                else {},
+            }
+        out[uuid] = {"release_uuid": view.current_release_uuid, "releases": releases}
+    return out
+
+
+def _strip_progress(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _strip_progress(v) for k, v in value.items() if k != "download_progress"}
+    return value
+
+
+class Reporter:
+    def __init__(
+        self,
+        client: CloudClient,
+        store: Store,
+        status: StatusBoard,
+        sources: ReportSources,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._client = client
+        self._store = store
+        self._status = status
+        self._sources = sources
+        self._clock = clock
+        cache = store.get(STORE_KEY, {}) or {}
+        self.acked: dict[str, Any] = cache.get("acked", {}) or {}
+        self._metrics_sent_wall: float = float(cache.get("metrics_at", 0.0))
+        self._last_sent = float("-inf")
+        self._last_progress_sent = float("-inf")
+        self._failures = 0
+        self._backoff = Backoff(base_s=1.0, cap_s=60.0)
+        self.reports_sent = 0
+
+    # --- building -----------------------------------------------------------------------------
+
+    def build(self, transition: Transition | None = None) -> dict[str, Any]:
+        report = {**self._sources.device_fields(), "status": self._status.overall_status()}
+        report.update(self._sources.metrics())
+        if self._sources.report_apps():
+            report["apps"] = apps_report(self._status.apps, transition)
+        return report
+
+    def diff(self, report: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in report.items() if self.acked.get(k) != v}
+
+    # --- sending ------------------------------------------------------------------------------
+
+    async def _send(self, changes: dict[str, Any]) -> None:
+        await self._client.patch_state({self._client.uuid: changes})
+        self.acked.update(changes)
+        self.reports_sent += 1
+        self._last_sent = self._clock()
+        if "apps" in changes and _strip_progress(changes["apps"]) != changes["apps"]:
+            self._last_progress_sent = self._last_sent
+        if METRIC_KEYS & changes.keys():
+            self._metrics_sent_wall = time.time()
+        try:
+            self._store.put(STORE_KEY, {"acked": self.acked, "metrics_at": self._metrics_sent_wall})
+        except StoreError as exc:
+            log.error("report_cache_persist_failed", error=str(exc))
+        self._status.mark_report(True)
+        log.debug("report_sent", keys=sorted(changes))
+
+    async def tick(self) -> float | None:
+        """Send what is due. Returns seconds until something else is due (None: nothing)."""
+        try:
+            while self._status.transitions:
+                transition = self._status.transitions[0]
+                changes = self.diff(self.build(transition))
+                if changes:
+                    await self._send(changes)
+                log.info(
+                    "update_status_reported",
+                    app_uuid=transition.app_uuid,
+                    release=transition.release_uuid,
+                    status=transition.status.value,
+                )
+                self._status.transitions.popleft()
+            wait = await self._send_state()
+        except CloudError as exc:
+            self._failures += 1
+            self._status.mark_report(False, str(exc))
+            delay = self._backoff.delay(self._failures, exc.retry_after)
+            log.warning(
+                "report_failed",
+                error=str(exc),
+                attempt=self._failures,
+                retry_in_s=round(delay, 1),
+            )
+            return delay
+        self._failures = 0
+        return wait
+
+    async def _send_state(self) -> float | None:
+        changes = self.diff(self.build())
+        if not changes:
+            return None
+        now = self._clock()
+        metrics_only = changes.keys() <= METRIC_KEYS
+        progress_only = (
+            not metrics_only
+            and (changes.keys() - METRIC_KEYS) == {"apps"}
+            and _strip_progress(changes["apps"]) == _strip_progress(self.acked.get("apps"))
+        )
+        if metrics_only:
+            due = self._metrics_sent_wall + METRICS_INTERVAL_S - time.time()
+        elif progress_only:
+            due = self._last_progress_sent + PROGRESS_INTERVAL_S - now
+        else:
+            due = self._last_sent + COALESCE_S - now
+        if due > 0:
+            return due
+        await self._send(changes)
+        return None
+
+    async def run(self) -> None:
+        while True:
+            self._status.changed.clear()
+            wait = await self.tick()
+            if self._failures and wait is not None:
+                await asyncio.sleep(wait)  # backing off: changes wait for the retry
+                continue
+            timeout = IDLE_CHECK_S if wait is None else max(0.05, wait)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._status.changed.wait(), timeout=timeout)
+
+    async def flush(self, timeout: float = 5.0) -> None:
+        """Best effort on shutdown: send pending transitions and state."""
+        with contextlib.suppress(TimeoutError, CloudError):
+            await asyncio.wait_for(self.tick(), timeout=timeout)

@@ -1,0 +1,170 @@
+"""Configuration: the device's config.json (balena's shape plus our keys) and the fleet config
+vars that arrive in the target state and take effect at run time."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from agent.errors import ConfigError
+
+log = structlog.get_logger("agent.config")
+
+DEFAULT_POLL_INTERVAL_MS = 900_000
+MIN_POLL_INTERVAL_MS = 1_000
+DEFAULT_LISTEN_PORT = 48484
+DEFAULT_LOCK_DIR = "/tmp/balena-supervisor/services"
+DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    """config.json: fixed for the life of the process."""
+
+    uuid: str
+    api_endpoint: str
+    device_api_key: str
+    device_type: str = "generic-amd64"
+    listen_port: int = DEFAULT_LISTEN_PORT
+    poll_interval_ms: int = DEFAULT_POLL_INTERVAL_MS
+    data_dir: Path = Path("/var/lib/device-agent")
+    docker_host: str = DEFAULT_DOCKER_HOST
+    lock_dir: Path = Path(DEFAULT_LOCK_DIR)
+    max_pull_attempts: int = 5  # failed pulls of one release before it is `aborted`
+    log_format: str = "auto"  # auto | json | console
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+def load_device_config(path: Path, env: Mapping[str, str] | None = None) -> DeviceConfig:
+    env = os.environ if env is None else env
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file {path} not found") from exc
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"config file {path} is not readable JSON: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path} must hold a JSON object")
+
+    def need(key: str) -> str:
+        value = raw.get(key)
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{path}: '{key}' is required (a non-empty string)")
+        return value
+
+    def integer(key: str, default: int, minimum: int) -> int:
+        value = raw.get(key, default)
+        if isinstance(value, str) and value.isdigit():
+            value = int(value)
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            raise ConfigError(f"{path}: '{key}' must be an integer >= {minimum}, got {value!r}")
+        return value
+
+    known = {
+        "uuid",
+        "apiEndpoint",
+        "deviceApiKey",
+        "deviceType",
+        "listenPort",
+        "appUpdatePollInterval",
+        "dataDir",
+        "dockerHost",
+        "lockDir",
+        "maxPullAttempts",
+        "logFormat",
+    }
+    log_format = str(raw.get("logFormat", "auto"))
+    if log_format not in ("auto", "json", "console"):
+        raise ConfigError(f"{path}: 'logFormat' must be auto, json or console")
+    return DeviceConfig(
+        uuid=need("uuid"),
+        api_endpoint=need("apiEndpoint").rstrip("/"),
+        device_api_key=need("deviceApiKey"),
+        device_type=str(raw.get("deviceType", "generic-amd64")),
+        listen_port=integer("listenPort", DEFAULT_LISTEN_PORT, 0),
+        poll_interval_ms=integer(
+            "appUpdatePollInterval", DEFAULT_POLL_INTERVAL_MS, MIN_POLL_INTERVAL_MS
+        ),
+        data_dir=Path(str(raw.get("dataDir", "/var/lib/device-agent"))),
+        docker_host=str(raw.get("dockerHost") or env.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST),
+        lock_dir=Path(str(raw.get("lockDir", DEFAULT_LOCK_DIR))),
+        max_pull_attempts=integer("maxPullAttempts", 5, 1),
+        log_format=log_format,
+        extra={k: v for k, v in raw.items() if k not in known},
+    )
+
+
+@dataclass(frozen=True)
+class FleetConfig:
+    """Fleet/device config vars from the target's `config`, with their defaults."""
+
+    poll_interval_ms: int = DEFAULT_POLL_INTERVAL_MS
+    instant_update_trigger: bool = True
+    override_lock: bool = False
+    local_mode: bool = False
+    connectivity_check: bool = True
+
+
+_BOOL_TRUE = {"1", "true", "on", "yes"}
+_BOOL_FALSE = {"0", "false", "off", "no", ""}
+
+# var suffix -> (field, parser)
+_VARS: dict[str, str] = {
+    "SUPERVISOR_POLL_INTERVAL": "poll_interval_ms",
+    "SUPERVISOR_INSTANT_UPDATE_TRIGGER": "instant_update_trigger",
+    "SUPERVISOR_OVERRIDE_LOCK": "override_lock",
+    "SUPERVISOR_LOCAL_MODE": "local_mode",
+    "SUPERVISOR_CONNECTIVITY_CHECK": "connectivity_check",
+}
+
+
+def _parse_bool(value: str) -> bool:
+    low = value.strip().lower()
+    if low in _BOOL_TRUE:
+        return True
+    if low in _BOOL_FALSE:
+        return False
+    raise ValueError(f"{value!r} is not a boolean (use 1/0, true/false)")
+
+
+def _parse_interval(value: str) -> int:
+    try:
+        ms = int(value.strip())
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not a whole number of milliseconds") from exc
+    if ms < MIN_POLL_INTERVAL_MS:
+        raise ValueError(f"{ms} ms is below the minimum of {MIN_POLL_INTERVAL_MS} ms")
+    return ms
+
+
+def apply_config_vars(
+    previous: FleetConfig, config_vars: Mapping[str, str], default_interval_ms: int
+) -> tuple[FleetConfig, list[str]]:
+    """Fold the target's config vars into a FleetConfig.
+
+    Unset vars fall back to the defaults; a bad value keeps the previous value and yields an
+    error message (returned, for the log and the API). `BALENA_` wins over `RESIN_`.
+    """
+    values: dict[str, Any] = {}
+    errors: list[str] = []
+    defaults = FleetConfig(poll_interval_ms=default_interval_ms)
+    for suffix, attr in _VARS.items():
+        raw = config_vars.get(f"BALENA_{suffix}")
+        name = f"BALENA_{suffix}"
+        if raw is None:
+            raw, name = config_vars.get(f"RESIN_{suffix}"), f"RESIN_{suffix}"
+        if raw is None:
+            values[attr] = getattr(defaults, attr)
+            continue
+        try:
+            values[attr] = _parse_interval(raw) if attr == "poll_interval_ms" else _parse_bool(raw)
+        except ValueError as exc:
+            values[attr] = getattr(previous, attr)
+            errors.append(f"{name}: {exc}; keeping {getattr(previous, attr)!r}")
+    return replace(previous, **values), errors

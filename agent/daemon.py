@@ -1,0 +1,177 @@
+"""The composition root: builds every component, runs the long-lived tasks, drains them on
+shutdown. Stopping the agent never stops the apps: their containers keep running."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Coroutine
+from typing import Any
+
+import structlog
+
+from agent import __version__
+from agent.cloud.client import CloudClient
+from agent.cloud.poller import Poller
+from agent.cloud.reporter import Reporter, ReportSources
+from agent.config import DeviceConfig, FleetConfig, apply_config_vars
+from agent.device.info import CpuSampler, device_fields, metrics
+from agent.engine.compose import DeviceContext
+from agent.engine.docker import DockerEngine
+from agent.errors import TargetStateError
+from agent.model import parse_target
+from agent.reconcile.executor import Executor, ManagedImages
+from agent.reconcile.loop import Reconciler
+from agent.reconcile.status import StatusBoard
+from agent.store import Store
+
+log = structlog.get_logger("agent.daemon")
+
+METRICS_CACHE_S = 30.0
+SHUTDOWN_GRACE_S = 5.0
+
+
+class Agent:
+    def __init__(self, config: DeviceConfig) -> None:
+        self.config = config
+        self.store = Store(config.data_dir)
+        self.status = StatusBoard(self.store)
+        self.fleet = FleetConfig(poll_interval_ms=config.poll_interval_ms)
+        self.engine = DockerEngine(config.docker_host)
+        self.images = ManagedImages(self.store)
+        device = DeviceContext(
+            uuid=config.uuid,
+            device_type=config.device_type,
+            lock_dir=config.lock_dir,
+            supervisor_version=__version__,
+        )
+        self.reconciler = Reconciler(
+            engine=self.engine,
+            executor=Executor(self.engine, device, self.images),
+            status=self.status,
+            images=self.images,
+            lock_dir=config.lock_dir,
+            override_lock=lambda: self.fleet.override_lock,
+            max_pull_attempts=config.max_pull_attempts,
+        )
+        self.client = CloudClient(config.api_endpoint, config.uuid, config.device_api_key)
+        self.poller = Poller(
+            self.client,
+            self.store,
+            self.status,
+            accept=self.accept_target,
+            interval_s=lambda: self.fleet.poll_interval_ms / 1000.0,
+        )
+        self._cpu = CpuSampler()
+        self._metrics: tuple[float, dict[str, Any]] = (float("-inf"), {})
+        self.reporter = Reporter(
+            self.client,
+            self.store,
+            self.status,
+            ReportSources(
+                device_fields=lambda: device_fields(config.listen_port, None),
+                metrics=self._cached_metrics,
+                report_apps=lambda: not self.fleet.local_mode,
+            ),
+        )
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def _cached_metrics(self) -> dict[str, Any]:
+        at, value = self._metrics
+        if time.monotonic() - at > METRICS_CACHE_S:
+            value = metrics(self._cpu, self.config.data_dir)
+            self._metrics = (time.monotonic(), value)
+        return value
+
+    # --- target intake ------------------------------------------------------------------------
+
+    def accept_target(self, body: Any, source: str) -> bool:
+        """Validate a target document and hand it to the apply loop. A malformed document is
+        refused whole (the running apps are untouched); a malformed app is rejected alone."""
+        try:
+            target = parse_target(body, self.config.uuid)
+        except TargetStateError as exc:
+            self.status.target_error = str(exc)
+            log.error("target_invalid", source=source, error=str(exc))
+            return False
+        self.status.target_error = None
+        for app in target.apps.values():
+            if app.rejection:
+                log.error(
+                    "app_rejected",
+                    app=app.name,
+                    app_uuid=app.uuid,
+                    release=app.release_uuid,
+                    reason=app.rejection,
+                )
+            elif app.release is not None:
+                for svc in app.release.services.values():
+                    if svc.composition.ignored_keys:
+                        log.warning(
+                            "compose_keys_ignored",
+                            app=app.name,
+                            service=svc.name,
+                            keys=list(svc.composition.ignored_keys),
+                        )
+        self.apply_config_vars(target.config)
+        log.info(
+            "target_accepted", source=source, apps=sorted(a.name for a in target.apps.values())
+        )
+        self.reconciler.set_target(target)
+        return True
+
+    def apply_config_vars(self, config_vars: Any) -> None:
+        new, errors = apply_config_vars(self.fleet, config_vars, self.config.poll_interval_ms)
+        for error in errors:
+            log.error("config_var_invalid", error=error)
+        self.status.config_errors = errors
+        if new != self.fleet:
+            log.info(
+                "config_changed",
+                **{k: v for k, v in vars(new).items() if getattr(self.fleet, k) != v},
+            )
+            self.fleet = new
+
+    # --- life cycle ---------------------------------------------------------------------------
+
+    def _spawn(self, name: str, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("task_crashed", task=task.get_name(), error=repr(task.exception()))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        log.info(
+            "agent_starting",
+            version=__version__,
+            uuid=self.config.uuid,
+            api=self.config.api_endpoint,
+            engine=self.config.docker_host,
+            data_dir=str(self.config.data_dir),
+        )
+        saved = self.poller.load_saved()
+        if saved is not None:
+            self.accept_target(saved.body, "persisted")
+        self._spawn("reconcile", self.reconciler.run())
+        self._spawn("poll", self.poller.run())
+        self._spawn("report", self.reporter.run())
+        await stop.wait()
+        await self.shutdown()
+
+    async def shutdown(self) -> None:
+        log.info("agent_stopping")
+        for task in list(self._tasks):
+            task.cancel()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(
+                asyncio.gather(*self._tasks, return_exceptions=True), SHUTDOWN_GRACE_S
+            )
+        await self.reporter.flush(timeout=2.0)
+        await self.client.close()
+        self.engine.close()
+        log.info("agent_stopped")

@@ -1,0 +1,191 @@
+"""Translate a target service into the engine's container-create arguments. Pure: no docker
+import, no I/O — `engine/docker.py` feeds the result to the SDK."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent.model import AppSpec, ServiceSpec
+from agent.model.current import (
+    LABEL_APP_ID,
+    LABEL_APP_UUID,
+    LABEL_CONFIG_HASH,
+    LABEL_IMAGE_ID,
+    LABEL_IMAGE_REF,
+    LABEL_RELEASE_ID,
+    LABEL_RELEASE_UUID,
+    LABEL_SERVICE_ID,
+    LABEL_SERVICE_NAME,
+    LABEL_SUPERVISED,
+    container_name,
+    network_engine_name,
+    volume_engine_name,
+)
+from agent.model.target import service_networks
+
+LOCK_MOUNTS = ("/tmp/balena", "/tmp/resin")
+
+
+@dataclass(frozen=True)
+class DeviceContext:
+    """Device facts every container learns through its environment."""
+
+    uuid: str
+    device_type: str
+    lock_dir: Path
+    supervisor_version: str
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    name: str
+    image: str
+    create: dict[str, Any]  # kwargs for APIClient.create_container (without host_config)
+    host_config: dict[str, Any]  # kwargs for APIClient.create_host_config
+    primary_network: str | None  # engine network joined at create time
+    aliases: tuple[str, ...]
+    extra_networks: tuple[str, ...]  # engine networks connected before start
+
+
+def service_lock_dir(lock_dir: Path, app_id: int, service_name: str) -> Path:
+    return lock_dir / str(app_id) / service_name
+
+
+def container_spec(
+    app: AppSpec, service: ServiceSpec, device: DeviceContext, release_uuid: str, release_id: int
+) -> ContainerSpec:
+    comp = service.composition
+    lock_host_dir = service_lock_dir(device.lock_dir, app.id, service.name)
+    environment = {
+        "BALENA": "1",
+        "RESIN": "1",
+        "BALENA_APP_ID": str(app.id),
+        "BALENA_APP_UUID": app.uuid,
+        "BALENA_APP_NAME": app.name,
+        "BALENA_SERVICE_NAME": service.name,
+        "BALENA_DEVICE_UUID": device.uuid,
+        "BALENA_DEVICE_TYPE": device.device_type,
+        "BALENA_SUPERVISOR_VERSION": device.supervisor_version,
+        "BALENA_APP_LOCK_PATH": "/tmp/balena/updates.lock",
+        "BALENA_SERVICE_HANDOVER_COMPLETE_PATH": "/tmp/balena/handover-complete",
+        **device.extra_env,
+        **service.environment,
+    }
+    labels = {
+        **service.labels,
+        LABEL_SUPERVISED: "true",
+        LABEL_APP_ID: str(app.id),
+        LABEL_APP_UUID: app.uuid,
+        LABEL_SERVICE_ID: str(service.id),
+        LABEL_SERVICE_NAME: service.name,
+        LABEL_IMAGE_ID: str(service.image_id),
+        LABEL_RELEASE_ID: str(release_id),
+        LABEL_RELEASE_UUID: release_uuid,
+        LABEL_CONFIG_HASH: service.config_hash(),
+        LABEL_IMAGE_REF: service.image,
+    }
+    binds = [_bind(app.id, v) for v in comp.volumes]
+    binds += [f"{lock_host_dir}:{mount}" for mount in LOCK_MOUNTS]
+    exposed, port_bindings = parse_ports(comp.ports)
+    networks = [network_engine_name(app.id, n) for n in service_networks(service)]
+    network_mode = comp.network_mode or (networks[0] if networks else None)
+    create: dict[str, Any] = {
+        "image": service.image,
+        "name": container_name(service.name, service.image_id, release_id, release_uuid),
+        "environment": environment,
+        "labels": labels,
+        "command": list(comp.command) if comp.command is not None else None,
+        "entrypoint": list(comp.entrypoint) if comp.entrypoint is not None else None,
+        "working_dir": comp.working_dir,
+        "user": comp.user,
+        "hostname": comp.hostname,
+        "tty": comp.tty,
+        "stop_signal": comp.stop_signal,
+        "stop_timeout": int(comp.stop_grace_period_s)
+        if comp.stop_grace_period_s is not None
+        else None,
+        "ports": exposed or None,
+        "healthcheck": _healthcheck(service),
+    }
+    host_config: dict[str, Any] = {
+        "binds": binds,
+        "port_bindings": port_bindings or None,
+        "restart_policy": restart_policy(comp.restart),
+        "network_mode": network_mode,
+        "privileged": comp.privileged,
+        "cap_add": list(comp.cap_add) or None,
+        "cap_drop": list(comp.cap_drop) or None,
+        "devices": list(comp.devices) or None,
+        "init": comp.init,
+        "extra_hosts": list(comp.extra_hosts) or None,
+        "tmpfs": list(comp.tmpfs) or None,
+        "read_only": comp.read_only or None,
+        "dns": list(comp.dns) or None,
+    }
+    return ContainerSpec(
+        name=create["name"],
+        image=service.image,
+        create={k: v for k, v in create.items() if v is not None},
+        host_config={k: v for k, v in host_config.items() if v is not None},
+        primary_network=networks[0] if networks else None,
+        aliases=(service.name,),
+        extra_networks=tuple(networks[1:]),
+    )
+
+
+def _bind(app_id: int, spec: str) -> str:
+    source, _, rest = spec.partition(":")
+    if not rest:  # anonymous volume: just a container path
+        return spec
+    if source.startswith(("/", ".", "~")):
+        return spec
+    return f"{volume_engine_name(app_id, source)}:{rest}"
+
+
+def restart_policy(restart: str) -> dict[str, Any]:
+    name, _, count = restart.partition(":")
+    if name == "no":
+        return {"Name": "no"}
+    policy: dict[str, Any] = {"Name": name}
+    if name == "on-failure" and count.isdigit():
+        policy["MaximumRetryCount"] = int(count)
+    return policy
+
+
+def parse_ports(
+    ports: tuple[str, ...],
+) -> tuple[list[tuple[int, str]], dict[str, list[tuple[str, int] | int | None]]]:
+    """`"8080:80/udp"`, `"127.0.0.1:8080:80"`, `"80"` → exposed ports and port bindings."""
+    exposed: list[tuple[int, str]] = []
+    bindings: dict[str, list[tuple[str, int] | int | None]] = {}
+    for spec in ports:
+        body, _, proto = spec.partition("/")
+        proto = proto or "tcp"
+        parts = body.split(":")
+        container_port = int(parts[-1])
+        exposed.append((container_port, proto))
+        key = f"{container_port}/{proto}"
+        if len(parts) == 1:
+            bindings.setdefault(key, []).append(None)
+        elif len(parts) == 2:
+            bindings.setdefault(key, []).append(int(parts[0]) if parts[0] else None)
+        else:
+            bindings.setdefault(key, []).append((parts[0], int(parts[1])))
+    return exposed, bindings
+
+
+def _healthcheck(service: ServiceSpec) -> dict[str, Any] | None:
+    hc = service.composition.healthcheck
+    if hc is None:
+        return None
+    ns = 1_000_000_000
+    return {
+        "test": list(hc.test),
+        "interval": int(hc.interval_s * ns),
+        "timeout": int(hc.timeout_s * ns),
+        "retries": hc.retries,
+        "start_period": int(hc.start_period_s * ns),
+    }

@@ -1,0 +1,369 @@
+"""The engine adapter: the only module that imports the docker SDK.
+
+The SDK is synchronous, so every call runs in a worker thread (`asyncio.to_thread`) and the
+event loop never blocks on the engine. docker/requests exceptions are translated into the
+agent's own (`agent.errors`) right here, where they enter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import docker
+import docker.errors
+import requests.exceptions
+import structlog
+
+from agent.engine.compose import ContainerSpec
+from agent.engine.pull import PullProgress
+from agent.errors import Conflict, EngineError, EngineUnavailable, NotFound, PullError
+from agent.model import (
+    ContainerState,
+    ContainerStatus,
+    CurrentState,
+    ImageState,
+    NetworkState,
+    VolumeState,
+)
+from agent.model.current import (
+    LABEL_APP_ID,
+    LABEL_APP_UUID,
+    LABEL_CONFIG_HASH,
+    LABEL_IMAGE_ID,
+    LABEL_IMAGE_REF,
+    LABEL_RELEASE_ID,
+    LABEL_RELEASE_UUID,
+    LABEL_SERVICE_ID,
+    LABEL_SERVICE_NAME,
+    LABEL_SUPERVISED,
+    normalize_refs,
+    split_image_ref,
+)
+
+log = structlog.get_logger("agent.engine")
+
+T = TypeVar("T")
+SUPERVISED_FILTER = {"label": f"{LABEL_SUPERVISED}=true"}
+_EXIT_RE = re.compile(r"Exited \((-?\d+)\)")
+_HEALTH_RE = re.compile(r"\((healthy|unhealthy|health: starting)\)")
+
+
+@contextmanager
+def _translated(what: str) -> Iterator[None]:
+    """Turn SDK / transport exceptions into agent errors, naming the operation."""
+    try:
+        yield
+    except docker.errors.NotFound as exc:
+        raise NotFound(f"{what}: {exc.explanation or exc}") from exc
+    except docker.errors.APIError as exc:
+        code = exc.status_code
+        message = f"{what}: {exc.explanation or exc}"
+        if code == 409:
+            raise Conflict(message) from exc
+        raise EngineError(message) from exc
+    except docker.errors.DockerException as exc:
+        raise EngineUnavailable(f"{what}: {exc}") from exc
+    except (requests.exceptions.ConnectionError, ConnectionError, FileNotFoundError) as exc:
+        raise EngineUnavailable(f"{what}: engine not reachable ({exc})") from exc
+    except requests.exceptions.RequestException as exc:
+        raise EngineError(f"{what}: {exc}") from exc
+
+
+class DockerEngine:
+    def __init__(self, host: str, timeout: float = 60.0) -> None:
+        self.host = host
+        self._timeout = timeout
+        self._api: docker.APIClient | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def api(self) -> docker.APIClient:
+        with self._lock:
+            if self._api is None:
+                with _translated("connect"):
+                    self._api = docker.APIClient(
+                        base_url=self.host, timeout=self._timeout, version="auto"
+                    )
+            return self._api
+
+    async def _run(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        def call() -> T:
+            with _translated(what):
+                return fn(*args, **kwargs)
+
+        return await asyncio.to_thread(call)
+
+    def close(self) -> None:
+        if self._api is not None:
+            self._api.close()
+
+    # --- reading ------------------------------------------------------------------------------
+
+    async def version(self) -> dict[str, Any]:
+        return await self._run("version", lambda: self.api.version())
+
+    async def current_state(self, managed_image_ids: frozenset[str]) -> CurrentState:
+        """One snapshot of everything the agent owns, from list calls only (no inspects)."""
+
+        def read() -> CurrentState:
+            with _translated("list containers"):
+                containers = self.api.containers(all=True, filters=SUPERVISED_FILTER)
+            with _translated("list images"):
+                images = self.api.images()
+            with _translated("list volumes"):
+                volumes = self.api.volumes(filters=SUPERVISED_FILTER).get("Volumes") or []
+            with _translated("list networks"):
+                networks = self.api.networks(filters=SUPERVISED_FILTER)
+            return CurrentState(
+                containers=tuple(
+                    c for c in (_container_state(raw) for raw in containers) if c is not None
+                ),
+                images=tuple(
+                    ImageState(
+                        id=img["Id"],
+                        refs=normalize_refs(
+                            (img.get("RepoTags") or []) + (img.get("RepoDigests") or [])
+                        ),
+                        size=int(img.get("Size") or 0),
+                        managed=img["Id"] in managed_image_ids,
+                    )
+                    for img in images
+                ),
+                volumes=tuple(_volume_state(v) for v in volumes),
+                networks=tuple(_network_state(n) for n in networks),
+            )
+
+        return await asyncio.to_thread(read)
+
+    async def image_id(self, ref: str) -> str | None:
+        try:
+            info = await self._run(f"inspect image {ref}", self.api.inspect_image, ref)
+        except NotFound:
+            return None
+        return str(info["Id"])
+
+    async def container_logs(self, container_id: str, tail: int = 50) -> str:
+        raw = await self._run(
+            "container logs", self.api.logs, container_id, tail=tail, timestamps=False
+        )
+        return raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+
+    # --- images -------------------------------------------------------------------------------
+
+    async def pull(
+        self,
+        ref: str,
+        on_progress: Callable[[int, int], None],
+        cancel: threading.Event,
+    ) -> str:
+        """Pull `ref`, calling on_progress(percent, bytes) from the worker thread as it goes.
+
+        Setting `cancel` closes the stream, which makes the engine abort the pull. Returns
+        the pulled image's id.
+        """
+        repo, tag = split_image_ref(ref)
+
+        def run() -> str:
+            progress = PullProgress()
+            api = self.api
+            try:
+                response = api._post(
+                    api._url("/images/create"),
+                    params={"fromImage": repo, "tag": tag},
+                    stream=True,
+                    timeout=None,
+                )
+                api._raise_for_status(response)
+                try:
+                    for event in api._stream_helper(response, decode=True):
+                        if cancel.is_set():
+                            raise PullError(f"pull of {ref} cancelled")
+                        changed = progress.feed(event)
+                        if changed is not None:
+                            on_progress(changed, progress.bytes_downloaded)
+                finally:
+                    response.close()
+                info = api.inspect_image(ref)
+            except docker.errors.NotFound as exc:
+                raise PullError(f"{ref}: not found in the registry ({exc.explanation})") from exc
+            except docker.errors.APIError as exc:
+                raise PullError(f"{ref}: {exc.explanation or exc}") from exc
+            except (requests.exceptions.RequestException, ConnectionError) as exc:
+                raise PullError(
+                    f"{ref}: connection to the engine lost during pull ({exc})"
+                ) from exc
+            on_progress(100, progress.bytes_downloaded)
+            return str(info["Id"])
+
+        return await asyncio.to_thread(run)
+
+    async def remove_image(self, image_id: str) -> None:
+        await self._run(f"remove image {image_id[:19]}", self.api.remove_image, image_id)
+
+    async def image_size_hint(self, ref: str) -> int | None:
+        """The registry's idea of the image size, when the engine can ask it (distribution)."""
+        try:
+            data = await self._run("inspect distribution", self.api.inspect_distribution, ref)
+        except EngineError:
+            return None
+        size = (data.get("Descriptor") or {}).get("size")
+        return int(size) if isinstance(size, int) else None
+
+    # --- volumes and networks -----------------------------------------------------------------
+
+    async def create_volume(
+        self, name: str, driver: str, opts: dict[str, str], labels: dict[str, str]
+    ) -> None:
+        all_labels = {**labels, LABEL_SUPERVISED: "true"}
+        await self._run(
+            f"create volume {name}",
+            self.api.create_volume,
+            name,
+            driver,
+            driver_opts=opts or None,
+            labels=all_labels,
+        )
+
+    async def create_network(
+        self, name: str, driver: str, internal: bool, labels: dict[str, str]
+    ) -> None:
+        all_labels = {**labels, LABEL_SUPERVISED: "true"}
+        await self._run(
+            f"create network {name}",
+            self.api.create_network,
+            name,
+            driver=driver,
+            internal=internal,
+            labels=all_labels,
+            check_duplicate=True,
+        )
+
+    async def remove_network(self, name: str) -> None:
+        await self._run(f"remove network {name}", self.api.remove_network, name)
+
+    # --- containers ---------------------------------------------------------------------------
+
+    async def create_container(self, spec: ContainerSpec, network_mode: str | None) -> str:
+        def run() -> str:
+            api = self.api
+            host_config = api.create_host_config(
+                **{**spec.host_config, "network_mode": network_mode}
+            )
+            networking = None
+            if spec.primary_network and network_mode == spec.primary_network:
+                networking = api.create_networking_config(
+                    {spec.primary_network: api.create_endpoint_config(aliases=list(spec.aliases))}
+                )
+            created = api.create_container(
+                **spec.create, host_config=host_config, networking_config=networking
+            )
+            container_id = str(created["Id"])
+            for net in spec.extra_networks:
+                api.connect_container_to_network(container_id, net, aliases=list(spec.aliases))
+            return container_id
+
+        with _translated(f"create container {spec.name}"):
+            return await asyncio.to_thread(run)
+
+    async def start(self, container_id: str) -> None:
+        await self._run("start container", self.api.start, container_id)
+
+    async def stop(self, container_id: str, timeout: int | None = None) -> None:
+        await self._run("stop container", self.api.stop, container_id, timeout=timeout)
+
+    async def kill_and_remove(self, container_id: str, timeout: int | None = None) -> None:
+        """Stop gracefully (the container's stop signal, then SIGKILL after the timeout) and
+        remove; a container that is already gone is fine."""
+        try:
+            await self._run("stop container", self.api.stop, container_id, timeout=timeout)
+        except NotFound:
+            return
+        try:
+            await self._run(
+                "remove container", self.api.remove_container, container_id, v=False, force=True
+            )
+        except NotFound:
+            return
+
+    async def rename(self, container_id: str, name: str) -> None:
+        await self._run("rename container", self.api.rename, container_id, name)
+
+
+def _label_int(labels: dict[str, str], key: str) -> int:
+    try:
+        return int(labels.get(key, "0"))
+    except ValueError:
+        return 0
+
+
+def _container_state(raw: dict[str, Any]) -> ContainerState | None:
+    labels: dict[str, str] = raw.get("Labels") or {}
+    names = raw.get("Names") or ["/"]
+    name = names[0].lstrip("/")
+    service = labels.get(LABEL_SERVICE_NAME)
+    app_uuid = labels.get(LABEL_APP_UUID)
+    if not service or not app_uuid:
+        return None
+    # release metadata lives in the name, so an unchanged container can be renamed into a
+    # new release: {service}_{imageId}_{releaseId}_{releaseUuid}
+    parts = name.rsplit("_", 3)
+    if len(parts) == 4 and parts[0] == service and parts[2].isdigit():
+        release_id, release_uuid = int(parts[2]), parts[3]
+    else:
+        release_id = _label_int(labels, LABEL_RELEASE_ID)
+        release_uuid = labels.get(LABEL_RELEASE_UUID, "")
+    state = str(raw.get("State") or "created")
+    status_text = str(raw.get("Status") or "")
+    exit_match = _EXIT_RE.search(status_text)
+    health_match = _HEALTH_RE.search(status_text)
+    health = None
+    if health_match:
+        health = "starting" if "starting" in health_match.group(1) else health_match.group(1)
+    try:
+        status = ContainerStatus(state)
+    except ValueError:
+        status = ContainerStatus.DEAD
+    return ContainerState(
+        id=str(raw["Id"]),
+        name=name,
+        app_id=_label_int(labels, LABEL_APP_ID),
+        app_uuid=app_uuid,
+        service_name=service,
+        service_id=_label_int(labels, LABEL_SERVICE_ID),
+        image_id=_label_int(labels, LABEL_IMAGE_ID),
+        release_uuid=release_uuid,
+        release_id=release_id,
+        image=labels.get(LABEL_IMAGE_REF) or str(raw.get("Image", "")),
+        image_docker_id=str(raw.get("ImageID", "")),
+        config_hash=labels.get(LABEL_CONFIG_HASH),
+        status=status,
+        health=health,
+        exit_code=int(exit_match.group(1)) if exit_match else None,
+        created_at=str(raw.get("Created", "")),
+    )
+
+
+def _volume_state(raw: dict[str, Any]) -> VolumeState:
+    labels = raw.get("Labels") or {}
+    return VolumeState(
+        name=str(raw["Name"]),
+        app_id=_label_int(labels, LABEL_APP_ID),
+        app_uuid=labels.get(LABEL_APP_UUID),
+        labels=dict(labels),
+    )
+
+
+def _network_state(raw: dict[str, Any]) -> NetworkState:
+    labels = raw.get("Labels") or {}
+    return NetworkState(
+        name=str(raw["Name"]),
+        id=str(raw["Id"]),
+        app_id=_label_int(labels, LABEL_APP_ID),
+        app_uuid=labels.get(LABEL_APP_UUID),
+        labels=dict(labels),
+    )

@@ -1,0 +1,243 @@
+"""Run one batch of planned steps against the engine.
+
+Pulls run concurrently (each reporting its progress to the status board); every other step
+runs in plan order. A failing step is logged and returned, never raised: the next pass
+re-plans from what the engine really has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from agent.engine.compose import DeviceContext, container_spec, service_lock_dir
+from agent.engine.docker import DockerEngine
+from agent.errors import AgentError, Conflict, NotFound, PullError, StoreError
+from agent.model import AppSpec, CurrentState, ServiceSpec
+from agent.model.current import (
+    LABEL_APP_ID,
+    LABEL_APP_UUID,
+    container_name,
+    network_engine_name,
+    volume_engine_name,
+)
+from agent.reconcile.steps import (
+    CreateNetwork,
+    CreateVolume,
+    Kill,
+    Plan,
+    Pull,
+    RemoveImage,
+    RemoveNetwork,
+    Start,
+    StartContainer,
+    Step,
+    StopContainer,
+    UpdateMetadata,
+)
+from agent.store import Store
+
+log = structlog.get_logger("agent.executor")
+
+ProgressSink = Callable[[Pull, int, int], None]
+
+
+@dataclass(frozen=True)
+class StepFailure:
+    step: Step
+    error: AgentError
+
+    @property
+    def is_pull(self) -> bool:
+        return isinstance(self.step, Pull)
+
+
+class ManagedImages:
+    """Ids of the images this agent pulled: the only ones it will ever remove."""
+
+    KEY = "images"
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.ids: set[str] = set(store.get(self.KEY, []) or [])
+
+    def add(self, image_id: str) -> None:
+        if image_id not in self.ids:
+            self.ids.add(image_id)
+            self._save()
+
+    def discard(self, image_id: str) -> None:
+        if image_id in self.ids:
+            self.ids.discard(image_id)
+            self._save()
+
+    def _save(self) -> None:
+        try:
+            self._store.put(self.KEY, sorted(self.ids))
+        except StoreError as exc:
+            log.error("images_persist_failed", error=str(exc))
+
+
+def describe(step: Step) -> str:
+    match step:
+        case Pull(image=image):
+            return f"pull {image}"
+        case Kill(container=c):
+            return f"kill {c.name}"
+        case Start(service=s, app=a):
+            return f"start {a.name}/{s.name}"
+        case StartContainer(container=c):
+            return f"start {c.name}"
+        case StopContainer(container=c):
+            return f"stop {c.name}"
+        case UpdateMetadata(container=c, app=a):
+            return f"carry {c.name} into release {a.release_uuid}"
+        case CreateVolume(volume=v, app=a):
+            return f"create volume {volume_engine_name(a.id, v.name)}"
+        case CreateNetwork(network=n, app=a):
+            return f"create network {network_engine_name(a.id, n.name)}"
+        case RemoveNetwork(name=name):
+            return f"remove network {name}"
+        case RemoveImage(image_id=image_id, refs=refs):
+            return f"remove image {image_id[:19]} ({', '.join(refs) or 'untagged'})"
+    return type(step).__name__
+
+
+class Executor:
+    def __init__(self, engine: DockerEngine, device: DeviceContext, images: ManagedImages) -> None:
+        self.engine = engine
+        self.device = device
+        self.images = images
+
+    async def run(
+        self, plan: Plan, current: CurrentState, progress: ProgressSink, cancel: threading.Event
+    ) -> list[StepFailure]:
+        pulls = [s for s in plan.steps if isinstance(s, Pull)]
+        others = [s for s in plan.steps if not isinstance(s, Pull)]
+        failures: list[StepFailure] = []
+        if pulls:
+            results = await asyncio.gather(
+                *(self._pull(step, progress, cancel) for step in pulls), return_exceptions=True
+            )
+            for pull, result in zip(pulls, results, strict=True):
+                if isinstance(result, AgentError):
+                    failures.append(StepFailure(pull, result))
+                elif isinstance(result, BaseException):
+                    raise result
+        for step in others:
+            if cancel.is_set():
+                break
+            try:
+                await self._apply(step, current)
+            except AgentError as exc:
+                log.error("step_failed", step=describe(step), error=str(exc))
+                failures.append(StepFailure(step, exc))
+        return failures
+
+    async def _pull(self, step: Pull, progress: ProgressSink, cancel: threading.Event) -> None:
+        loop = asyncio.get_running_loop()
+
+        def on_progress(percent: int, nbytes: int) -> None:
+            loop.call_soon_threadsafe(progress, step, percent, nbytes)
+
+        log.info("pull_started", image=step.image, services=list(step.services))
+        try:
+            image_id = await self.engine.pull(step.image, on_progress, cancel)
+        except PullError as exc:
+            log.error("pull_failed", image=step.image, error=str(exc))
+            raise
+        self.images.add(image_id)
+        log.info("pull_done", image=step.image, image_id=image_id[:19])
+
+    async def _apply(self, step: Step, current: CurrentState) -> None:
+        log.info("step_started", step=describe(step))
+        match step:
+            case CreateVolume(app=app, volume=vol):
+                labels = {**vol.labels, LABEL_APP_ID: str(app.id), LABEL_APP_UUID: app.uuid}
+                with contextlib.suppress(Conflict):
+                    await self.engine.create_volume(
+                        volume_engine_name(app.id, vol.name),
+                        vol.driver,
+                        dict(vol.driver_opts),
+                        labels,
+                    )
+            case CreateNetwork(app=app, network=net):
+                labels = {**net.labels, LABEL_APP_ID: str(app.id), LABEL_APP_UUID: app.uuid}
+                with contextlib.suppress(Conflict):
+                    await self.engine.create_network(
+                        network_engine_name(app.id, net.name), net.driver, net.internal, labels
+                    )
+            case RemoveNetwork(name=name):
+                with contextlib.suppress(NotFound):
+                    await self.engine.remove_network(name)
+            case Kill(container=c, remove_image=remove_image):
+                await self.engine.kill_and_remove(c.id)
+                if remove_image and c.image_docker_id:
+                    await self._remove_image(c.image_docker_id)
+            case Start(app=app, service=service):
+                await self._start(app, service, current)
+            case StartContainer(container=c):
+                await self.engine.start(c.id)
+            case StopContainer(container=c):
+                await self.engine.stop(c.id)
+            case UpdateMetadata(container=c, app=app, service=service):
+                assert app.release is not None
+                await self.engine.rename(
+                    c.id,
+                    container_name(
+                        service.name, service.image_id, app.release.id, app.release.uuid
+                    ),
+                )
+            case RemoveImage(image_id=image_id):
+                await self._remove_image(image_id)
+        log.info("step_done", step=describe(step))
+
+    async def _start(self, app: AppSpec, service: ServiceSpec, current: CurrentState) -> None:
+        assert app.release is not None
+        lock_dir = service_lock_dir(self.device.lock_dir, app.id, service.name)
+        await asyncio.to_thread(_make_lock_dir, lock_dir)
+        spec = container_spec(app, service, self.device, app.release.uuid, app.release.id)
+        mode = spec.host_config.get("network_mode")
+        if isinstance(mode, str) and mode.startswith("service:"):
+            peer = mode.split(":", 1)[1].strip()
+            match = next(
+                (
+                    c
+                    for c in current.containers
+                    if c.app_uuid == app.uuid and c.service_name == peer and c.running
+                ),
+                None,
+            )
+            if match is None:
+                raise NotFound(f"network_mode {mode}: service {peer} has no running container")
+            mode = f"container:{match.id}"
+        try:
+            container_id = await self.engine.create_container(spec, mode)
+        except Conflict:
+            # a container of that name exists (a crash between create and start): reuse it
+            stale = next((c for c in current.containers if c.name == spec.name), None)
+            if stale is None:
+                raise
+            container_id = stale.id
+        if service.running:
+            await self.engine.start(container_id)
+
+    async def _remove_image(self, image_id: str) -> None:
+        try:
+            await self.engine.remove_image(image_id)
+        except NotFound:
+            pass
+        except Conflict as exc:
+            # still used by something we don't own: stop managing it rather than retry forever
+            log.warning("image_in_use_kept", image_id=image_id[:19], error=str(exc))
+        self.images.discard(image_id)
+
+
+def _make_lock_dir(path: Path) -> None:
+    path.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,198 @@
+"""The apply loop: read the engine, plan, execute, repeat until the target is reached.
+
+A newer target cancels work in flight (pulls are aborted through their cancel flag) and the
+next pass plans against it. Failing passes back off; a release whose images keep failing to
+pull is given up (`aborted`) after the configured number of attempts, while the running
+release keeps running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import structlog
+
+from agent.engine.docker import DockerEngine
+from agent.errors import EngineError
+from agent.locks import LockHolder, held_locks
+from agent.model import CurrentState, TargetState, UpdateStatus
+from agent.reconcile.executor import Executor, ManagedImages, describe
+from agent.reconcile.planner import plan as make_plan
+from agent.reconcile.status import StatusBoard, service_views
+from agent.reconcile.steps import Plan, PlanContext, Pull
+from agent.retry import Backoff
+
+log = structlog.get_logger("agent.reconcile")
+
+RECHECK_S = 30.0  # converged: look at the engine again this often (crashed/removed containers)
+WAITING_S = 1.0  # waiting on something outside (a healthcheck, a dependency)
+
+
+class Reconciler:
+    def __init__(
+        self,
+        engine: DockerEngine,
+        executor: Executor,
+        status: StatusBoard,
+        images: ManagedImages,
+        lock_dir: Path,
+        override_lock: Callable[[], bool],
+        max_pull_attempts: int = 5,
+    ) -> None:
+        self._engine = engine
+        self._executor = executor
+        self._status = status
+        self._images = images
+        self._lock_dir = lock_dir
+        self._override_lock = override_lock
+        self._max_pull_attempts = max_pull_attempts
+        self._target: TargetState | None = None
+        self._generation = 0
+        self._wake = asyncio.Event()
+        self._cancel = threading.Event()
+        self._force_once = False
+        self._pull_failures: dict[str, int] = {}
+        self.aborted: dict[str, str] = {}
+        self._progress: dict[str, int] = {}
+        self._locks_seen: dict[int, tuple[str, ...]] = {}
+        self._backoff = Backoff(base_s=1.0, cap_s=60.0)
+        self.last_plan: Plan | None = None
+        self.last_pass_at: float | None = None
+        self.last_error: str | None = None
+        self.converged = asyncio.Event()  # set whenever the engine matches the target
+
+    @property
+    def target(self) -> TargetState | None:
+        return self._target
+
+    def set_target(self, target: TargetState) -> None:
+        if target == self._target:
+            return
+        self._target = target
+        self._generation += 1
+        self._cancel.set()  # abandon pulls for the older target
+        self.converged.clear()
+        self._wake.set()
+
+    def wake(self, force: bool = False) -> None:
+        if force:
+            self._force_once = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        failures = 0
+        while True:
+            self._wake.clear()
+            if self._target is None:
+                await self._wake.wait()
+                continue
+            delay: float
+            try:
+                done, failed = await self._pass()
+                self.last_error = None
+            except EngineError as exc:
+                done, failed = False, True
+                self.last_error = str(exc)
+                log.error("engine_unavailable", error=str(exc))
+            if failed:
+                failures += 1
+                delay = self._backoff.delay(failures)
+                log.info("apply_retry_scheduled", attempt=failures, retry_in_s=round(delay, 1))
+            else:
+                failures = 0
+                delay = RECHECK_S if done else 0.0
+                if not done and self.last_plan is not None and not self.last_plan.steps:
+                    delay = WAITING_S
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=delay)
+
+    async def _pass(self) -> tuple[bool, bool]:
+        """One read-plan-execute round. Returns (converged, had_failures)."""
+        target = self._target
+        assert target is not None
+        generation = self._generation
+        self._cancel = threading.Event()
+        current = await self._engine.current_state(frozenset(self._images.ids))
+        locks = await asyncio.to_thread(held_locks, self._lock_dir)
+        self._log_locks(locks)
+        force = self._override_lock() or self._force_once
+        ctx = PlanContext(locked_apps=frozenset(locks), force=force, aborted=dict(self.aborted))
+        plan = make_plan(current, target, ctx)
+        self.last_plan = plan
+        self.last_pass_at = time.time()
+        self._publish(plan, current, target)
+        if not plan.steps:
+            if plan.converged:
+                self._force_once = False
+                self.converged.set()
+            return plan.converged, False
+        log.info("apply_pass", steps=[describe(s) for s in plan.steps])
+        failures = await self._executor.run(plan, current, self._on_progress, self._cancel)
+        if generation != self._generation:
+            log.info("target_changed_mid_apply")
+            return False, False
+        for failure in failures:
+            if isinstance(failure.step, Pull):
+                self._count_pull_failure(target, failure.step, str(failure.error))
+        return False, bool(failures)
+
+    def _count_pull_failure(self, target: TargetState, step: Pull, error: str) -> None:
+        app = target.apps.get(step.app_uuid)
+        if app is None or app.release_uuid is None:
+            return
+        release = app.release_uuid
+        count = self._pull_failures.get(release, 0) + 1
+        self._pull_failures[release] = count
+        if count >= self._max_pull_attempts and release not in self.aborted:
+            reason = f"gave up after {count} failed pulls: {error}"
+            self.aborted[release] = reason
+            log.error("release_aborted", app=app.name, release=release, reason=reason)
+
+    def _on_progress(self, step: Pull, percent: int, nbytes: int) -> None:
+        self._progress[step.image] = percent
+        self._status.set_download_progress(step.app_uuid, step.services, percent)
+
+    def _publish(self, plan: Plan, current: CurrentState, target: TargetState) -> None:
+        for uuid, app in target.apps.items():
+            self._status.ensure_app(uuid, app.id, app.name, app.release_uuid)
+            running = {c.release_uuid for c in current.app_containers(uuid)}
+            if len(running) == 1:
+                self._status.set_current_release(uuid, next(iter(running)))
+            app_plan = plan.apps.get(uuid)
+            if app_plan is None:
+                continue
+            reason = app_plan.reason
+            if app_plan.blocked_by_lock:
+                reason = "waiting for an update lock to be released"
+            self._status.set_update_status(uuid, app_plan.release_uuid, app_plan.status, reason)
+            if app_plan.status is not UpdateStatus.REJECTED:
+                self._status.set_services(
+                    uuid, service_views(app, current, app_plan, self._progress)
+                )
+        self._status.forget_apps(set(target.apps))
+
+    def _log_locks(self, locks: dict[int, list[LockHolder]]) -> None:
+        seen = {
+            app_id: tuple(sorted(h.service for h in holders)) for app_id, holders in locks.items()
+        }
+        if seen == self._locks_seen:
+            return
+        for app_id, holders in locks.items():
+            if seen[app_id] != self._locks_seen.get(app_id):
+                for holder in holders:
+                    log.info(
+                        "lock_held",
+                        app_id=app_id,
+                        service=holder.service,
+                        path=str(holder.path),
+                        since=holder.since,
+                    )
+        for app_id in self._locks_seen.keys() - seen.keys():
+            log.info("lock_released", app_id=app_id)
+        self._locks_seen = seen

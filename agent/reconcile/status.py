@@ -1,0 +1,304 @@
+"""The one source of truth for "what is the device doing".
+
+Holds each app's update status (with the time of its latest change, persisted), its services'
+statuses and download progress, and the heartbeat. The reporter, the local API, the CLI and
+metrics all read it; none computes its own view.
+
+Every update-status transition is queued for the reporter in order — the dashboard's "update
+status duration" needs each one — and when a pass skips a stage (downloading straight to
+applying changes) the skipped stage is recorded too, so the cloud always sees the full chain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import structlog
+
+from agent.errors import StoreError
+from agent.model import AppSpec, ContainerStatus, CurrentState, ServiceStatus, UpdateStatus
+from agent.reconcile.steps import AppPlan
+from agent.store import Store
+
+log = structlog.get_logger("agent.status")
+
+CHAIN = (
+    UpdateStatus.DOWNLOADING,
+    UpdateStatus.DOWNLOADED,
+    UpdateStatus.APPLYING_CHANGES,
+    UpdateStatus.DONE,
+)
+STORE_KEY = "status"
+
+
+@dataclass(frozen=True)
+class ServiceView:
+    image: str
+    status: ServiceStatus | str
+    download_progress: int | None = None
+
+
+@dataclass(frozen=True)
+class AppView:
+    app_uuid: str
+    app_id: int
+    name: str
+    release_uuid: str | None  # the target release
+    current_release_uuid: str | None  # the release running, until the target one is done
+    update_status: UpdateStatus | None
+    since: float  # unix time of the latest update-status change
+    reason: str | None = None
+    services: dict[str, ServiceView] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Transition:
+    app_uuid: str
+    release_uuid: str | None
+    status: UpdateStatus
+    at: float
+    seq: int
+
+
+def expand_transition(old: UpdateStatus | None, new: UpdateStatus) -> list[UpdateStatus]:
+    """The statuses to record when going from `old` to `new` within one release."""
+    if old in CHAIN and new in CHAIN and old is not UpdateStatus.DONE:
+        i, j = CHAIN.index(old), CHAIN.index(new)
+        if j > i:
+            return list(CHAIN[i + 1 : j + 1])
+    return [new]
+
+
+class StatusBoard:
+    def __init__(self, store: Store, clock: Any = time.time) -> None:
+        self._store = store
+        self._clock = clock
+        self.apps: dict[str, AppView] = {}
+        self.last_poll: float | None = None  # the heartbeat: last successful target fetch
+        self.last_poll_error: str | None = None
+        self.last_report: float | None = None
+        self.last_report_error: str | None = None
+        self.target_error: str | None = None
+        self.config_errors: list[str] = []
+        self.transitions: deque[Transition] = deque()
+        self._seq = 0
+        self.changed = asyncio.Event()
+        self._load()
+
+    # --- persistence --------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        saved = self._store.get(STORE_KEY, {}) or {}
+        for uuid, raw in (saved.get("apps") or {}).items():
+            try:
+                status = UpdateStatus(raw["update_status"]) if raw.get("update_status") else None
+                self.apps[uuid] = AppView(
+                    app_uuid=uuid,
+                    app_id=int(raw.get("app_id", 0)),
+                    name=str(raw.get("name", uuid)),
+                    release_uuid=raw.get("release_uuid"),
+                    current_release_uuid=raw.get("current_release_uuid"),
+                    update_status=status,
+                    since=float(raw.get("since", 0.0)),
+                    reason=raw.get("reason"),
+                )
+            except (KeyError, ValueError, TypeError):
+                log.warning("status_entry_ignored", app_uuid=uuid)
+        self.last_poll = saved.get("last_poll")
+
+    def _persist(self) -> None:
+        data = {
+            "apps": {
+                uuid: {
+                    "app_id": a.app_id,
+                    "name": a.name,
+                    "release_uuid": a.release_uuid,
+                    "current_release_uuid": a.current_release_uuid,
+                    "update_status": a.update_status.value if a.update_status else None,
+                    "since": a.since,
+                    "reason": a.reason,
+                }
+                for uuid, a in self.apps.items()
+            },
+            "last_poll": self.last_poll,
+        }
+        try:
+            self._store.put(STORE_KEY, data)
+        except StoreError as exc:
+            log.error("status_persist_failed", error=str(exc))
+
+    def _notify(self) -> None:
+        self.changed.set()
+
+    # --- writers ------------------------------------------------------------------------------
+
+    def ensure_app(self, app_uuid: str, app_id: int, name: str, release_uuid: str | None) -> None:
+        view = self.apps.get(app_uuid)
+        if view is None:
+            self.apps[app_uuid] = AppView(
+                app_uuid=app_uuid,
+                app_id=app_id,
+                name=name,
+                release_uuid=release_uuid,
+                current_release_uuid=None,
+                update_status=None,
+                since=self._clock(),
+            )
+        elif view.release_uuid != release_uuid or view.app_id != app_id or view.name != name:
+            self.apps[app_uuid] = replace(view, app_id=app_id, name=name)
+
+    def forget_apps(self, keep: set[str]) -> None:
+        gone = [uuid for uuid in self.apps if uuid not in keep]
+        for uuid in gone:
+            del self.apps[uuid]
+        if gone:
+            self._persist()
+            self._notify()
+
+    def set_update_status(
+        self,
+        app_uuid: str,
+        release_uuid: str | None,
+        status: UpdateStatus,
+        reason: str | None = None,
+    ) -> None:
+        view = self.apps[app_uuid]
+        same_release = view.release_uuid == release_uuid
+        if same_release and view.update_status is status:
+            if reason != view.reason:
+                self.apps[app_uuid] = replace(view, reason=reason)
+                self._persist()
+                self._notify()
+            return
+        old = view.update_status if same_release else None
+        now = self._clock()
+        for step in expand_transition(old, status):
+            self._seq += 1
+            self.transitions.append(Transition(app_uuid, release_uuid, step, now, self._seq))
+            log.info(
+                "update_status_changed",
+                app=view.name,
+                app_uuid=app_uuid,
+                release=release_uuid,
+                previous=(view.update_status.value if view.update_status else None),
+                status=step.value,
+                since=now,
+                reason=reason,
+            )
+            view = replace(view, update_status=step)
+        current = view.current_release_uuid
+        if status is UpdateStatus.DONE:
+            current = release_uuid
+        services = view.services if same_release else {}
+        self.apps[app_uuid] = replace(
+            view,
+            release_uuid=release_uuid,
+            update_status=status,
+            since=now,
+            reason=reason,
+            current_release_uuid=current,
+            services=services,
+        )
+        self._persist()
+        self._notify()
+
+    def set_current_release(self, app_uuid: str, release_uuid: str | None) -> None:
+        view = self.apps.get(app_uuid)
+        if view is not None and view.current_release_uuid is None and release_uuid:
+            self.apps[app_uuid] = replace(view, current_release_uuid=release_uuid)
+            self._persist()
+
+    def set_services(self, app_uuid: str, services: dict[str, ServiceView]) -> None:
+        view = self.apps.get(app_uuid)
+        if view is None or view.services == services:
+            return
+        self.apps[app_uuid] = replace(view, services=services)
+        self._notify()
+
+    def set_download_progress(
+        self, app_uuid: str, service_names: tuple[str, ...], percent: int
+    ) -> None:
+        view = self.apps.get(app_uuid)
+        if view is None:
+            return
+        services = dict(view.services)
+        for name in service_names:
+            svc = services.get(name)
+            if svc is not None and svc.download_progress != percent:
+                services[name] = replace(
+                    svc, status=ServiceStatus.DOWNLOADING, download_progress=percent
+                )
+        self.set_services(app_uuid, services)
+
+    def mark_poll(self, ok: bool, error: str | None = None) -> None:
+        if ok:
+            self.last_poll = self._clock()
+            self.last_poll_error = None
+        else:
+            self.last_poll_error = error
+        self._notify()
+
+    def mark_report(self, ok: bool, error: str | None = None) -> None:
+        if ok:
+            self.last_report = self._clock()
+            self.last_report_error = None
+        else:
+            self.last_report_error = error
+
+    def persist_heartbeat(self) -> None:
+        self._persist()
+
+    # --- readers ------------------------------------------------------------------------------
+
+    def app(self, app_uuid: str) -> AppView | None:
+        return self.apps.get(app_uuid)
+
+    def overall_status(self) -> str:
+        statuses = {a.update_status for a in self.apps.values()}
+        if statuses & {
+            UpdateStatus.DOWNLOADING,
+            UpdateStatus.DOWNLOADED,
+            UpdateStatus.APPLYING_CHANGES,
+        }:
+            return "Updating"
+        return "Idle"
+
+
+def service_views(
+    app: AppSpec, current: CurrentState, app_plan: AppPlan | None, progress: dict[str, int]
+) -> dict[str, ServiceView]:
+    """Per-service status for one target app, from the engine snapshot and the plan.
+
+    `progress` maps image refs to the latest pull percentage seen.
+    """
+    views: dict[str, ServiceView] = {}
+    if app.release is None:
+        return views
+    applying = app_plan is not None and app_plan.status is UpdateStatus.APPLYING_CHANGES
+    for name, svc in app.release.services.items():
+        if not current.has_image(svc.image):
+            views[name] = ServiceView(
+                svc.image, ServiceStatus.DOWNLOADING, progress.get(svc.image, 0)
+            )
+            continue
+        want = svc.config_hash()
+        mine = [c for c in current.containers if c.app_uuid == app.uuid and c.service_name == name]
+        match = next((c for c in mine if c.config_hash == want), None)
+        if match is None:
+            status: ServiceStatus | str = (
+                ServiceStatus.INSTALLING if applying else ServiceStatus.DOWNLOADED
+            )
+        elif match.status is ContainerStatus.RUNNING:
+            status = ServiceStatus.RUNNING
+        elif match.status is ContainerStatus.CREATED:
+            status = ServiceStatus.INSTALLED
+        elif match.status is ContainerStatus.DEAD:
+            status = ServiceStatus.DEAD
+        else:
+            status = match.status.value
+        views[name] = ServiceView(svc.image, status, 100)
+    return views

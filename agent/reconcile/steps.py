@@ -1,0 +1,133 @@
+"""Steps: the planner's output and the executor's input. Each step is one engine action.
+
+The planner returns the steps that can run *now*, given the current state; the executor runs
+them (pulls concurrently, the rest in order), reads the engine again and asks the planner for
+the next batch, until a pass yields no steps. That loop survives crashes by construction: after
+a restart the next pass simply starts from what the engine has.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from agent.model import AppSpec, ContainerState, NetworkSpec, ServiceSpec, UpdateStatus, VolumeSpec
+
+
+@dataclass(frozen=True)
+class Pull:
+    image: str
+    app_uuid: str
+    services: tuple[str, ...]  # the services of that app waiting for this image
+
+
+@dataclass(frozen=True)
+class RemoveImage:
+    image_id: str  # by id, never by name: two releases may share one repository
+    refs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CreateVolume:
+    app: AppSpec
+    volume: VolumeSpec
+
+
+@dataclass(frozen=True)
+class CreateNetwork:
+    app: AppSpec
+    network: NetworkSpec
+
+
+@dataclass(frozen=True)
+class RemoveNetwork:
+    name: str
+    app_uuid: str | None
+
+
+@dataclass(frozen=True)
+class Kill:
+    """Stop and remove a container (an old release's, a removed service's, a duplicate)."""
+
+    container: ContainerState
+    remove_image: bool = False  # delete-then-download: also drop its image right away
+
+
+@dataclass(frozen=True)
+class Start:
+    """Create a container for a target service and start it (unless the target says not to)."""
+
+    app: AppSpec
+    service: ServiceSpec
+
+
+@dataclass(frozen=True)
+class StartContainer:
+    """Start an existing container that should run but doesn't."""
+
+    container: ContainerState
+
+
+@dataclass(frozen=True)
+class StopContainer:
+    """Stop (not remove) a container whose target says `running: false`."""
+
+    container: ContainerState
+
+
+@dataclass(frozen=True)
+class UpdateMetadata:
+    """Carry an unchanged container over to a new release without restarting it."""
+
+    container: ContainerState
+    app: AppSpec
+    service: ServiceSpec
+
+
+Step = (
+    Pull
+    | RemoveImage
+    | CreateVolume
+    | CreateNetwork
+    | RemoveNetwork
+    | Kill
+    | Start
+    | StartContainer
+    | StopContainer
+    | UpdateMetadata
+)
+
+# steps that touch an app's containers: these need the app unlocked
+CONTAINER_STEPS = (Kill, Start, StartContainer, StopContainer, UpdateMetadata)
+
+
+@dataclass(frozen=True)
+class AppPlan:
+    """What the planner concluded about one target app on this pass."""
+
+    app_uuid: str
+    release_uuid: str | None
+    status: UpdateStatus
+    missing_images: tuple[str, ...] = ()
+    blocked_by_lock: bool = False  # downloaded, waiting for a lock to go away
+    waiting_on: tuple[str, ...] = ()  # human-readable reasons nothing can happen yet
+    reason: str | None = None  # for rejected / aborted
+
+
+@dataclass(frozen=True)
+class Plan:
+    steps: tuple[Step, ...]
+    apps: dict[str, AppPlan] = field(default_factory=dict)
+
+    @property
+    def converged(self) -> bool:
+        return not self.steps and not any(a.waiting_on for a in self.apps.values())
+
+
+@dataclass(frozen=True)
+class PlanContext:
+    """Everything besides current and target that the planner decides on."""
+
+    locked_apps: frozenset[int] = frozenset()  # app ids whose update lock an app holds
+    force: bool = False  # lock override (fleet var or a forced update)
+    aborted: dict[str, str] = field(default_factory=dict)  # release uuid -> reason given up
+    cleanup_images: bool = True  # remove unused managed images once every app is done

@@ -1,0 +1,24 @@
+"""devcloud: a small balena-compatible cloud for tests and demos (not part of the agent wheel).
+
+Run it from the repo root: ``python -m devcloud --port 0 --port-file /tmp/devcloud.port``.
+
+Device API (as balena's):
+  GET   /device/v3/{uuid}/state      Authorization: Bearer <key>; ETag, If-None-Match -> 304
+  PATCH /device/v3/state             Authorization: Bearer <key>; {uuid: {...}} -> 200 "OK"
+  GET   /ping                        200 "OK"
+
+Admin API (JSON in/out, no auth):
+  POST /admin/devices                        {uuid, api_key, name?} -> 201 {uuid}
+  GET  /admin/devices                        -> [summary, ...]
+  GET  /admin/devices/{uuid}[?since=T]       -> {uuid, name, target, raw_target, etag, polls,
+        reports, current, apps_update_status, update_status_history, last_poll, fault}
+        (?since=T keeps only polls/reports/history with t > T)
+  PUT  /admin/devices/{uuid}/target          {name, config, apps} -> {etag}
+  PUT  /admin/devices/{uuid}/target?raw=1    any bytes, served verbatim -> {etag}
+  POST /admin/devices/{uuid}/faults          {mode|null, count|null, retry_after|null}
+  POST /admin/devices/{uuid}/clear-records   drops polls, reports, update status history
+"""
+
+from devcloud.state import Cloud, Device
+
+__all__ = ["Cloud", "Device"]

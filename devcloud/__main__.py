@@ -1,0 +1,108 @@
+"""`python -m devcloud`: serve the devcloud until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from devcloud.server import DEFAULT_HOLD_SECONDS, make_app
+from devcloud.state import Cloud
+
+log = logging.getLogger("devcloud")
+
+ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tfs'
+
+
+def _device_arg(value: str) -> tuple[str, str, str | None]:
+    """UUID:KEY or UUID:KEY:NAME."""
+    parts = value.split(":", 2)
+    if len(parts) < 2 or not parts[0] or not parts[1]:
+        raise argparse.ArgumentTypeError(f"expected UUID:KEY[:NAME], got {value!r}")
+    name = parts[2] if len(parts) == 3 and parts[2] else None
+    return parts[0], parts[1], name
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m devcloud", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=0, help="port to bind; 0 = any free port")
+    parser.add_argument("--port-file", type=Path, help="write the bound port here once listening")
+    parser.add_argument(
+        "--device",
+        action="append",
+        default=[],
+        type=_device_arg,
+        metavar="UUID:KEY[:NAME]",
+        help="register a device at start (repeatable)",
+    )
+    parser.add_argument(
+        "--timeout-hold",
+        type=float,
+        default=DEFAULT_HOLD_SECONDS,
+        help="seconds the 'timeout' fault holds a poll (default %(default)s)",
+    )
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="stderr log level (requests are logged at INFO)",
+    )
+    return parser.parse_args(argv)
+
+
+def write_port_file(path: Path, port: int) -> None:
+    """Write atomically: readers see either no file or the whole port number."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(f"{port}\n")
+    os.replace(tmp, path)
+
+
+async def serve(args: argparse.Namespace) -> None:
+    cloud = Cloud()
+    for uuid, key, name in args.device:
+        cloud.register(uuid, key, name)
+    app = make_app(cloud, hold_seconds=args.timeout_hold)
+    runner = web.AppRunner(
+        app,
+        access_log=logging.getLogger("devcloud.access"),
+        access_log_format=ACCESS_LOG_FORMAT,
+        shutdown_timeout=5.0,
+    )
+    await runner.setup()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        site = web.TCPSite(runner, args.host, args.port)
+        await site.start()
+        port = int(runner.addresses[0][1])
+        log.info("listening on http://%s:%d (%d devices)", args.host, port, len(cloud.devices))
+        if args.port_file is not None:
+            write_port_file(args.port_file, port)
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        await runner.cleanup()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=getattr(logging, args.log_level),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    asyncio.run(serve(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

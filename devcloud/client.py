@@ -1,0 +1,116 @@
+"""Tiny synchronous client for the devcloud admin API (stdlib only), for tests and the demo."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+
+class DevCloudError(RuntimeError):
+    """The admin API answered with an HTTP error."""
+
+    def __init__(self, status: int, body: str, url: str) -> None:
+        super().__init__(f"{status} from {url}: {body}")
+        self.status = status
+        self.body = body
+        self.url = url
+
+
+class DevCloudClient:
+    def __init__(self, base_url: str, timeout: float = 10.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+
+    @classmethod
+    def from_port_file(
+        cls, path: str | Path, host: str = "127.0.0.1", timeout: float = 10.0
+    ) -> DevCloudClient:
+        port = int(Path(path).read_text().strip())
+        return cls(f"http://{host}:{port}", timeout=timeout)
+
+    # -- plumbing ---------------------------------------------------------------------------
+    def _request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        content_type: str = "application/json",
+    ) -> Any:
+        url = self.base_url + path
+        req = urllib.request.Request(url, data=body, method=method)
+        if body is not None:
+            req.add_header("Content-Type", content_type)
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                raw = resp.read()
+        except urllib.error.HTTPError as exc:
+            raise DevCloudError(exc.code, exc.read().decode(errors="replace"), url) from None
+        return json.loads(raw) if raw else None
+
+    def _json(self, method: str, path: str, data: Any) -> Any:
+        return self._request(method, path, json.dumps(data).encode())
+
+    @staticmethod
+    def _q(uuid: str) -> str:
+        return urllib.parse.quote(uuid, safe="")
+
+    # -- admin API --------------------------------------------------------------------------
+    def register(self, uuid: str, key: str, name: str | None = None) -> dict[str, Any]:
+        data: dict[str, Any] = {"uuid": uuid, "api_key": key}
+        if name is not None:
+            data["name"] = name
+        result: dict[str, Any] = self._json("POST", "/admin/devices", data)
+        return result
+
+    def devices(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._request("GET", "/admin/devices")
+        return result
+
+    def set_target(self, uuid: str, target: dict[str, Any]) -> str:
+        """Set the target ({name, config, apps}, no uuid wrapper); returns the new ETag."""
+        result = self._json("PUT", f"/admin/devices/{self._q(uuid)}/target", target)
+        return str(result["etag"])
+
+    def set_raw_target(self, uuid: str, body: bytes | str | Any) -> str:
+        """Serve `body` verbatim as the whole state document (bytes/str as given, anything
+        else JSON-encoded); returns the ETag."""
+        if isinstance(body, str):
+            raw = body.encode()
+        elif isinstance(body, bytes | bytearray):
+            raw = bytes(body)
+        else:
+            raw = json.dumps(body).encode()
+        path = f"/admin/devices/{self._q(uuid)}/target?raw=1"
+        result = self._request("PUT", path, raw, content_type="application/octet-stream")
+        return str(result["etag"])
+
+    def device(self, uuid: str, since: float | None = None) -> dict[str, Any]:
+        path = f"/admin/devices/{self._q(uuid)}"
+        if since is not None:
+            path += "?" + urllib.parse.urlencode({"since": repr(float(since))})
+        result: dict[str, Any] = self._request("GET", path)
+        return result
+
+    def set_fault(
+        self,
+        uuid: str,
+        mode: str | None,
+        count: int | None = None,
+        retry_after: int | None = None,
+    ) -> dict[str, Any]:
+        data = {"mode": mode, "count": count, "retry_after": retry_after}
+        result: dict[str, Any] = self._json("POST", f"/admin/devices/{self._q(uuid)}/faults", data)
+        return result
+
+    def clear_fault(self, uuid: str) -> dict[str, Any]:
+        return self.set_fault(uuid, None)
+
+    def clear_records(self, uuid: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._request(
+            "POST", f"/admin/devices/{self._q(uuid)}/clear-records", b""
+        )
+        return result

@@ -1,0 +1,62 @@
+"""Helpers shared by unit and integration tests."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import docker
+import docker.errors
+
+T = TypeVar("T")
+
+SUPERVISED_LABEL = "io.balena.supervised"
+
+
+def wait_until(
+    predicate: Callable[[], T],
+    timeout: float,
+    interval: float = 0.1,
+    message: str | Callable[[], str] = "condition",
+    *,
+    ignore: tuple[type[Exception], ...] = (),
+) -> T:
+    """Poll `predicate` until it returns something truthy, and return that.
+
+    Exceptions listed in `ignore` count as "not yet" (the last one is reported on timeout).
+    Raises AssertionError after `timeout` seconds; `message` may be a callable so it can
+    describe the state at the time of failure."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while True:
+        try:
+            value = predicate()
+        except ignore as exc:
+            last_error = exc
+        else:
+            if value:
+                return value
+        if time.monotonic() >= deadline:
+            text = message() if callable(message) else message
+            detail = f" (last error: {last_error!r})" if last_error is not None else ""
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {text}{detail}")
+        time.sleep(interval)
+
+
+def remove_labelled(client: docker.DockerClient, label: str = SUPERVISED_LABEL) -> None:
+    """Force-remove every container, then network, then volume carrying `label`."""
+    filters = {"label": label}
+    for container in client.containers.list(all=True, filters=filters):
+        with contextlib.suppress(docker.errors.NotFound):
+            container.remove(force=True, v=True)
+    for network in client.networks.list(filters=filters):
+        with contextlib.suppress(docker.errors.NotFound):
+            network.reload()
+            for attached in network.containers:
+                network.disconnect(attached, force=True)
+            network.remove()
+    for volume in client.volumes.list(filters=filters):
+        with contextlib.suppress(docker.errors.NotFound):
+            volume.remove(force=True)

@@ -1,0 +1,124 @@
+"""Integration fixtures: the devcloud, published test images, and one device per test."""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+import uuid as uuidlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker
+import docker.errors
+import pytest
+
+from devcloud.client import DevCloudClient
+from testbed import PrivateEngine, Registry, ThrottledProxy, image_ref_via, publish
+from testbed.processes import AgentProcess, DevCloudProcess
+
+MIB = 1024 * 1024
+
+
+@pytest.fixture(scope="session")
+def devcloud() -> Iterator[DevCloudProcess]:
+    proc = DevCloudProcess(Path(tempfile.mkdtemp(prefix="da-c-", dir="/tmp"))).start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+@dataclass(frozen=True)
+class Images:
+    """Test image references, as the agent pulls them: through the throttling proxy."""
+
+    main_v1: str
+    main_v2: str  # big: 24 MiB, so download progress is observable when throttled
+    main_v3: str
+    aux_v1: str
+    main_v2_size: int
+
+
+@pytest.fixture(scope="session")
+def images(
+    docker_client: docker.DockerClient, registry: Registry, slow_registry: ThrottledProxy
+) -> Images:
+    def pub(repo: str, tag: str, payload_mb: float = 0) -> tuple[str, int]:
+        published = publish(
+            docker_client, registry, repo, tag, marker=f"{repo}:{tag}", payload_mb=payload_mb
+        )
+        return image_ref_via(published.ref_by_digest, slow_registry.address), published.size
+
+    main_v1, _ = pub("app/main", "v1", 1)
+    main_v2, size = pub("app/main", "v2", 24)
+    main_v3, _ = pub("app/main", "v3", 1)
+    aux_v1, _ = pub("app/aux", "v1")
+    return Images(main_v1, main_v2, main_v3, aux_v1, size)
+
+
+@dataclass
+class Device:
+    uuid: str
+    key: str
+    agent: AgentProcess
+    cloud: DevCloudClient
+    docker: docker.DockerClient
+
+    def containers(self) -> list[docker.models.containers.Container]:
+        return self.docker.containers.list(all=True, filters={"label": "io.balena.supervised"})
+
+    def by_service(self) -> dict[str, list[docker.models.containers.Container]]:
+        out: dict[str, list[docker.models.containers.Container]] = {}
+        for c in self.containers():
+            out.setdefault(c.labels["io.balena.service-name"], []).append(c)
+        return out
+
+    def state(self, since: float | None = None) -> dict:
+        return self.cloud.device(self.uuid, since=since)
+
+    def update_status(self, app_uuid: str) -> tuple[str | None, str | None]:
+        entry = self.state()["apps_update_status"].get(app_uuid) or {}
+        return entry.get("release_uuid"), entry.get("status")
+
+    def history(self, app_uuid: str, release_uuid: str) -> list[str]:
+        return [
+            h["status"]
+            for h in self.state()["update_status_history"]
+            if h["app_uuid"] == app_uuid and h["release_uuid"] == release_uuid
+        ]
+
+
+@pytest.fixture
+def device(
+    devcloud: DevCloudProcess,
+    engine: PrivateEngine,
+    clean_engine: docker.DockerClient,
+    request: pytest.FixtureRequest,
+) -> Iterator[Device]:
+    """A registered device whose agent (not started yet) drives the private engine. Every
+    image is removed first, so each test really downloads."""
+    for image in clean_engine.images.list(all=True):
+        with contextlib.suppress(docker.errors.APIError):
+            clean_engine.images.remove(image.id, force=True)
+    uuid = uuidlib.uuid4().hex
+    key = uuidlib.uuid4().hex
+    cloud = devcloud.client()
+    cloud.register(uuid, key, name=request.node.name[:40])
+    root = Path(tempfile.mkdtemp(prefix="da-d-", dir="/tmp"))
+    agent = AgentProcess(
+        root, uuid=uuid, api_key=key, api_endpoint=devcloud.url, docker_host=engine.host
+    )
+    dev = Device(uuid, key, agent, cloud, clean_engine)
+    yield dev
+    agent.kill()
+    rep = getattr(request.node, "rep_call", None)
+    if rep is not None and rep.failed:
+        print(f"--- agent log ({agent.log_path}) ---\n{agent.log_tail(80)}")
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report

@@ -1,0 +1,263 @@
+"""The core loop end to end: devcloud → agent → real Docker engine and registry."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Any
+
+import docker.errors
+
+from testbed.targets import app, device_target, service
+from tests.helpers import wait_until
+from tests.integration.conftest import MIB, Device, Images
+
+APP = "5f1e0a7c9d2b4c1e8f3a6b7c8d9e0f11"
+APP_ID = 101
+
+
+def release(
+    images: Images,
+    release_uuid: str,
+    release_id: int,
+    main_image: str,
+    with_aux: bool = True,
+    config: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    services = {
+        "main": service(
+            main_image, service_id=1, image_id=release_id * 10 + 1, volumes=["data:/data"]
+        ),
+    }
+    if with_aux:
+        services["aux"] = service(images.aux_v1, service_id=2, image_id=2)
+    return device_target(
+        {
+            APP: app(
+                app_id=APP_ID,
+                name="demo",
+                release_uuid=release_uuid,
+                release_id=release_id,
+                services=services,
+                volumes={"data": {}},
+            )
+        },
+        config=config,
+    )
+
+
+def wait_status(dev: Device, release_uuid: str, status: str, timeout: float = 90) -> None:
+    wait_until(
+        lambda: dev.update_status(APP) == (release_uuid, status),
+        timeout,
+        interval=0.2,
+        message=lambda: (
+            f"{release_uuid} {status}; cloud sees {dev.update_status(APP)}; "
+            f"agent log:\n{dev.agent.log_tail(30)}"
+        ),
+    )
+
+
+def deploy_first(dev: Device, images: Images) -> dict[str, str]:
+    """Deploy r1 (main v1 + aux) and write a file into main's named volume."""
+    dev.cloud.set_target(dev.uuid, release(images, "r1", 1, images.main_v1))
+    dev.agent.start()
+    wait_status(dev, "r1", "done")
+    services = dev.by_service()
+    assert sorted(services) == ["aux", "main"]
+    assert all(len(cs) == 1 and cs[0].status == "running" for cs in services.values())
+    code, _ = services["main"][0].exec_run(["sh", "-c", "echo keep > /data/file"])
+    assert code == 0
+    return {name: cs[0].id for name, cs in services.items()}
+
+
+def volume_file(dev: Device) -> str:
+    (main,) = dev.by_service()["main"]
+    code, out = main.exec_run(["cat", "/data/file"])
+    assert code == 0, out
+    return out.decode().strip()
+
+
+def progress_seen(dev: Device, release_uuid: str, since: float) -> list[int]:
+    values = []
+    for report in dev.state(since=since)["reports"]:
+        rel = report["body"].get("apps", {}).get(APP, {}).get("releases", {}).get(release_uuid)
+        for svc in (rel or {}).get("services", {}).values():
+            if svc.get("download_progress") is not None:
+                values.append(svc["download_progress"])
+    return values
+
+
+def first_report_time(dev: Device, release_uuid: str, status: str) -> float:
+    return min(
+        h["t"]
+        for h in dev.state()["update_status_history"]
+        if h["release_uuid"] == release_uuid and h["status"] == status
+    )
+
+
+def started_at(container: Any) -> float:
+    container.reload()
+    raw = container.attrs["State"]["StartedAt"]  # RFC 3339 with nanoseconds
+    head, _, frac = raw.rstrip("Z").partition(".")
+    return datetime.fromisoformat(head + "+00:00").timestamp() + float("0." + (frac or "0"))
+
+
+def assert_converged(dev: Device, release_uuid: str) -> None:
+    services = dev.by_service()
+    for name, cs in services.items():
+        assert len(cs) == 1, f"{name} has {len(cs)} containers"
+        assert cs[0].status == "running"
+        assert cs[0].name.endswith(f"_{release_uuid}"), cs[0].name
+    done_at = first_report_time(dev, release_uuid, "done")
+    for cs in services.values():
+        assert done_at >= started_at(cs[0]), "done reported before a container had started"
+
+
+def test_two_service_update_reports_every_stage_with_progress(device, images, slow_registry):
+    ids = deploy_first(device, images)
+    slow_registry.set_rate(2 * MIB)  # 24 MiB → ~12 s: longer than the 10 s progress throttle
+    t0 = time.time()
+    device.cloud.set_target(device.uuid, release(images, "r2", 2, images.main_v2))
+    wait_status(device, "r2", "done", timeout=120)
+    assert device.history(APP, "r2") == ["downloading", "downloaded", "applying changes", "done"]
+    progress = progress_seen(device, "r2", t0)
+    assert any(0 < p < 100 for p in progress), f"no intermediate progress in {progress}"
+    assert_converged(device, "r2")
+    services = device.by_service()
+    assert services["aux"][0].id == ids["aux"], "unchanged service was recreated"
+    assert services["main"][0].id != ids["main"]
+    assert volume_file(device) == "keep"
+    # the old release's image is removed once the release is done; the new one stays
+    wait_until(lambda: not _has_image(device, images.main_v1), 30, message="old image removed")
+    assert _has_image(device, images.main_v2)
+    # the current release was reported as r1 until r2 was done
+    r2_reports = [
+        r["body"]["apps"][APP]
+        for r in device.state(since=t0)["reports"]
+        if APP in r["body"].get("apps", {})
+    ]
+    for report in r2_reports:
+        status = report["releases"].get("r2", {}).get("update_status")
+        expected = "r2" if status == "done" else "r1"
+        assert report["release_uuid"] == expected, report
+
+
+def _has_image(dev: Device, ref: str) -> bool:
+    try:
+        dev.docker.images.get(ref)
+    except docker.errors.ImageNotFound:
+        return False
+    return True
+
+
+def test_service_removed_and_unchanged_one_carried_over(device, images):
+    ids = deploy_first(device, images)
+    device.cloud.set_target(device.uuid, release(images, "r3", 3, images.main_v1, with_aux=False))
+    wait_status(device, "r3", "done")
+    services = device.by_service()
+    assert sorted(services) == ["main"]
+    assert services["main"][0].id == ids["main"]  # same config: renamed, not restarted
+    assert services["main"][0].name.endswith("_r3")
+    assert volume_file(device) == "keep"
+
+
+def test_sigkill_during_download_then_restart_converges(device, images, slow_registry):
+    deploy_first(device, images)
+    slow_registry.set_rate(2 * MIB)
+    device.cloud.set_target(device.uuid, release(images, "r2", 2, images.main_v2))
+    wait_status(device, "r2", "downloading")
+    time.sleep(3)
+    device.agent.kill()
+    assert device.update_status(APP) == ("r2", "downloading")
+    slow_registry.set_rate(8 * MIB)
+    device.agent.start()
+    wait_status(device, "r2", "done", timeout=120)
+    assert_converged(device, "r2")
+    assert volume_file(device) == "keep"
+    history = device.history(APP, "r2")
+    assert history[-3:] == ["downloaded", "applying changes", "done"]
+    assert history.count("done") == 1
+
+
+def test_registry_stopped_mid_pull_then_restored(device, images, slow_registry, registry):
+    device.agent.write_config(maxPullAttempts=50)
+    deploy_first(device, images)
+    slow_registry.set_rate(2 * MIB)
+    device.cloud.set_target(device.uuid, release(images, "r2", 2, images.main_v2))
+    wait_status(device, "r2", "downloading")
+    time.sleep(2)
+    registry.stop()
+    # the engine retries the broken layer download itself for a while; either way the
+    # running release keeps serving and the new one stays in `downloading`
+    time.sleep(6)
+    assert device.update_status(APP) == ("r2", "downloading")
+    assert [c.status for c in device.containers()] == ["running", "running"]
+    registry.start()
+    slow_registry.set_rate(None)
+    wait_status(device, "r2", "done", timeout=120)
+    assert_converged(device, "r2")
+
+
+def test_restart_without_cloud_recreates_removed_service(device, images):
+    deploy_first(device, images)
+    assert device.agent.stop() == 0
+    (aux,) = device.by_service()["aux"]
+    assert aux.status == "running", "SIGTERM must leave the apps running"
+    aux.remove(force=True)
+    device.agent.write_config(apiEndpoint="http://127.0.0.1:9")  # nothing listens there
+    device.agent.start()
+    device.agent.wait_for_event("target_accepted", 20, source="persisted")
+    wait_until(
+        lambda: [c.status for c in device.by_service().get("aux", [])] == ["running"],
+        60,
+        message=lambda: f"aux recreated; log:\n{device.agent.log_tail()}",
+    )
+    assert device.agent.events_named("poll_failed"), "the cloud should have been unreachable"
+    assert volume_file(device) == "keep"
+
+
+def test_malformed_targets_leave_running_apps_alone(device, images):
+    ids = deploy_first(device, images)
+    device.cloud.set_raw_target(device.uuid, [1, 2, 3])
+    event = device.agent.wait_for_event("target_invalid", 20)
+    assert "JSON object" in event["error"]
+    device.cloud.set_raw_target(device.uuid, "{not json")
+    device.agent.wait_for_event("poll_failed", 20)
+    bad = release(images, "r9", 9, images.main_v3)
+    bad["apps"][APP]["releases"]["r9"]["services"]["main"]["composition"]["depends_on"] = ["x"]
+    device.cloud.set_target(device.uuid, bad)
+    wait_status(device, "r9", "rejected")
+    rejected = device.agent.wait_for_event("app_rejected", 5)
+    assert "unknown service x" in rejected["reason"]
+    services = device.by_service()
+    assert {n: cs[0].id for n, cs in services.items()} == ids
+    assert all(cs[0].status == "running" for cs in services.values())
+    assert not _has_image(device, images.main_v3)
+
+
+def test_release_whose_image_never_pulls_is_aborted_then_recovers(device, images):
+    device.agent.write_config(maxPullAttempts=3)
+    ids = deploy_first(device, images)
+    ghost = images.main_v1.split("@")[0].replace("app/main", "app/ghost") + ":missing"
+    device.cloud.set_target(device.uuid, release(images, "r4", 4, ghost))
+    wait_status(device, "r4", "aborted", timeout=60)
+    aborted = device.agent.wait_for_event("release_aborted", 5)
+    assert "3 failed pulls" in aborted["reason"]
+    assert {n: cs[0].id for n, cs in device.by_service().items()} == ids
+    device.cloud.set_target(device.uuid, release(images, "r5", 5, images.main_v3))
+    wait_status(device, "r5", "done")
+    assert_converged(device, "r5")
+
+
+def test_idle_device_sends_one_conditional_get_per_interval_and_no_report(device, images):
+    deploy_first(device, images)
+    time.sleep(3)  # let the last service-status report go out
+    t0 = time.time()
+    time.sleep(8)
+    state = device.state(since=t0)
+    assert state["reports"] == [], state["reports"]
+    statuses = [p["status"] for p in state["polls"]]
+    assert statuses and set(statuses) == {304}
+    # 1 s interval + up to 10 % jitter: 7 to 8 polls in 8 s
+    assert 6 <= len(statuses) <= 9, statuses

@@ -1,0 +1,149 @@
+import asyncio
+
+from agent.cloud.reporter import Reporter, ReportSources, apps_report
+from agent.errors import CloudError
+from agent.model import ServiceStatus
+from agent.model import UpdateStatus as U
+from agent.reconcile.status import ServiceView, StatusBoard
+from agent.store import Store
+
+
+class FakeClient:
+    uuid = "dev1"
+
+    def __init__(self):
+        self.sent = []
+        self.fail = 0
+
+    async def patch_state(self, body):
+        if self.fail:
+            self.fail -= 1
+            raise CloudError("boom", status=503, retry_after=None)
+        self.sent.append(body["dev1"])
+
+
+class Clock:
+    t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
+def make(tmp_path, metrics=None):
+    store = Store(tmp_path)
+    board = StatusBoard(store)
+    client = FakeClient()
+    clock = Clock()
+    m = metrics if metrics is not None else {"cpu_usage": 10}
+    reporter = Reporter(
+        client,
+        store,
+        board,
+        ReportSources(lambda: {"api_port": 48484}, lambda: dict(m), lambda: True),
+        clock=clock,
+    )
+    return board, client, reporter, clock, m
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_every_transition_is_its_own_report_in_order(tmp_path):
+    board, client, reporter, clock, _ = make(tmp_path)
+    board.ensure_app("a", 1, "app", "r1")
+    for status in (U.DOWNLOADING, U.DOWNLOADED, U.APPLYING_CHANGES, U.DONE):
+        board.set_update_status("a", "r1", status)
+    run(reporter.tick())
+    statuses = [
+        r["apps"]["a"]["releases"]["r1"]["update_status"] for r in client.sent if "apps" in r
+    ]
+    assert statuses == ["downloading", "downloaded", "applying changes", "done"]
+    assert client.sent[0]["api_port"] == 48484  # first report carries the device fields
+
+
+def test_nothing_changed_sends_nothing_even_after_restart(tmp_path):
+    board, client, reporter, clock, _ = make(tmp_path)
+    board.ensure_app("a", 1, "app", "r1")
+    board.set_update_status("a", "r1", U.DONE)
+    run(reporter.tick())
+    n = len(client.sent)
+    clock.t += 1000
+    run(reporter.tick())
+    assert len(client.sent) == n
+    board2, client2, reporter2, _, _ = make(tmp_path)
+    run(reporter2.tick())
+    assert client2.sent == []
+
+
+def test_progress_alone_is_throttled_to_10s(tmp_path):
+    board, client, reporter, clock, _ = make(tmp_path)
+    board.ensure_app("a", 1, "app", "r1")
+    board.set_update_status("a", "r1", U.DOWNLOADING)
+    board.set_services("a", {"main": ServiceView("img", ServiceStatus.DOWNLOADING, 0)})
+    run(reporter.tick())
+    n = len(client.sent)
+    board.set_download_progress("a", ("main",), 10)
+    clock.t += 2
+    wait = run(reporter.tick())
+    assert len(client.sent) == n and wait is not None and 7 < wait <= 10
+    clock.t += 9
+    run(reporter.tick())
+    assert len(client.sent) == n + 1
+    assert (
+        client.sent[-1]["apps"]["a"]["releases"]["r1"]["services"]["main"]["download_progress"]
+        == 10
+    )
+
+
+def test_metrics_alone_wait_five_minutes(tmp_path):
+    board, client, reporter, clock, metrics = make(tmp_path)
+    run(reporter.tick())
+    n = len(client.sent)
+    metrics["cpu_usage"] = 50
+    wait = run(reporter.tick())
+    assert len(client.sent) == n and wait is not None and wait > 250
+
+
+def test_failed_reports_are_merged_not_dropped(tmp_path):
+    board, client, reporter, clock, _ = make(tmp_path)
+    board.ensure_app("a", 1, "app", "r1")
+    client.fail = 2
+    board.set_update_status("a", "r1", U.DOWNLOADING)
+    assert run(reporter.tick()) is not None  # backoff
+    assert run(reporter.tick()) is not None
+    board.set_update_status("a", "r1", U.DOWNLOADED)
+    run(reporter.tick())
+    statuses = [
+        r["apps"]["a"]["releases"]["r1"]["update_status"] for r in client.sent if "apps" in r
+    ]
+    assert statuses == ["downloading", "downloaded"]
+    assert client.sent[0]["api_port"] == 48484
+
+
+def test_apps_report_shape():
+    from agent.reconcile.status import AppView
+
+    view = AppView(
+        "a",
+        1,
+        "app",
+        "r2",
+        "r1",
+        U.DOWNLOADING,
+        0.0,
+        services={"main": ServiceView("img", ServiceStatus.DOWNLOADING, 42)},
+    )
+    assert apps_report({"a": view}) == {
+        "a": {
+            "release_uuid": "r1",
+            "releases": {
+                "r2": {
+                    "update_status": "downloading",
+                    "services": {
+                        "main": {"image": "img", "status": "Downloading", "download_progress": 42}
+                    },
+                }
+            },
+        }
+    }

@@ -1,0 +1,87 @@
+from pathlib import Path
+
+from agent.engine.compose import DeviceContext, container_spec, parse_ports, restart_policy
+from agent.model import parse_target
+
+DEVICE = DeviceContext("dev1", "raspberrypi4-64", Path("/tmp/locks"), "0.1.0")
+
+
+def make(composition, networks=None, volumes=None):
+    body = {
+        "dev1": {
+            "apps": {
+                "a1": {
+                    "id": 5,
+                    "name": "app",
+                    "releases": {
+                        "r9": {
+                            "id": 90,
+                            "services": {
+                                "main": {
+                                    "id": 3,
+                                    "image_id": 4,
+                                    "image": "reg/main:1",
+                                    "environment": {"FOO": "bar"},
+                                    "labels": {"my.label": "x"},
+                                    "composition": composition,
+                                }
+                            },
+                            "volumes": volumes or {},
+                            "networks": networks or {},
+                        }
+                    },
+                }
+            }
+        }
+    }
+    app = parse_target(body, "dev1").apps["a1"]
+    assert app.release is not None, app.rejection
+    return container_spec(app, app.release.services["main"], DEVICE, "r9", 90)
+
+
+def test_names_labels_env_and_lock_mounts():
+    spec = make({"volumes": ["data:/data"]}, volumes={"data": {}})
+    assert spec.name == "main_4_90_r9"
+    labels = spec.create["labels"]
+    assert labels["io.balena.supervised"] == "true"
+    assert labels["io.balena.app-uuid"] == "a1"
+    assert labels["io.balena.service-name"] == "main"
+    assert labels["my.label"] == "x"
+    env = spec.create["environment"]
+    assert env["FOO"] == "bar"
+    assert env["BALENA_APP_LOCK_PATH"] == "/tmp/balena/updates.lock"
+    assert env["BALENA_DEVICE_UUID"] == "dev1"
+    binds = spec.host_config["binds"]
+    assert "5_data:/data" in binds
+    assert "/tmp/locks/5/main:/tmp/balena" in binds
+    assert "/tmp/locks/5/main:/tmp/resin" in binds
+    assert spec.primary_network == "5_default"
+    assert spec.host_config["network_mode"] == "5_default"
+
+
+def test_host_network_joins_no_app_network():
+    spec = make({"network_mode": "host"})
+    assert spec.primary_network is None
+    assert spec.host_config["network_mode"] == "host"
+
+
+def test_two_networks_connect_the_second_before_start():
+    spec = make({"networks": ["front", "back"]}, networks={"front": {}, "back": {}})
+    assert spec.primary_network == "5_back"
+    assert spec.extra_networks == ("5_front",)
+
+
+def test_ports_and_restart():
+    exposed, bindings = parse_ports(("8080:80", "53/udp", "127.0.0.1:9000:9001"))
+    assert exposed == [(80, "tcp"), (53, "udp"), (9001, "tcp")]
+    assert bindings == {"80/tcp": [8080], "53/udp": [None], "9001/tcp": [("127.0.0.1", 9000)]}
+    assert restart_policy("on-failure:3") == {"Name": "on-failure", "MaximumRetryCount": 3}
+    assert restart_policy("no") == {"Name": "no"}
+
+
+def test_healthcheck_in_nanoseconds():
+    spec = make({"healthcheck": {"test": "true", "interval": "2s", "retries": 2}})
+    hc = spec.create["healthcheck"]
+    assert hc["test"] == ["CMD-SHELL", "true"]
+    assert hc["interval"] == 2_000_000_000
+    assert hc["retries"] == 2

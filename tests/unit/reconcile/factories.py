@@ -1,0 +1,162 @@
+"""Builders for planner tests: v3 target documents, engine objects, and the plan/apply loop."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agent.model import (
+    ContainerState,
+    ContainerStatus,
+    CurrentState,
+    ImageState,
+    NetworkState,
+    TargetState,
+    VolumeState,
+    normalize_image_ref,
+    parse_target,
+)
+from agent.model.current import container_name
+from agent.reconcile.planner import plan
+from agent.reconcile.steps import (
+    CONTAINER_STEPS,
+    Kill,
+    Plan,
+    PlanContext,
+    Start,
+    StartContainer,
+    Step,
+    StopContainer,
+    UpdateMetadata,
+)
+from tests.unit.reconcile.sim import apply_all, image_id_for, one_shots
+
+DEVICE = "device-1"
+
+
+def svc(image: str, **extra: Any) -> dict[str, Any]:
+    """A v3 service entry; `extra` may hold environment, labels, running, composition, id..."""
+    return {"id": 1, "image_id": 1, "image": image, **extra}
+
+
+def release(uuid: str, services: dict[str, Any], rid: int = 1, **extra: Any) -> dict[str, Any]:
+    return {uuid: {"id": rid, "services": services, **extra}}
+
+
+def app(app_id: int, releases: dict[str, Any], name: str | None = None) -> dict[str, Any]:
+    return {"id": app_id, "name": name or f"app{app_id}", "releases": releases}
+
+
+def target(apps: dict[str, Any]) -> TargetState:
+    return parse_target({DEVICE: {"name": "dev", "config": {}, "apps": apps}}, DEVICE)
+
+
+def image(ref: str, *more: str, managed: bool = True, image_id: str | None = None) -> ImageState:
+    refs = frozenset(normalize_image_ref(r) for r in (ref, *more))
+    return ImageState(id=image_id or image_id_for(ref), refs=refs, managed=managed)
+
+
+def container(
+    cid: str,
+    app_uuid: str,
+    service: str,
+    *,
+    app_id: int = 1,
+    release_uuid: str = "old",
+    release_id: int = 0,
+    image_ref: str = "old:1",
+    config_hash: str | None = "stale",
+    status: ContainerStatus = ContainerStatus.RUNNING,
+    health: str | None = None,
+    exit_code: int | None = None,
+    created_at: str = "000000",
+    image_docker_id: str | None = None,
+) -> ContainerState:
+    return ContainerState(
+        id=cid,
+        name=container_name(service, 1, release_id, release_uuid),
+        app_id=app_id,
+        app_uuid=app_uuid,
+        service_name=service,
+        service_id=1,
+        image_id=1,
+        release_uuid=release_uuid,
+        release_id=release_id,
+        image=image_ref,
+        image_docker_id=image_docker_id or image_id_for(image_ref),
+        config_hash=config_hash,
+        status=status,
+        health=health,
+        exit_code=exit_code,
+        created_at=created_at,
+    )
+
+
+def running_for(
+    tgt: TargetState, app_uuid: str, service: str, cid: str, **changes: Any
+) -> ContainerState:
+    """A container exactly as the target asks for `service` (override fields with changes)."""
+    spec = tgt.apps[app_uuid]
+    assert spec.release is not None
+    s = spec.release.services[service]
+    fields: dict[str, Any] = dict(
+        app_id=spec.id,
+        release_uuid=spec.release.uuid,
+        release_id=spec.release.id,
+        image_ref=s.image,
+        config_hash=s.config_hash(),
+        status=ContainerStatus.RUNNING if s.running else ContainerStatus.CREATED,
+    )
+    fields.update(changes)
+    return container(cid, app_uuid, service, **fields)
+
+
+def volume(name: str, app_id: int = 1, app_uuid: str | None = "a1") -> VolumeState:
+    return VolumeState(name=name, app_id=app_id, app_uuid=app_uuid)
+
+
+def network(name: str, app_id: int = 1, app_uuid: str | None = "a1") -> NetworkState:
+    return NetworkState(name=name, id=f"net-{name}", app_id=app_id, app_uuid=app_uuid)
+
+
+def state(*items: Any) -> CurrentState:
+    """A CurrentState from a mix of containers, images, volumes and networks."""
+    return CurrentState(
+        containers=tuple(i for i in items if isinstance(i, ContainerState)),
+        images=tuple(i for i in items if isinstance(i, ImageState)),
+        volumes=tuple(i for i in items if isinstance(i, VolumeState)),
+        networks=tuple(i for i in items if isinstance(i, NetworkState)),
+    )
+
+
+def step_app(step: Step) -> str | None:
+    """The app uuid a container step acts on."""
+    if isinstance(step, Start):
+        return step.app.uuid
+    if isinstance(step, Kill | StartContainer | StopContainer | UpdateMetadata):
+        return step.container.app_uuid
+    return None
+
+
+def container_steps(p: Plan, app_uuid: str | None = None) -> list[Step]:
+    return [
+        s
+        for s in p.steps
+        if isinstance(s, CONTAINER_STEPS) and (app_uuid is None or step_app(s) == app_uuid)
+    ]
+
+
+def converge(
+    current: CurrentState, tgt: TargetState, ctx: PlanContext | None = None, passes: int = 10
+) -> tuple[CurrentState, list[Plan]]:
+    """Plan and apply until a pass has no steps; returns the final state and every plan (the
+    last one has no steps). Fails if that takes more than `passes` passes."""
+    ctx = ctx or PlanContext()
+    plans: list[Plan] = []
+    exits = one_shots(tgt)
+    for _ in range(passes + 1):
+        p = plan(current, tgt, ctx)
+        plans.append(p)
+        if not p.steps:
+            return current, plans
+        current = apply_all(current, p.steps, exits)
+    raise AssertionError(f"no convergence in {passes} passes; last steps: {plans[-1].steps}")

@@ -1,0 +1,35 @@
+import os
+
+import pytest
+
+from agent.errors import StoreError
+from agent.store import Store
+
+
+def test_roundtrip_and_default(tmp_path):
+    store = Store(tmp_path)
+    assert store.get("target", {"x": 1}) == {"x": 1}
+    store.put("target", {"etag": "a", "body": [1, 2]})
+    assert Store(tmp_path).get("target") == {"etag": "a", "body": [1, 2]}
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_failed_write_keeps_the_previous_value(tmp_path, monkeypatch):
+    store = Store(tmp_path)
+    store.put("status", {"v": 1})
+
+    def full_disk(fd, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full_disk)
+    with pytest.raises(StoreError, match="No space left"):
+        store.put("status", {"v": 2})
+    monkeypatch.undo()
+    assert store.get("status") == {"v": 1}
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_corrupt_file_is_set_aside(tmp_path):
+    (tmp_path / "status.json").write_text("{torn")
+    assert Store(tmp_path).get("status", "default") == "default"
+    assert (tmp_path / "status.corrupt").exists()
