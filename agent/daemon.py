@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import structlog
@@ -29,7 +29,21 @@ from agent.store import Store
 log = structlog.get_logger("agent.daemon")
 
 METRICS_CACHE_S = 30.0
+DEVICE_FIELDS_CACHE_S = 60.0
 SHUTDOWN_GRACE_S = 5.0
+
+
+def _cached(ttl_s: float, read: Callable[[], dict[str, Any]]) -> Callable[[], dict[str, Any]]:
+    """Reads of /proc and /sys for reports, at most once per `ttl_s`: the reporter builds a
+    report on every status change (download progress included)."""
+    memo: list[Any] = [float("-inf"), {}]
+
+    def get() -> dict[str, Any]:
+        if time.monotonic() - memo[0] > ttl_s:
+            memo[0], memo[1] = time.monotonic(), read()
+        return dict(memo[1])
+
+    return get
 
 
 class Agent:
@@ -63,26 +77,19 @@ class Agent:
             accept=self.accept_target,
             interval_s=lambda: self.fleet.poll_interval_ms / 1000.0,
         )
-        self._cpu = CpuSampler()
-        self._metrics: tuple[float, dict[str, Any]] = (float("-inf"), {})
+        cpu = CpuSampler()
         self.reporter = Reporter(
             self.client,
             self.store,
             self.status,
             ReportSources(
-                device_fields=lambda: device_fields(config.listen_port, None),
-                metrics=self._cached_metrics,
+                device_fields=_cached(DEVICE_FIELDS_CACHE_S,
+                                      lambda: device_fields(config.listen_port, None)),
+                metrics=_cached(METRICS_CACHE_S, lambda: metrics(cpu, config.data_dir)),
                 report_apps=lambda: not self.fleet.local_mode,
             ),
         )
         self._tasks: set[asyncio.Task[None]] = set()
-
-    def _cached_metrics(self) -> dict[str, Any]:
-        at, value = self._metrics
-        if time.monotonic() - at > METRICS_CACHE_S:
-            value = metrics(self._cpu, self.config.data_dir)
-            self._metrics = (time.monotonic(), value)
-        return value
 
     # --- target intake ------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from agent.errors import TargetStateError
@@ -143,6 +144,10 @@ class ServiceSpec:
         return value or "download-then-kill"
 
     def config_hash(self) -> str:
+        return self._config_hash
+
+    @cached_property
+    def _config_hash(self) -> str:
         """A digest of everything that shapes the container (image, env, labels, composition).
 
         Release ids are deliberately left out: a service whose container would be identical is

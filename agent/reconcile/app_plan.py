@@ -99,14 +99,15 @@ def app_strategy(release: ReleaseSpec | None) -> str:
 
 def plan_app(app: AppSpec, idx: EngineIndex, ctx: PlanContext) -> tuple[AppPlan, list[Step]]:
     """The steps for one target app that can run now, and what to report about it."""
+    release = app.release  # None: the app stays, with no services (its containers go)
+    release_uuid = release.uuid if release is not None else app.release_uuid
     if app.rejected:
         status = UpdateStatus.REJECTED
-        return AppPlan(app.uuid, app.release_uuid, status, reason=app.rejection), []
-    if app.release_uuid is not None and app.release_uuid in ctx.aborted:
-        reason = ctx.aborted[app.release_uuid]
-        return AppPlan(app.uuid, app.release_uuid, UpdateStatus.ABORTED, reason=reason), []
+        return AppPlan(app.uuid, release_uuid, status, reason=app.rejection), []
+    if release_uuid is not None and release_uuid in ctx.aborted:
+        reason = ctx.aborted[release_uuid]
+        return AppPlan(app.uuid, release_uuid, UpdateStatus.ABORTED, reason=reason), []
 
-    release = app.release  # None: the app stays, with no services (its containers go)
     services = release.services if release is not None else _NO_SERVICES
     hashes = {name: svc.config_hash() for name, svc in services.items()}
     by_service = idx.containers.get(app.uuid, {})
@@ -120,7 +121,7 @@ def plan_app(app: AppSpec, idx: EngineIndex, ctx: PlanContext) -> tuple[AppPlan,
 
     if missing and app_strategy(release) == DOWNLOAD_THEN_KILL:
         status = UpdateStatus.DOWNLOADING
-        return AppPlan(app.uuid, app.release_uuid, status, missing_images=tuple(missing)), steps
+        return AppPlan(app.uuid, release_uuid, status, missing_images=tuple(missing)), steps
 
     container_steps, waiting = _container_steps(app, services, hashes, by_service, idx)
     if not container_steps and not waiting:
@@ -130,14 +131,14 @@ def plan_app(app: AppSpec, idx: EngineIndex, ctx: PlanContext) -> tuple[AppPlan,
         steps += [
             RemoveNetwork(n.name, n.app_uuid) for n in idx.networks_of(app) if n.name not in needed
         ]
-        return AppPlan(app.uuid, app.release_uuid, UpdateStatus.DONE), steps
+        return AppPlan(app.uuid, release_uuid, UpdateStatus.DONE), steps
 
     if app.id in ctx.locked_apps and not ctx.force:
         # downloads (and volume/network creation) go on; the app's containers stay as they are
         return (
             AppPlan(
                 app.uuid,
-                app.release_uuid,
+                release_uuid,
                 UpdateStatus.DOWNLOADED,
                 blocked_by_lock=True,
                 waiting_on=tuple(waiting),
@@ -145,7 +146,7 @@ def plan_app(app: AppSpec, idx: EngineIndex, ctx: PlanContext) -> tuple[AppPlan,
             steps,
         )
     status = UpdateStatus.APPLYING_CHANGES
-    plan = AppPlan(app.uuid, app.release_uuid, status, waiting_on=tuple(waiting))
+    plan = AppPlan(app.uuid, release_uuid, status, waiting_on=tuple(waiting))
     return plan, steps + container_steps
 
 
@@ -196,6 +197,7 @@ def _container_steps(
     idx: EngineIndex,
 ) -> tuple[list[Step], list[str]]:
     """Kill / Start / UpdateMetadata / StartContainer / StopContainer, and reasons to wait."""
+    release_uuid = app.release.uuid if app.release is not None else None
     steps: list[Step] = []
     waiting: list[str] = []
     for name in sorted(by_service):
@@ -217,7 +219,7 @@ def _container_steps(
         steps += [Kill(c) for c in extra]
         if keep.config_hash != want:
             steps.append(Kill(keep))  # its replacement starts on a later pass
-        elif keep.release_uuid != app.release_uuid:
+        elif keep.release_uuid != release_uuid:
             steps.append(UpdateMetadata(keep, app, svc))
         elif svc.running and keep.status == ContainerStatus.CREATED:
             # an exited container is left alone: the engine's restart policy owns it
@@ -240,7 +242,9 @@ def _rank(containers: Sequence[ContainerState], want: str) -> list[ContainerStat
 
 
 def _missing_resources(app: AppSpec, svc: ServiceSpec, idx: EngineIndex) -> list[str]:
-    waiting = [
+    # (the image is always there under download-then-kill; other strategies may get here early)
+    waiting = [f"{svc.name} waits for image {svc.image}"] if not idx.has_image(svc.image) else []
+    waiting += [
         f"{svc.name} waits for volume {vol}"
         for vol in svc.composition.named_volumes()
         if volume_engine_name(app.id, vol) not in idx.volumes

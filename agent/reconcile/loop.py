@@ -57,6 +57,7 @@ class Reconciler:
         self._cancel = threading.Event()
         self._force_once = False
         self._pull_failures: dict[str, int] = {}
+        self._pull_errors: dict[str, str] = {}  # release uuid -> latest pull error
         self.aborted: dict[str, str] = {}
         self._progress: dict[str, int] = {}
         self._locks_seen: dict[int, tuple[str, ...]] = {}
@@ -149,13 +150,20 @@ class Reconciler:
         release = app.release_uuid
         count = self._pull_failures.get(release, 0) + 1
         self._pull_failures[release] = count
+        self._pull_errors[release] = (
+            f"pull failed ({count}/{self._max_pull_attempts}), retrying: {error}"
+        )
         if count >= self._max_pull_attempts and release not in self.aborted:
             reason = f"gave up after {count} failed pulls: {error}"
             self.aborted[release] = reason
             log.error("release_aborted", app=app.name, release=release, reason=reason)
 
     def _on_progress(self, step: Pull, percent: int, nbytes: int) -> None:
+        previous = self._progress.get(step.image, -1)
         self._progress[step.image] = percent
+        if percent // 10 != previous // 10:  # a log line per 10 %, not per chunk
+            log.info("download_progress", app_uuid=step.app_uuid, services=list(step.services),
+                     image=step.image, percent=percent, bytes=nbytes)
         self._status.set_download_progress(step.app_uuid, step.services, percent)
 
     def _publish(self, plan: Plan, current: CurrentState, target: TargetState) -> None:
@@ -168,6 +176,8 @@ class Reconciler:
             if app_plan is None:
                 continue
             reason = app_plan.reason
+            if app_plan.status is UpdateStatus.DOWNLOADING and app_plan.release_uuid:
+                reason = self._pull_errors.get(app_plan.release_uuid)
             if app_plan.blocked_by_lock:
                 reason = "waiting for an update lock to be released"
             self._status.set_update_status(uuid, app_plan.release_uuid, app_plan.status, reason)

@@ -82,23 +82,24 @@ def _removed_apps(
     containers are left on the engine."""
     steps: dict[str, list[Step]] = {}
     containers_left = False
+    held = ctx.locked_apps if not ctx.force else frozenset()
     for uuid in sorted(current.app_uuids() - target.apps.keys()):
         containers = [c for by_svc in idx.containers.get(uuid, {}).values() for c in by_svc]
+        networks = idx.app_networks.get(uuid, ())
+        containers_left = containers_left or bool(containers)
+        if {c.app_id for c in containers} & held or {n.app_id for n in networks} & held:
+            continue  # its update lock is held: nothing of it is touched
         if containers:
-            containers_left = True
-            locked = any(c.app_id in ctx.locked_apps for c in containers) and not ctx.force
-            if not locked:
-                ordered = sorted(containers, key=lambda c: (c.service_name, c.id))
-                steps[uuid] = [Kill(c) for c in ordered]
-        else:
-            networks = idx.app_networks.get(uuid, ())
+            ordered = sorted(containers, key=lambda c: (c.service_name, c.id))
+            steps[uuid] = [Kill(c) for c in ordered]
+        else:  # networks go once the containers are gone; volumes never do
             steps[uuid] = [RemoveNetwork(n.name, n.app_uuid) for n in networks]
 
     # networks an older supervisor labelled with an app id only, of an app that is gone
     target_ids = {app.id for app in target.apps.values()}
     used_ids = {c.app_id for c in current.containers}
     for app_id in sorted(idx.legacy_networks):
-        if app_id > 0 and app_id not in target_ids and app_id not in used_ids:
+        if app_id > 0 and app_id not in target_ids | used_ids | held:
             orphans = [RemoveNetwork(n.name, None) for n in idx.legacy_networks[app_id]]
             steps.setdefault("", []).extend(orphans)  # no uuid: sorts before every app
     return steps, containers_left

@@ -120,7 +120,9 @@ class Plan:
 
     @property
     def converged(self) -> bool:
-        return not self.steps and not any(a.waiting_on for a in self.apps.values())
+        return not self.steps and not any(
+            a.waiting_on or a.blocked_by_lock for a in self.apps.values()
+        )
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ class Images:
     main_v2: str  # big: 24 MiB, so download progress is observable when throttled
     main_v3: str
     aux_v1: str
+    aux_v1_by_tag: str
     main_v2_size: int
 
 
@@ -44,17 +45,21 @@ class Images:
 def images(
     docker_client: docker.DockerClient, registry: Registry, slow_registry: ThrottledProxy
 ) -> Images:
-    def pub(repo: str, tag: str, payload_mb: float = 0) -> tuple[str, int]:
+    def pub(repo: str, tag: str, payload_mb: float = 0) -> tuple[str, str, int]:
         published = publish(
             docker_client, registry, repo, tag, marker=f"{repo}:{tag}", payload_mb=payload_mb
         )
-        return image_ref_via(published.ref_by_digest, slow_registry.address), published.size
+        return (
+            image_ref_via(published.ref_by_digest, slow_registry.address),
+            image_ref_via(published.ref_by_tag, slow_registry.address),
+            published.size,
+        )
 
-    main_v1, _ = pub("app/main", "v1", 1)
-    main_v2, size = pub("app/main", "v2", 24)
-    main_v3, _ = pub("app/main", "v3", 1)
-    aux_v1, _ = pub("app/aux", "v1")
-    return Images(main_v1, main_v2, main_v3, aux_v1, size)
+    main_v1, _, _ = pub("app/main", "v1", 1)
+    main_v2, _, size = pub("app/main", "v2", 24)
+    main_v3, _, _ = pub("app/main", "v3", 1)
+    aux_v1, aux_by_tag, _ = pub("app/aux", "v1")
+    return Images(main_v1, main_v2, main_v3, aux_v1, aux_by_tag, size)
 
 
 @dataclass

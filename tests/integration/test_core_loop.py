@@ -23,6 +23,7 @@ def release(
     main_image: str,
     with_aux: bool = True,
     config: dict[str, str] | None = None,
+    aux_image: str | None = None,
 ) -> dict[str, Any]:
     services = {
         "main": service(
@@ -30,7 +31,7 @@ def release(
         ),
     }
     if with_aux:
-        services["aux"] = service(images.aux_v1, service_id=2, image_id=2)
+        services["aux"] = service(aux_image or images.aux_v1, service_id=2, image_id=2)
     return device_target(
         {
             APP: app(
@@ -261,3 +262,39 @@ def test_idle_device_sends_one_conditional_get_per_interval_and_no_report(device
     assert statuses and set(statuses) == {304}
     # 1 s interval + up to 10 % jitter: 7 to 8 polls in 8 s
     assert 6 <= len(statuses) <= 9, statuses
+
+
+def test_newer_target_cancels_the_download_in_flight(device, images, slow_registry):
+    deploy_first(device, images)
+    slow_registry.set_rate(1 * MIB)  # r2's 24 MiB would take ~24 s
+    device.cloud.set_target(device.uuid, release(images, "r2", 2, images.main_v2))
+    wait_status(device, "r2", "downloading")
+    time.sleep(2)
+    t0 = time.monotonic()
+    device.cloud.set_target(device.uuid, release(images, "r3", 3, images.main_v3))
+    device.agent.wait_for_event("target_changed_mid_apply", 15)
+    slow_registry.set_rate(None)
+    wait_status(device, "r3", "done", timeout=60)
+    assert time.monotonic() - t0 < 20, "r3 waited for r2's download"
+    assert_converged(device, "r3")
+    assert device.history(APP, "r2") == ["downloading"]
+    assert not _has_image(device, images.main_v2), "the abandoned pull still completed"
+
+
+def test_fleet_config_vars_take_effect_and_bad_ones_are_reported(device, images):
+    config = {"BALENA_SUPERVISOR_POLL_INTERVAL": "3000", "BALENA_SUPERVISOR_LOCAL_MODE": "maybe"}
+    target = release(images, "r1", 1, images.main_v1, config=config,
+                     aux_image=images.aux_v1_by_tag)  # a tag, not a digest
+    device.cloud.set_target(device.uuid, target)
+    device.agent.start()
+    wait_status(device, "r1", "done")
+    assert device.by_service()["aux"][0].labels["io.balena.device-agent.image"].endswith(":v1")
+    bad = device.agent.wait_for_event("config_var_invalid", 10)
+    assert "BALENA_SUPERVISOR_LOCAL_MODE" in bad["error"]
+    changed = device.agent.wait_for_event("config_changed", 10)
+    assert changed["poll_interval_ms"] == 3000
+    t0 = time.time()
+    time.sleep(10)
+    polls = [p["t"] for p in device.state(since=t0)["polls"]]
+    gaps = [b - a for a, b in zip(polls, polls[1:], strict=False)]
+    assert gaps and all(2.9 <= g <= 3.5 for g in gaps), gaps

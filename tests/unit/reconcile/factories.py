@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from agent.model import (
@@ -18,10 +19,14 @@ from agent.model import (
 from agent.model.current import container_name
 from agent.reconcile.planner import plan
 from agent.reconcile.steps import (
-    CONTAINER_STEPS,
+    CreateNetwork,
+    CreateVolume,
     Kill,
     Plan,
     PlanContext,
+    Pull,
+    RemoveImage,
+    RemoveNetwork,
     Start,
     StartContainer,
     Step,
@@ -128,21 +133,31 @@ def state(*items: Any) -> CurrentState:
     )
 
 
-def step_app(step: Step) -> str | None:
-    """The app uuid a container step acts on."""
-    if isinstance(step, Start):
-        return step.app.uuid
-    if isinstance(step, Kill | StartContainer | StopContainer | UpdateMetadata):
-        return step.container.app_uuid
-    return None
+def describe(step: Step) -> str:
+    """A short, readable form of a step for assertions: `Kill c-web`, `Start a1/db`..."""
+    name = type(step).__name__
+    match step:
+        case Start(app=a, service=s):
+            return f"{name} {a.uuid}/{s.name}"
+        case Kill(container=c) | StartContainer(container=c) | StopContainer(container=c):
+            return f"{name} {c.id}"
+        case UpdateMetadata(container=c, app=a):
+            return f"{name} {c.id} -> {a.release.uuid if a.release else a.release_uuid}"
+        case Pull(image=image, services=services):
+            return f"{name} {image} for {','.join(services)}"
+        case CreateVolume(app=a, volume=v):
+            return f"{name} {a.id}_{v.name}"
+        case CreateNetwork(app=a, network=n):
+            return f"{name} {a.id}_{n.name}"
+        case RemoveNetwork(name=net):
+            return f"{name} {net}"
+        case RemoveImage(refs=refs):
+            return f"{name} {','.join(refs)}"
+    raise AssertionError(step)
 
 
-def container_steps(p: Plan, app_uuid: str | None = None) -> list[Step]:
-    return [
-        s
-        for s in p.steps
-        if isinstance(s, CONTAINER_STEPS) and (app_uuid is None or step_app(s) == app_uuid)
-    ]
+def described(steps: Sequence[Step]) -> list[str]:
+    return [describe(s) for s in steps]
 
 
 def converge(

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
+from typing import Any
 
-from agent.model import ContainerStatus, UpdateStatus
+import pytest
+
+from agent.model import ContainerStatus, NetworkSpec, ReleaseSpec, TargetState, UpdateStatus
 from agent.model.target import AppSpec
 from agent.reconcile.planner import plan
 from agent.reconcile.steps import (
@@ -26,6 +29,7 @@ from tests.unit.reconcile.factories import (
     app,
     container,
     converge,
+    described,
     image,
     network,
     release,
@@ -35,7 +39,7 @@ from tests.unit.reconcile.factories import (
     target,
     volume,
 )
-from tests.unit.reconcile.sim import apply_all, image_id_for
+from tests.unit.reconcile.sim import SimEngine, apply_all, image_id_for
 
 DIGEST_A = "repo@sha256:" + "a" * 64
 DIGEST_B = "repo@sha256:" + "b" * 64
@@ -63,6 +67,12 @@ def two_service_target(web_image: str = "web:2", rel: str = "r2", rid: int = 2):
     )
 
 
+def rel(tgt: TargetState, uuid: str = "a1") -> ReleaseSpec:
+    release = tgt.apps[uuid].release
+    assert release is not None
+    return release
+
+
 def kinds(steps) -> list[str]:
     return [type(s).__name__ for s in steps]
 
@@ -73,20 +83,19 @@ def kinds(steps) -> list[str]:
 def test_first_deploy_pulls_then_creates_then_starts_in_dependency_order():
     tgt = two_service_target()
     p1 = plan(state(), tgt, PlanContext())
+    a1 = tgt.apps["a1"]
     assert p1.steps == (
         Pull("db:1", "a1", ("db",)),
         Pull("web:2", "a1", ("web",)),
-        CreateVolume(tgt.apps["a1"], tgt.apps["a1"].release.volumes["data"]),  # type: ignore[union-attr]
-        CreateNetwork(p1.steps[3].app, p1.steps[3].network),  # type: ignore[union-attr]
+        CreateVolume(a1, rel(tgt).volumes["data"]),
+        CreateNetwork(a1, NetworkSpec(name="default")),
     )
-    assert p1.steps[3].network.name == "default"  # type: ignore[union-attr]
     assert p1.apps["a1"].status == UpdateStatus.DOWNLOADING
     assert p1.apps["a1"].missing_images == ("db:1", "web:2")
 
     s2 = apply_all(state(), p1.steps)
     p2 = plan(s2, tgt, PlanContext())
-    assert kinds(p2.steps) == ["Start"]
-    assert p2.steps[0].service.name == "db"  # type: ignore[union-attr]
+    assert described(p2.steps) == ["Start a1/db"]
     assert p2.apps["a1"].status == UpdateStatus.APPLYING_CHANGES
     assert p2.apps["a1"].waiting_on == ("web waits for db (service_started)",)
     assert not p2.converged
@@ -162,9 +171,7 @@ def test_one_service_update_downloads_before_killing_and_keeps_unchanged_service
 
     s2 = apply_all(current, p1.steps)
     p2 = plan(s2, new, PlanContext())
-    assert kinds(p2.steps) == ["Kill", "UpdateMetadata"]
-    assert p2.steps[0].container.id == "c-web"  # type: ignore[union-attr]
-    assert p2.steps[1].container.id == "c-db"  # type: ignore[union-attr]
+    assert described(p2.steps) == ["Kill c-web", "UpdateMetadata c-db -> r2"]
 
     final, plans = converge(s2, new)
     assert plans[-1].apps["a1"].status == UpdateStatus.DONE
@@ -205,8 +212,7 @@ def test_removed_service_is_killed():
     )
     current = old_release_state(old)
     p = plan(current, new, PlanContext())
-    assert kinds(p.steps) == ["Kill"]
-    assert p.steps[0].container.id == "c-web"  # type: ignore[union-attr]
+    assert described(p.steps) == ["Kill c-web"]
     final, plans = converge(current, new)
     assert [c.id for c in final.containers] == ["c-db"]
     assert plans[-1].apps["a1"].status == UpdateStatus.DONE
@@ -238,8 +244,8 @@ def test_changed_config_kills_first_and_starts_on_a_later_pass():
     p1 = plan(current, new, PlanContext())
     assert kinds(p1.steps) == ["Kill"]
     p2 = plan(apply_all(current, p1.steps), new, PlanContext())
-    assert kinds(p2.steps) == ["Start"]
-    assert p2.steps[0].service.environment == {"MODE": "new"}  # type: ignore[union-attr]
+    assert described(p2.steps) == ["Start a1/web"]
+    assert isinstance(p2.steps[0], Start) and p2.steps[0].service.environment == {"MODE": "new"}
 
 
 # --- duplicates -----------------------------------------------------------------------------
@@ -247,8 +253,8 @@ def test_changed_config_kills_first_and_starts_on_a_later_pass():
 
 def test_duplicates_keep_matching_then_running_then_newest_then_id():
     tgt = target({"a1": app(1, release("r1", {"web": svc("web:1")}))})
-    h = tgt.apps["a1"].release.services["web"].config_hash()  # type: ignore[union-attr]
-    common = dict(release_uuid="r1", release_id=1, image_ref="web:1")
+    h = rel(tgt).services["web"].config_hash()
+    common: dict[str, Any] = dict(release_uuid="r1", release_id=1, image_ref="web:1")
     stale_running = container("c1", "a1", "web", created_at="000009", **common)
     exited_new = container(
         "c2",
@@ -306,8 +312,7 @@ def test_removed_app_is_killed_then_its_networks_removed_but_never_its_volumes()
         container("c2", "gone", "db", app_id=9, image_ref="web:1"),
     )
     p1 = plan(current, tgt, PlanContext())
-    assert kinds(p1.steps) == ["Kill", "Kill"]
-    assert [s.container.id for s in p1.steps] == ["c2", "c1"]  # type: ignore[union-attr]
+    assert described(p1.steps) == ["Kill c2", "Kill c1"]  # by service name: db, web
     assert p1.apps == {}
     s2 = apply_all(current, p1.steps)
     p2 = plan(s2, tgt, PlanContext())
@@ -389,7 +394,6 @@ def test_locked_app_downloads_but_touches_no_container():
     assert p2.steps == ()
     assert p2.apps["a1"].status == UpdateStatus.DOWNLOADED
     assert p2.apps["a1"].blocked_by_lock
-    assert not p2.converged or p2.apps["a1"].blocked_by_lock
 
 
 def test_locked_app_still_gets_its_volumes_and_networks():
@@ -552,7 +556,7 @@ def test_network_mode_service_is_a_dependency():
     )
     current = state(image("vpn:1"), image("web:1"), network("1_default"))
     p = plan(current, tgt, PlanContext())
-    assert [s.service.name for s in p.steps] == ["vpn"]  # type: ignore[union-attr]
+    assert described(p.steps) == ["Start a1/vpn"]
     assert p.apps["a1"].waiting_on == ("web waits for vpn (service_started)",)
     final, _ = converge(current, tgt)
     assert len(final.containers) == 2
@@ -650,25 +654,42 @@ def test_no_cleanup_until_every_app_is_settled():
 def test_steps_are_ordered_by_kind_then_app_then_service():
     tgt = target(
         {
-            "b": app(2, release("r1", {"y": svc("y:1"), "x": svc("x:1")})),
+            "b": app(
+                2,
+                release(
+                    "r2", {"y": svc("y:1"), "x": svc("x:1"), "w": svc("w:1")}, networks={"n": {}}
+                ),
+            ),
             "a": app(1, release("r1", {"z": svc("z:1")})),
+            "d": app(4, release("r1", {"v": svc("v:1")})),
         }
     )
+    b_w = running_for(tgt, "b", "w", "b-w", release_uuid="r1")
     current = state(
         image("y:1"),
         image("x:1"),
         image("z:1"),
+        image("w:1"),
         network("1_default", 1, "a"),
         network("2_default", 2, "b"),
+        network("4_default", 4, "d"),
         container("old-b", "b", "gone", app_id=2),
         container("old-a", "a", "gone", app_id=1),
         container("removed", "c", "svc", app_id=3),
+        b_w,
     )
     p = plan(current, tgt, PlanContext())
-    assert kinds(p.steps) == ["Kill", "Kill", "Kill", "Start", "Start", "Start"]
-    assert [s.container.id for s in p.steps[:3]] == ["old-a", "old-b", "removed"]  # type: ignore[union-attr]
-    starts = [(s.app.uuid, s.service.name) for s in p.steps if isinstance(s, Start)]
-    assert starts == [("a", "z"), ("b", "x"), ("b", "y")]
+    assert described(p.steps) == [
+        "CreateNetwork 2_n",
+        "Pull v:1 for v",
+        "Kill old-a",
+        "Kill old-b",
+        "Kill removed",
+        "Start a/z",
+        "Start b/x",
+        "Start b/y",
+        "UpdateMetadata b-w -> r2",
+    ]
     assert plan(current, tgt, PlanContext()) == p
 
 
@@ -730,3 +751,44 @@ def _timed(current, tgt) -> float:
     start = time.perf_counter()
     plan(current, tgt, PlanContext())
     return time.perf_counter() - start
+
+
+# --- the simulator itself -------------------------------------------------------------------
+
+
+def test_sim_engine_refuses_what_a_real_engine_would():
+    tgt = target({"a1": app(1, release("r1", {"web": svc("web:1")}))})
+    a1 = tgt.apps["a1"]
+    engine = SimEngine(state(), tgt)
+    with pytest.raises(AssertionError, match="before web:1 was pulled"):
+        engine.apply(Start(a1, rel(tgt).services["web"]))
+    engine.apply(Pull("web:1", "a1", ("web",)))
+    with pytest.raises(AssertionError, match="no network default"):
+        engine.apply(Start(a1, rel(tgt).services["web"]))
+    engine.apply(CreateNetwork(a1, NetworkSpec("default")))
+    after = engine.apply(Start(a1, rel(tgt).services["web"]))
+    (c,) = after.containers
+    assert (c.status, c.config_hash, c.image_docker_id) == (
+        ContainerStatus.RUNNING,
+        rel(tgt).services["web"].config_hash(),
+        image_id_for("web:1"),
+    )
+    with pytest.raises(AssertionError, match="engine would answer 409"):
+        engine.apply(RemoveImage(image_id_for("web:1")))
+    engine.apply(Kill(c))
+    assert engine.apply(RemoveImage(image_id_for("web:1"))).images == ()
+
+
+def test_app_built_directly_without_release_uuid_still_converges():
+    parsed = target({"a1": app(1, release("r1", {"web": svc("web:1")}))})
+    spec = replace(parsed.apps["a1"], release_uuid=None)
+    tgt = replace(parsed, apps={"a1": spec})
+    current = state(
+        image("web:1"),
+        network("1_default"),
+        running_for(parsed, "a1", "web", "c1", release_uuid="r0"),
+    )
+    final, plans = converge(current, tgt)
+    assert described(plans[0].steps) == ["UpdateMetadata c1 -> r1"]
+    assert plans[-1].apps["a1"].release_uuid == "r1"
+    assert [c.release_uuid for c in final.containers] == ["r1"]

@@ -397,7 +397,7 @@ def _present(current: CurrentState) -> set[str]:
 @given(scenarios(lock=True))
 def test_locked_app_gets_no_container_step(sc: Scenario) -> None:
     trace = run(sc)
-    for current, p in trace.passes:
+    for _, p in trace.passes:
         for step in p.steps:
             _, app_id = app_of(step)
             assert app_id not in sc.ctx.locked_apps, step
