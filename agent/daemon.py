@@ -83,8 +83,9 @@ class Agent:
             self.store,
             self.status,
             ReportSources(
-                device_fields=_cached(DEVICE_FIELDS_CACHE_S,
-                                      lambda: device_fields(config.listen_port, None)),
+                device_fields=_cached(
+                    DEVICE_FIELDS_CACHE_S, lambda: device_fields(config.listen_port, None)
+                ),
                 metrics=_cached(METRICS_CACHE_S, lambda: metrics(cpu, config.data_dir)),
                 report_apps=lambda: not self.fleet.local_mode,
             ),
@@ -139,6 +140,16 @@ class Agent:
                 **{k: v for k, v in vars(new).items() if getattr(self.fleet, k) != v},
             )
             self.fleet = new
+
+    def request_update(self, force: bool = False) -> bool:
+        """The instant-update trigger: poll the cloud now and re-run the apply loop. Returns
+        False (ignored) when instant updates are off and the request is not forced."""
+        if not force and not self.fleet.instant_update_trigger:
+            return False
+        log.info("update_requested", force=force)
+        self.poller.trigger()
+        self.reconciler.wake(force=force)
+        return True
 
     # --- life cycle ---------------------------------------------------------------------------
 

@@ -97,13 +97,26 @@ class LiveView:
 
 def _release(images: dict[str, str], release: str, release_id: int, web: str) -> dict[str, Any]:
     services = {
-        "web": service(web, service_id=1, image_id=release_id * 10 + 1, volumes=["data:/data"],
-                       environment={"RELEASE": release}),
+        "web": service(
+            web,
+            service_id=1,
+            image_id=release_id * 10 + 1,
+            volumes=["data:/data"],
+            environment={"RELEASE": release},
+        ),
         "worker": service(images["worker"], service_id=2, image_id=2),
     }
     return device_target(
-        {APP_UUID: app(app_id=APP_ID, name="demo-app", release_uuid=release,
-                       release_id=release_id, services=services, volumes={"data": {}})},
+        {
+            APP_UUID: app(
+                app_id=APP_ID,
+                name="demo-app",
+                release_uuid=release,
+                release_id=release_id,
+                services=services,
+                volumes={"data": {}},
+            )
+        },
         name="demo-device",
         config={"BALENA_SUPERVISOR_POLL_INTERVAL": "2000"},
     )
@@ -138,15 +151,21 @@ def run(once: bool, keep: bool) -> int:
             ("web_v2", "demo/web", "v2", 12),
             ("worker", "demo/worker", "v1", 1),
         ):
-            published = publish(docker, registry, repo, tag, marker=f"{repo}:{tag}",
-                                payload_mb=payload)
+            published = publish(
+                docker, registry, repo, tag, marker=f"{repo}:{tag}", payload_mb=payload
+            )
             images[key] = image_ref_via(published.ref_by_digest, proxy.address)
         device_uuid, key = uuidlib.uuid4().hex, uuidlib.uuid4().hex
         cloud = cloud_proc.client()
         cloud.register(device_uuid, key, name="demo-device")
-        agent = AgentProcess(root / "device", uuid=device_uuid, api_key=key,
-                             api_endpoint=cloud_proc.url, docker_host=engine.host,
-                             poll_interval_ms=2000)
+        agent = AgentProcess(
+            root / "device",
+            uuid=device_uuid,
+            api_key=key,
+            api_endpoint=cloud_proc.url,
+            docker_host=engine.host,
+            poll_interval_ms=2000,
+        )
         view = LiveView(agent, tty)
 
         def deploy(release: str, release_id: int, web: str, title: str) -> None:
@@ -155,8 +174,11 @@ def run(once: bool, keep: bool) -> int:
             while time.monotonic() < deadline:
                 view.consume()
                 state = cloud.device(device_uuid)
-                view.render(title, state, docker.containers.list(
-                    all=True, filters={"label": "io.balena.supervised"}))
+                view.render(
+                    title,
+                    state,
+                    docker.containers.list(all=True, filters={"label": "io.balena.supervised"}),
+                )
                 status = state.get("apps_update_status", {}).get(APP_UUID) or {}
                 if status == {} or status.get("release_uuid") != release:
                     pass
@@ -174,8 +196,10 @@ def run(once: bool, keep: bool) -> int:
         history = cloud.device(device_uuid)["update_status_history"]
         print("\ndemo: the cloud recorded these update status changes:")
         for h in history:
-            print(f"  {time.strftime('%H:%M:%S', time.localtime(h['t']))}"
-                  f"  {h['release_uuid']:10} {h['status']}")
+            print(
+                f"  {time.strftime('%H:%M:%S', time.localtime(h['t']))}"
+                f"  {h['release_uuid']:10} {h['status']}"
+            )
         print("demo: both releases done.")
         if not once:
             print(f"demo: agent log: {agent.log_path} — press Ctrl-C to stop everything")

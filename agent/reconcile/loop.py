@@ -162,8 +162,14 @@ class Reconciler:
         previous = self._progress.get(step.image, -1)
         self._progress[step.image] = percent
         if percent // 10 != previous // 10:  # a log line per 10 %, not per chunk
-            log.info("download_progress", app_uuid=step.app_uuid, services=list(step.services),
-                     image=step.image, percent=percent, bytes=nbytes)
+            log.info(
+                "download_progress",
+                app_uuid=step.app_uuid,
+                services=list(step.services),
+                image=step.image,
+                percent=percent,
+                bytes=nbytes,
+            )
         self._status.set_download_progress(step.app_uuid, step.services, percent)
 
     def _publish(self, plan: Plan, current: CurrentState, target: TargetState) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from datetime import datetime
 from typing import Any
@@ -283,8 +284,9 @@ def test_newer_target_cancels_the_download_in_flight(device, images, slow_regist
 
 def test_fleet_config_vars_take_effect_and_bad_ones_are_reported(device, images):
     config = {"BALENA_SUPERVISOR_POLL_INTERVAL": "3000", "BALENA_SUPERVISOR_LOCAL_MODE": "maybe"}
-    target = release(images, "r1", 1, images.main_v1, config=config,
-                     aux_image=images.aux_v1_by_tag)  # a tag, not a digest
+    target = release(
+        images, "r1", 1, images.main_v1, config=config, aux_image=images.aux_v1_by_tag
+    )  # a tag, not a digest
     device.cloud.set_target(device.uuid, target)
     device.agent.start()
     wait_status(device, "r1", "done")
@@ -296,5 +298,5 @@ def test_fleet_config_vars_take_effect_and_bad_ones_are_reported(device, images)
     t0 = time.time()
     time.sleep(10)
     polls = [p["t"] for p in device.state(since=t0)["polls"]]
-    gaps = [b - a for a, b in zip(polls, polls[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(polls)]
     assert gaps and all(2.9 <= g <= 3.5 for g in gaps), gaps

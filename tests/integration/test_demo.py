@@ -12,7 +12,10 @@ REPO = Path(__file__).resolve().parents[2]
 def test_demo_deploys_two_releases_and_cleans_up():
     result = subprocess.run(
         [str(REPO / "scripts" / "demo"), "--once"],
-        capture_output=True, text=True, timeout=400, cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=400,
+        cwd=REPO,
     )
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-3000:]

@@ -15,8 +15,14 @@ def test_pip_install_gives_a_working_console_script(tmp_path):
     subprocess.run(["git", "clone", "-q", str(REPO), str(src)], check=True)
     # the working tree may be ahead of HEAD while developing: overlay it
     subprocess.run(
-        ["cp", "-r", str(REPO / "agent"), str(REPO / "pyproject.toml"), str(REPO / "README.md"),
-         str(src)],
+        [
+            "cp",
+            "-r",
+            str(REPO / "agent"),
+            str(REPO / "pyproject.toml"),
+            str(REPO / "README.md"),
+            str(src),
+        ],
         check=True,
     )
     env_dir = tmp_path / "venv"
@@ -28,19 +34,29 @@ def test_pip_install_gives_a_working_console_script(tmp_path):
     assert out.stdout.strip() == "device-agent 0.1.0"
     module = subprocess.run(
         [str(env_dir / "bin" / "python"), "-m", "agent", "--version"],
-        capture_output=True, text=True, check=True, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
     )
     assert module.stdout == out.stdout
     # a bad config is a clear error, not a traceback
-    bad = subprocess.run([str(agent), "run", "--config", str(tmp_path / "none.json")],
-                         capture_output=True, text=True)
+    bad = subprocess.run(
+        [str(agent), "run", "--config", str(tmp_path / "none.json")], capture_output=True, text=True
+    )
     assert bad.returncode == 2
     assert "config file" in bad.stderr and "Traceback" not in bad.stderr
     # only the agent ships: no test tooling in the installed package set
     site = subprocess.run(
-        [str(env_dir / "bin" / "python"), "-c",
-         "import importlib.util as u; print(u.find_spec('devcloud'), u.find_spec('testbed'))"],
-        capture_output=True, text=True, check=True, cwd=tmp_path,
+        [
+            str(env_dir / "bin" / "python"),
+            "-c",
+            "import importlib.util as u; print(u.find_spec('devcloud'), u.find_spec('testbed'))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
     )
     assert site.stdout.strip() == "None None"
     assert sys.version_info >= (3, 11)
