@@ -16,6 +16,7 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -56,6 +57,7 @@ def apps_report(apps: dict[str, AppView], transition: Transition | None = None) 
         if release:
             releases[release] = {
                 "update_status": status.value if status else None,
+                "update_lock": _lock(view),
                 "services": {
                     name: {
                         "image": svc.image,
@@ -69,6 +71,14 @@ def apps_report(apps: dict[str, AppView], transition: Transition | None = None) 
             }
         out[uuid] = {"release_uuid": view.current_release_uuid, "releases": releases}
     return out
+
+
+def _lock(view: AppView) -> dict[str, str] | None:
+    """Which service holds the app's update lock and since when (ISO 8601), or None."""
+    if view.lock_service is None or view.lock_since is None:
+        return None
+    since = datetime.fromtimestamp(view.lock_since, tz=UTC).isoformat(timespec="seconds")
+    return {"service": view.lock_service, "since": since}
 
 
 def _strip_progress(value: Any) -> Any:

@@ -55,6 +55,14 @@ class ContainerState:
     def running(self) -> bool:
         return self.status in (ContainerStatus.RUNNING, ContainerStatus.RESTARTING)
 
+    @property
+    def created_ts(self) -> float:
+        """Creation time as unix seconds (0 when unknown)."""
+        try:
+            return float(self.created_at)
+        except ValueError:
+            return 0.0
+
 
 @dataclass(frozen=True)
 class ImageState:

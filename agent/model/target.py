@@ -143,6 +143,16 @@ class ServiceSpec:
         )
         return value or "download-then-kill"
 
+    @property
+    def handover_timeout_s(self) -> float:
+        raw = self.labels.get("io.balena.update.handover-timeout") or self.labels.get(
+            "io.resin.update.handover-timeout"
+        )
+        try:
+            return max(0.0, float(raw) / 1000.0) if raw else 60.0
+        except ValueError:
+            return 60.0
+
     def config_hash(self) -> str:
         return self._config_hash
 

@@ -39,6 +39,10 @@ from agent.reconcile.steps import (
 )
 
 DOWNLOAD_THEN_KILL = "download-then-kill"
+KILL_THEN_DOWNLOAD = "kill-then-download"
+DELETE_THEN_DOWNLOAD = "delete-then-download"
+HAND_OVER = "hand-over"
+STRATEGIES = frozenset({DOWNLOAD_THEN_KILL, KILL_THEN_DOWNLOAD, DELETE_THEN_DOWNLOAD, HAND_OVER})
 
 _NO_SERVICES: Mapping[str, ServiceSpec] = {}
 
@@ -86,15 +90,31 @@ class EngineIndex:
         return sorted([*self.app_networks.get(app.uuid, ()), *legacy], key=lambda n: n.name)
 
 
-def app_strategy(release: ReleaseSpec | None) -> str:
-    """THE place where an app's update strategy is decided.
+def strategy_of(svc: ServiceSpec) -> str:
+    """THE place where a service's update strategy is decided: its
+    `io.balena.update.strategy` label; unknown or missing means download-then-kill."""
+    return svc.update_strategy if svc.update_strategy in STRATEGIES else DOWNLOAD_THEN_KILL
 
-    Services may ask for `kill-then-download`, `delete-then-download` or `hand-over` through
-    `ServiceSpec.update_strategy`; until those are implemented every app is updated
-    download-then-kill: all images of the release are on the device before any old container
-    of the app is stopped.
-    """
-    return DOWNLOAD_THEN_KILL
+
+def _kill_first(
+    services: Mapping[str, ServiceSpec],
+    hashes: Mapping[str, str],
+    by_service: Mapping[str, Sequence[ContainerState]],
+    missing: Mapping[str, Sequence[str]],
+) -> list[Step]:
+    """kill-then-download / delete-then-download: a service whose new image is missing has
+    its old containers stopped first (and, for delete-, their image removed) — for devices
+    short on disk. Its download follows on the next pass."""
+    waiting_for_image = {name for names in missing.values() for name in names}
+    steps: list[Step] = []
+    for name in sorted(waiting_for_image):
+        strategy = strategy_of(services[name])
+        if strategy not in (KILL_THEN_DOWNLOAD, DELETE_THEN_DOWNLOAD):
+            continue
+        for c in by_service.get(name, ()):
+            if c.config_hash != hashes[name]:
+                steps.append(Kill(c, remove_image=strategy == DELETE_THEN_DOWNLOAD))
+    return steps
 
 
 def plan_app(app: AppSpec, idx: EngineIndex, ctx: PlanContext) -> tuple[AppPlan, list[Step]]:
@@ -113,17 +133,33 @@ def plan_app(app: AppSpec, idx: EngineIndex, ctx: PlanContext) -> tuple[AppPlan,
     by_service = idx.containers.get(app.uuid, {})
 
     missing = _missing_images(services, idx)
-    steps: list[Step] = [
-        Pull(image, app.uuid, tuple(names)) for image, names in sorted(missing.items())
-    ]
     networks = needed_networks(release)
-    steps += _create_steps(app, release, networks, idx)
+    creates = _create_steps(app, release, networks, idx)
+    locked = app.id in ctx.locked_apps and not ctx.force
 
-    if missing and app_strategy(release) == DOWNLOAD_THEN_KILL:
+    if missing:
         status = UpdateStatus.DOWNLOADING
-        return AppPlan(app.uuid, release_uuid, status, missing_images=tuple(missing)), steps
+        kills = _kill_first(services, hashes, by_service, missing)
+        if kills:  # stop first, download on the next pass
+            plan = AppPlan(
+                app.uuid,
+                release_uuid,
+                status,
+                missing_images=tuple(missing),
+                blocked_by_lock=locked,
+            )
+            return plan, creates if locked else creates + kills
+        pulls: list[Step] = [
+            Pull(image, app.uuid, tuple(names)) for image, names in missing.items()
+        ]
+        # every image of the release is on the device before any container changes
+        return AppPlan(app.uuid, release_uuid, status, missing_images=tuple(missing)), [
+            *pulls,
+            *creates,
+        ]
+    steps: list[Step] = list(creates)
 
-    container_steps, waiting = _container_steps(app, services, hashes, by_service, idx)
+    container_steps, waiting = _container_steps(app, services, hashes, by_service, idx, ctx)
     if not container_steps and not waiting:
         # Every service has exactly one container of its config, in the right release and
         # run state (anything else yields a step or a reason to wait): the app is done.
@@ -133,7 +169,7 @@ def plan_app(app: AppSpec, idx: EngineIndex, ctx: PlanContext) -> tuple[AppPlan,
         ]
         return AppPlan(app.uuid, release_uuid, UpdateStatus.DONE), steps
 
-    if app.id in ctx.locked_apps and not ctx.force:
+    if locked:
         # downloads (and volume/network creation) go on; the app's containers stay as they are
         return (
             AppPlan(
@@ -195,6 +231,7 @@ def _container_steps(
     hashes: Mapping[str, str],
     by_service: Mapping[str, Sequence[ContainerState]],
     idx: EngineIndex,
+    ctx: PlanContext,
 ) -> tuple[list[Step], list[str]]:
     """Kill / Start / UpdateMetadata / StartContainer / StopContainer, and reasons to wait."""
     release_uuid = app.release.uuid if app.release is not None else None
@@ -215,6 +252,13 @@ def _container_steps(
             else:
                 steps.append(Start(app, svc))
             continue
+        if strategy_of(svc) == HAND_OVER and any(c.config_hash != want for c in current):
+            more_steps, more_waiting = _hand_over(
+                app, svc, want, current, services, hashes, by_service, idx, ctx
+            )
+            steps += more_steps
+            waiting += more_waiting
+            continue
         keep, *extra = _rank(current, want)
         steps += [Kill(c) for c in extra]
         if keep.config_hash != want:
@@ -231,6 +275,49 @@ def _container_steps(
         elif not svc.running and keep.running:
             steps.append(StopContainer(keep))
     return steps, list(dict.fromkeys(waiting))
+
+
+def _hand_over(
+    app: AppSpec,
+    svc: ServiceSpec,
+    want: str,
+    current: Sequence[ContainerState],
+    services: Mapping[str, ServiceSpec],
+    hashes: Mapping[str, str],
+    by_service: Mapping[str, Sequence[ContainerState]],
+    idx: EngineIndex,
+    ctx: PlanContext,
+) -> tuple[list[Step], list[str]]:
+    """hand-over: the new container starts beside the old one; the old one is killed once the
+    new one is running — and healthy, if it has a healthcheck — and has either signalled
+    `handover-complete` or outlived the hand-over timeout. Until then the old one serves; if
+    the new one dies or turns unhealthy, the old one keeps serving and the app is not done."""
+    old = [c for c in current if c.config_hash != want]
+    new = [c for c in current if c.config_hash == want]
+    name = svc.name
+    if not new:
+        blockers = _missing_resources(app, svc, idx) + _unmet_dependencies(
+            svc, services, hashes, by_service
+        )
+        return ([], blockers) if blockers else ([Start(app, svc)], [])
+    keep, *extra = _rank(new, want)
+    steps: list[Step] = [Kill(c) for c in extra]
+    if not svc.running:  # told not to run: there is no service to hand over
+        return steps + [Kill(c) for c in old], []
+    healthy = keep.health in (None, "healthy")
+    if keep.running and healthy:
+        signalled = (app.id, name) in ctx.handover_done
+        waited = ctx.now - keep.created_ts
+        if signalled or waited >= svc.handover_timeout_s:
+            return steps + [Kill(c) for c in old], []
+        remaining = max(0.0, svc.handover_timeout_s - waited)
+        return steps, [
+            f"{name} hands over: old container serves until handover-complete or {remaining:.0f} s"
+        ]
+    if keep.status == ContainerStatus.CREATED:
+        return [*steps, StartContainer(keep)], []
+    state = keep.health if keep.running else keep.status.value
+    return steps, [f"{name}: new container is {state}; the old one keeps serving"]
 
 
 def _rank(containers: Sequence[ContainerState], want: str) -> list[ContainerState]:

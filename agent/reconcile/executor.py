@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import structlog
 from agent.engine.compose import DeviceContext, container_spec, service_lock_dir
 from agent.engine.docker import DockerEngine
 from agent.errors import AgentError, Conflict, NotFound, PullError, StoreError
+from agent.locks import AgentLocks, LockHeld, clear_handover
 from agent.model import AppSpec, CurrentState, ServiceSpec
 from agent.model.current import (
     LABEL_APP_ID,
@@ -40,6 +42,8 @@ from agent.reconcile.steps import (
     Step,
     StopContainer,
     UpdateMetadata,
+    step_app_id,
+    step_service,
 )
 from agent.store import Store
 
@@ -130,15 +134,56 @@ class Executor:
                     failures.append(StepFailure(pull, result))
                 elif isinstance(result, BaseException):
                     raise result
-        for step in others:
-            if cancel.is_set():
-                break
-            try:
-                await self._apply(step, current)
-            except AgentError as exc:
-                log.error("step_failed", step=describe(step), error=str(exc))
-                failures.append(StepFailure(step, exc))
+        held, skipped = await self._take_locks(others)
+        try:
+            for step in others:
+                if cancel.is_set():
+                    break
+                if step_app_id(step) in skipped:
+                    continue
+                try:
+                    await self._apply(step, current)
+                except AgentError as exc:
+                    log.error("step_failed", step=describe(step), error=str(exc))
+                    failures.append(StepFailure(step, exc))
+        finally:
+            for locks in held:
+                await asyncio.to_thread(locks.release)
         return failures
+
+    async def _take_locks(self, steps: Sequence[Step]) -> tuple[list[AgentLocks], set[int]]:
+        """Take the update lock of every app whose containers these steps stop or start, so
+        the app can't grab it halfway. An app that holds it already keeps its containers."""
+        services: dict[int, set[str]] = {}
+        for step in steps:
+            app_id = step_app_id(step)
+            if app_id is not None:
+                services.setdefault(app_id, set()).add(step_service(step) or "")
+        held: list[AgentLocks] = []
+        skipped: set[int] = set()
+        for app_id, names in sorted(services.items()):
+            names.discard("")
+            app_dir = self.device.lock_dir / str(app_id)
+            try:
+                locks = await asyncio.to_thread(
+                    AgentLocks.take, self.device.lock_dir, app_id, names | _subdirs(app_dir)
+                )
+            except LockHeld as exc:
+                log.info(
+                    "lock_held",
+                    app_id=app_id,
+                    service=exc.holder.service,
+                    path=str(exc.holder.path),
+                    since=exc.holder.since,
+                )
+                skipped.add(app_id)
+                continue
+            except OSError as exc:
+                log.error("lock_take_failed", app_id=app_id, error=str(exc))
+                skipped.add(app_id)
+                continue
+            held.append(locks)
+        return held, skipped
 
     async def _pull(self, step: Pull, progress: ProgressSink, cancel: threading.Event) -> None:
         loop = asyncio.get_running_loop()
@@ -202,6 +247,8 @@ class Executor:
         assert app.release is not None
         lock_dir = service_lock_dir(self.device.lock_dir, app.id, service.name)
         await asyncio.to_thread(_make_lock_dir, lock_dir)
+        # a handover-complete left from an earlier hand-over would end the next one at once
+        await asyncio.to_thread(clear_handover, self.device.lock_dir, app.id, service.name)
         spec = container_spec(app, service, self.device, app.release.uuid, app.release.id)
         mode = spec.host_config.get("network_mode")
         if isinstance(mode, str) and mode.startswith("service:"):
@@ -241,3 +288,10 @@ class Executor:
 
 def _make_lock_dir(path: Path) -> None:
     path.mkdir(parents=True, exist_ok=True)
+
+
+def _subdirs(path: Path) -> set[str]:
+    try:
+        return {entry.name for entry in os.scandir(path) if entry.is_dir()}
+    except OSError:
+        return set()

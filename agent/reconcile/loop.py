@@ -19,18 +19,25 @@ import structlog
 
 from agent.engine.docker import DockerEngine
 from agent.errors import EngineError
-from agent.locks import LockHolder, held_locks
+from agent.locks import (
+    LockHolder,
+    clear_own_stale_locks,
+    handover_signalled,
+    held_locks,
+    remove_app_locks,
+)
 from agent.model import CurrentState, TargetState, UpdateStatus
 from agent.reconcile.executor import Executor, ManagedImages, describe
 from agent.reconcile.planner import plan as make_plan
 from agent.reconcile.status import StatusBoard, service_views
-from agent.reconcile.steps import Plan, PlanContext, Pull
+from agent.reconcile.steps import Plan, PlanContext, Pull, step_app_id
 from agent.retry import Backoff
 
 log = structlog.get_logger("agent.reconcile")
 
+LOCK_WATCH_S = 0.5  # how often lock files are looked at while an update waits for them
 RECHECK_S = 30.0  # converged: look at the engine again this often (crashed/removed containers)
-WAITING_S = 1.0  # waiting on something outside (a healthcheck, a dependency)
+WAITING_S = 0.5  # waiting on something outside (a healthcheck, a dependency)
 
 
 class Reconciler:
@@ -63,6 +70,7 @@ class Reconciler:
         self._locks_seen: dict[int, tuple[str, ...]] = {}
         self._backoff = Backoff(base_s=1.0, cap_s=60.0)
         self.last_plan: Plan | None = None
+        self._waiting_logged: tuple[str, ...] = ()
         self.last_pass_at: float | None = None
         self.last_error: str | None = None
         self.converged = asyncio.Event()  # set whenever the engine matches the target
@@ -86,6 +94,8 @@ class Reconciler:
         self._wake.set()
 
     async def run(self) -> None:
+        for path in await asyncio.to_thread(clear_own_stale_locks, self._lock_dir):
+            log.warning("stale_lock_removed", path=str(path))
         failures = 0
         while True:
             self._wake.clear()
@@ -109,6 +119,9 @@ class Reconciler:
                 delay = RECHECK_S if done else 0.0
                 if not done and self.last_plan is not None and not self.last_plan.steps:
                     delay = WAITING_S
+                    if _only_lock_blocked(self.last_plan):
+                        await self._wait_for_lock_change(RECHECK_S)
+                        continue
             if delay > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=delay)
@@ -121,13 +134,27 @@ class Reconciler:
         self._cancel = threading.Event()
         current = await self._engine.current_state(frozenset(self._images.ids))
         locks = await asyncio.to_thread(held_locks, self._lock_dir)
+        handed_over = await asyncio.to_thread(handover_signalled, self._lock_dir)
         self._log_locks(locks)
         force = self._override_lock() or self._force_once
-        ctx = PlanContext(locked_apps=frozenset(locks), force=force, aborted=dict(self.aborted))
+        ctx = PlanContext(
+            locked_apps=frozenset(locks),
+            force=force,
+            aborted=dict(self.aborted),
+            now=time.time(),
+            handover_done=handed_over,
+        )
         plan = make_plan(current, target, ctx)
         self.last_plan = plan
         self.last_pass_at = time.time()
-        self._publish(plan, current, target)
+        if force and locks:
+            await self._override_locks(plan, locks)
+        self._publish(plan, current, target, locks)
+        waiting = tuple(r for a in plan.apps.values() for r in a.waiting_on)
+        if waiting != self._waiting_logged:
+            self._waiting_logged = waiting
+            if waiting:
+                log.info("apply_waiting", reasons=list(waiting))
         if not plan.steps:
             if plan.converged:
                 self._force_once = False
@@ -142,6 +169,31 @@ class Reconciler:
             if isinstance(failure.step, Pull):
                 self._count_pull_failure(target, failure.step, str(failure.error))
         return False, bool(failures)
+
+    async def _override_locks(self, plan: Plan, locks: dict[int, list[LockHolder]]) -> None:
+        """A forced update: remove the locks of the apps this plan is about to touch."""
+        touched = {app_id for step in plan.steps if (app_id := step_app_id(step)) is not None}
+        for app_id in sorted(touched & locks.keys()):
+            for holder in await asyncio.to_thread(remove_app_locks, self._lock_dir, app_id):
+                log.warning(
+                    "lock_overridden",
+                    app_id=app_id,
+                    service=holder.service,
+                    path=str(holder.path),
+                    since=holder.since,
+                )
+
+    async def _wait_for_lock_change(self, timeout: float) -> None:
+        """Every app with work is waiting for its update lock: watch the lock files (cheap
+        stats, no engine calls) and pass again as soon as they change."""
+        before = await asyncio.to_thread(_lock_paths, self._lock_dir)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=LOCK_WATCH_S)
+                return
+            if await asyncio.to_thread(_lock_paths, self._lock_dir) != before:
+                return
 
     def _count_pull_failure(self, target: TargetState, step: Pull, error: str) -> None:
         app = target.apps.get(step.app_uuid)
@@ -172,9 +224,19 @@ class Reconciler:
             )
         self._status.set_download_progress(step.app_uuid, step.services, percent)
 
-    def _publish(self, plan: Plan, current: CurrentState, target: TargetState) -> None:
+    def _publish(
+        self,
+        plan: Plan,
+        current: CurrentState,
+        target: TargetState,
+        locks: dict[int, list[LockHolder]],
+    ) -> None:
         for uuid, app in target.apps.items():
             self._status.ensure_app(uuid, app.id, app.name, app.release_uuid)
+            holders = sorted(locks.get(app.id, []), key=lambda h: (h.since, h.service))
+            self._status.set_lock(
+                uuid, holders[0].service if holders else None, holders[0].since if holders else None
+            )
             running = {c.release_uuid for c in current.app_containers(uuid)}
             if len(running) == 1:
                 self._status.set_current_release(uuid, next(iter(running)))
@@ -184,8 +246,8 @@ class Reconciler:
             reason = app_plan.reason
             if app_plan.status is UpdateStatus.DOWNLOADING and app_plan.release_uuid:
                 reason = self._pull_errors.get(app_plan.release_uuid)
-            if app_plan.blocked_by_lock:
-                reason = "waiting for an update lock to be released"
+            if app_plan.blocked_by_lock and holders:
+                reason = f"update lock held by {holders[0].service}"
             self._status.set_update_status(uuid, app_plan.release_uuid, app_plan.status, reason)
             if app_plan.status is not UpdateStatus.REJECTED:
                 self._status.set_services(
@@ -212,3 +274,14 @@ class Reconciler:
         for app_id in self._locks_seen.keys() - seen.keys():
             log.info("lock_released", app_id=app_id)
         self._locks_seen = seen
+
+
+def _only_lock_blocked(plan: Plan) -> bool:
+    """True when the only thing left is apps waiting for their update lock."""
+    settled = (UpdateStatus.DONE, UpdateStatus.REJECTED, UpdateStatus.ABORTED)
+    pending = [a for a in plan.apps.values() if a.status not in settled]
+    return bool(pending) and all(a.blocked_by_lock and not a.waiting_on for a in pending)
+
+
+def _lock_paths(lock_dir: Path) -> frozenset[Path]:
+    return frozenset(h.path for holders in held_locks(lock_dir).values() for h in holders)

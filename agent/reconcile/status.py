@@ -53,6 +53,8 @@ class AppView:
     since: float  # unix time of the latest update-status change
     reason: str | None = None
     services: dict[str, ServiceView] = field(default_factory=dict)
+    lock_service: str | None = None  # the service holding the app's update lock
+    lock_since: float | None = None
 
 
 @dataclass(frozen=True)
@@ -211,6 +213,13 @@ class StatusBoard:
         if view is not None and view.current_release_uuid is None and release_uuid:
             self.apps[app_uuid] = replace(view, current_release_uuid=release_uuid)
             self._persist()
+
+    def set_lock(self, app_uuid: str, service: str | None, since: float | None) -> None:
+        view = self.apps.get(app_uuid)
+        if view is None or (view.lock_service, view.lock_since) == (service, since):
+            return
+        self.apps[app_uuid] = replace(view, lock_service=service, lock_since=since)
+        self._notify()
 
     def set_services(self, app_uuid: str, services: dict[str, ServiceView]) -> None:
         view = self.apps.get(app_uuid)

@@ -100,6 +100,31 @@ Step = (
 CONTAINER_STEPS = (Kill, Start, StartContainer, StopContainer, UpdateMetadata)
 
 
+def step_app_id(step: Step) -> int | None:
+    """The app whose containers a step stops or starts (None for other steps)."""
+    match step:
+        case Start(app=app) | UpdateMetadata(app=app):
+            return app.id
+        case Kill(container=c) | StartContainer(container=c) | StopContainer(container=c):
+            return c.app_id
+    return None
+
+
+def step_service(step: Step) -> str | None:
+    """The service whose container a step stops or starts."""
+    match step:
+        case Start(service=svc):
+            return svc.name
+        case (
+            Kill(container=c)
+            | StartContainer(container=c)
+            | StopContainer(container=c)
+            | UpdateMetadata(container=c)
+        ):
+            return c.service_name
+    return None
+
+
 @dataclass(frozen=True)
 class AppPlan:
     """What the planner concluded about one target app on this pass."""
@@ -133,3 +158,5 @@ class PlanContext:
     force: bool = False  # lock override (fleet var or a forced update)
     aborted: dict[str, str] = field(default_factory=dict)  # release uuid -> reason given up
     cleanup_images: bool = True  # remove unused managed images once every app is done
+    now: float = 0.0  # wall clock of this pass (hand-over timeouts); the planner reads no clock
+    handover_done: frozenset[tuple[int, str]] = frozenset()  # (app id, service) signalled

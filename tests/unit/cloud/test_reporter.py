@@ -140,6 +140,7 @@ def test_apps_report_shape():
             "releases": {
                 "r2": {
                     "update_status": "downloading",
+                    "update_lock": None,
                     "services": {
                         "main": {"image": "img", "status": "Downloading", "download_progress": 42}
                     },
@@ -147,3 +148,13 @@ def test_apps_report_shape():
             },
         }
     }
+
+
+def test_lock_holder_is_reported_with_its_time():
+    from agent.reconcile.status import AppView
+
+    view = AppView(
+        "a", 1, "app", "r2", "r1", U.DOWNLOADED, 0.0, lock_service="main", lock_since=1795322925.0
+    )
+    release = apps_report({"a": view})["a"]["releases"]["r2"]
+    assert release["update_lock"] == {"service": "main", "since": "2026-11-22T04:48:45+00:00"}

@@ -143,6 +143,9 @@ def _create(state: CurrentState, step: Start) -> ContainerState:
     for net in service_networks(svc):
         assert network_engine_name(app.id, net) in networks, f"{svc.name}: no network {net}"
     same = [c for c in state.containers if (c.app_uuid, c.service_name) == (app.uuid, svc.name)]
+    if svc.update_strategy == "hand-over":
+        # only hand-over starts a new container beside the old one, never beside its own twin
+        same = [c for c in same if c.config_hash == svc.config_hash()]
     assert not same, f"Start of {svc.name} beside {[c.id for c in same]}"
 
     seq = 1 + max((_seq(c.created_at) for c in state.containers), default=0)

@@ -23,7 +23,7 @@ from agent.model import (
 )
 from agent.model.current import container_name
 from agent.reconcile.planner import plan
-from agent.reconcile.steps import CONTAINER_STEPS, Kill, Plan, PlanContext, RemoveImage
+from agent.reconcile.steps import CONTAINER_STEPS, Kill, Plan, PlanContext, Pull, RemoveImage
 from tests.unit.reconcile.factories import target
 from tests.unit.reconcile.sim import EXIT_LABEL, apply_all, image_id_for, one_shots
 
@@ -256,6 +256,7 @@ def scenarios(draw: st.DrawFn, lock: bool | None = None) -> Scenario:
         force=force,
         aborted=aborted,
         cleanup_images=not chance(draw, 3),
+        now=HANDOVER_ELAPSED,  # simulated containers are old: every hand-over timeout is over
     )
     return Scenario(tgt, current, ctx)
 
@@ -267,6 +268,10 @@ def scenarios(draw: st.DrawFn, lock: bool | None = None) -> Scenario:
 class Trace:
     passes: list[tuple[CurrentState, Plan]]  # the state each plan was made from, and the plan
     final: CurrentState
+
+
+HANDOVER_ELAPSED = 1e9
+KILL_FIRST = ("kill-then-download", "delete-then-download")
 
 
 def run(sc: Scenario, max_passes: int = 10) -> Trace:
@@ -374,18 +379,71 @@ def test_volumes_are_never_removed(sc: Scenario) -> None:
 @SETTINGS
 @given(scenarios())
 def test_download_then_kill_no_container_step_while_an_image_is_missing(sc: Scenario) -> None:
+    """Only kill-then-download / delete-then-download services may lose their old container
+    before the release's images are all present — and only by a Kill, never a Start."""
     trace = run(sc)
     for current, p in trace.passes:
         for uuid, app in sc.target.apps.items():
             if app.release is None or app.rejected:
                 continue
-            missing = sorted({s.image for s in app.release.services.values()} - _present(current))
+            services = app.release.services
+            missing = sorted({s.image for s in services.values()} - _present(current))
             touched = [s for s in p.steps if app_of(s)[0] == uuid]
             if missing:
-                assert not [s for s in touched if isinstance(s, CONTAINER_STEPS)], touched
+                for step in touched:
+                    if isinstance(step, CONTAINER_STEPS):
+                        assert isinstance(step, Kill), step
+                        svc = services.get(step.container.service_name)
+                        assert svc is not None and svc.update_strategy in KILL_FIRST, step
+                        assert svc.image in missing
                 if p.apps[uuid].status != UpdateStatus.ABORTED:
                     assert p.apps[uuid].status == UpdateStatus.DOWNLOADING
                     assert list(p.apps[uuid].missing_images) == missing
+
+
+@SETTINGS
+@given(scenarios())
+def test_kill_first_services_stop_before_their_image_is_pulled(sc: Scenario) -> None:
+    trace = run(sc)
+    for _current, p in trace.passes:
+        kills = [s for s in p.steps if isinstance(s, Kill)]
+        for pull in (s for s in p.steps if isinstance(s, Pull)):
+            app = sc.target.apps[pull.app_uuid]
+            assert app.release is not None
+            for name in pull.services:
+                if app.release.services[name].update_strategy in KILL_FIRST:
+                    stale = [
+                        k
+                        for k in kills
+                        if k.container.service_name == name
+                        and k.container.app_uuid == pull.app_uuid
+                    ]
+                    assert not stale, "pulled in the same pass as stopping the old container"
+
+
+@SETTINGS
+@given(scenarios())
+def test_hand_over_never_kills_the_old_container_before_the_new_one_runs(sc: Scenario) -> None:
+    trace = run(sc)
+    for current, p in trace.passes:
+        for step in p.steps:
+            if not isinstance(step, Kill) or step.container.app_uuid not in sc.target.apps:
+                continue
+            app = sc.target.apps[step.container.app_uuid]
+            svc = app.release.services.get(step.container.service_name) if app.release else None
+            if svc is None or svc.update_strategy != "hand-over":
+                continue
+            want = svc.config_hash()
+            if step.container.config_hash == want:
+                continue  # a duplicate of the new config, not the old container
+            replacements = [
+                c
+                for c in current.containers
+                if c.app_uuid == app.uuid and c.service_name == svc.name and c.config_hash == want
+            ]
+            assert any(c.running and c.health in (None, "healthy") for c in replacements), (
+                f"old {step.container.name} killed before its replacement ran"
+            )
 
 
 def _present(current: CurrentState) -> set[str]:
