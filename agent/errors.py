@@ -47,3 +47,7 @@ class Conflict(EngineError):
 
 class PullError(EngineError):
     """An image could not be pulled (registry down, unknown image, auth, disk)."""
+
+
+class InsufficientSpace(PullError):
+    """There is not enough disk for a pull: it was not started."""

@@ -8,10 +8,13 @@ agent's own (`agent.errors`) right here, where they enter.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import threading
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any, TypeVar
 
 import docker
@@ -106,6 +109,9 @@ class DockerEngine:
 
     async def version(self) -> dict[str, Any]:
         return await self._run("version", lambda: self.api.version())
+
+    async def info(self) -> dict[str, Any]:
+        return await self._run("info", lambda: self.api.info())
 
     async def current_state(self, managed_image_ids: frozenset[str]) -> CurrentState:
         """One snapshot of everything the agent owns, from list calls only (no inspects)."""
@@ -292,6 +298,80 @@ class DockerEngine:
 
     async def rename(self, container_id: str, name: str) -> None:
         await self._run("rename container", self.api.rename, container_id, name)
+
+    # --- local API actions --------------------------------------------------------------------
+
+    async def restart(self, container_id: str, timeout: int | None = None) -> None:
+        kwargs = {} if timeout is None else {"timeout": timeout}
+        await self._run("restart container", self.api.restart, container_id, **kwargs)
+
+    async def remove_volume(self, name: str) -> None:
+        await self._run(f"remove volume {name}", self.api.remove_volume, name)
+
+    async def log_lines(
+        self, container_id: str, since: float | None, follow: bool
+    ) -> AsyncIterator[tuple[float, str]]:
+        """A container's log as (unix time, line), from `since` (None: from the start); with
+        `follow`, until the container stops or the consumer closes the iterator."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[float, str] | BaseException | None] = asyncio.Queue()
+        holder: list[Any] = []
+
+        def put(item: tuple[float, str] | BaseException | None) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody to tell
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        def read() -> None:
+            try:
+                with _translated("container logs"):
+                    stream = self.api.logs(
+                        container_id,
+                        stream=True,
+                        follow=follow,
+                        timestamps=True,
+                        since=int(since) if since else None,
+                    )
+                holder.append(stream)
+                pending = b""
+                for chunk in stream:
+                    pending += chunk
+                    *lines, pending = pending.split(b"\n")
+                    for line in lines:
+                        put(_log_line(line))
+                if pending:
+                    put(_log_line(pending))
+                put(None)
+            except BaseException as exc:  # handed to the consumer (or dropped on close)
+                put(exc)
+
+        task = asyncio.create_task(asyncio.to_thread(read))
+        try:
+            while True:
+                item = await queue.get()
+                if item is None:
+                    return
+                if isinstance(item, EngineError):
+                    raise item  # the logs call itself failed (no such container...)
+                if isinstance(item, BaseException):
+                    return  # the stream broke off: the container is gone or we closed it
+                yield item
+        finally:
+            for stream in holder:
+                with contextlib.suppress(Exception):
+                    stream.close()
+            task.cancel()
+
+
+def _log_line(raw: bytes) -> tuple[float, str]:
+    """`2024-05-01T10:00:00.123456789Z message` (docker's timestamps=True) → (unix time, text)."""
+    text = raw.decode(errors="replace").rstrip("\r")
+    stamp, _, message = text.partition(" ")
+    try:
+        head, _, frac = stamp.rstrip("Z").partition(".")
+        when = datetime.fromisoformat(head + "+00:00").timestamp() + float("0." + (frac or "0"))
+    except ValueError:
+        return time.time(), text
+    return when, message
 
 
 def _label_int(labels: dict[str, str], key: str) -> int:

@@ -18,8 +18,17 @@ from pathlib import Path
 import structlog
 
 from agent.engine.compose import DeviceContext, container_spec, service_lock_dir
+from agent.engine.disk import UNPACK_FACTOR, engine_room, shortfall
 from agent.engine.docker import DockerEngine
-from agent.errors import AgentError, Conflict, NotFound, PullError, StoreError
+from agent.engine.registry import download_size
+from agent.errors import (
+    AgentError,
+    Conflict,
+    InsufficientSpace,
+    NotFound,
+    PullError,
+    StoreError,
+)
 from agent.locks import AgentLocks, LockHeld, clear_handover
 from agent.model import AppSpec, CurrentState, ServiceSpec
 from agent.model.current import (
@@ -126,10 +135,14 @@ class Executor:
         others = [s for s in plan.steps if not isinstance(s, Pull)]
         failures: list[StepFailure] = []
         if pulls:
+            refused = await self._check_room(pulls)
+            failures += [StepFailure(p, err) for p, err in refused.items()]
+            admitted = [p for p in pulls if p not in refused]
             results = await asyncio.gather(
-                *(self._pull(step, progress, cancel) for step in pulls), return_exceptions=True
+                *(self._pull(step, progress, cancel) for step in admitted),
+                return_exceptions=True,
             )
-            for pull, result in zip(pulls, results, strict=True):
+            for pull, result in zip(admitted, results, strict=True):
                 if isinstance(result, AgentError):
                     failures.append(StepFailure(pull, result))
                 elif isinstance(result, BaseException):
@@ -184,6 +197,40 @@ class Executor:
                 continue
             held.append(locks)
         return held, skipped
+
+    async def _check_room(self, pulls: Sequence[Pull]) -> dict[Pull, InsufficientSpace]:
+        """Refuse, before they start, the pulls the engine's disk has no room for (sizes from
+        the registry; a size or a disk that can't be read is not a reason to refuse)."""
+        sizes = await asyncio.gather(*(download_size(p.image) for p in pulls))
+        if not any(sizes):
+            return {}
+        room = await engine_room(self.engine)
+        if room is None:
+            return {}
+        refused: dict[Pull, InsufficientSpace] = {}
+        committed = 0
+        for pull, size in zip(pulls, sizes, strict=True):
+            if size is None:
+                continue
+            missing = shortfall(committed + size, room)
+            if missing:
+                mib = 1024 * 1024
+                message = (
+                    f"not enough disk to pull {pull.image}: it needs about "
+                    f"{(size * UNPACK_FACTOR) // mib:.0f} MiB to download and unpack, "
+                    f"{room.free // mib} MiB are free in {room.path}"
+                )
+                log.error(
+                    "insufficient_disk",
+                    image=pull.image,
+                    download_bytes=size,
+                    free_bytes=room.free,
+                    path=room.path,
+                )
+                refused[pull] = InsufficientSpace(message)
+            else:
+                committed += size
+        return refused
 
     async def _pull(self, step: Pull, progress: ProgressSink, cancel: threading.Event) -> None:
         loop = asyncio.get_running_loop()

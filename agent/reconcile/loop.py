@@ -18,7 +18,7 @@ from pathlib import Path
 import structlog
 
 from agent.engine.docker import DockerEngine
-from agent.errors import EngineError
+from agent.errors import AgentError, EngineError, InsufficientSpace
 from agent.locks import (
     LockHolder,
     clear_own_stale_locks,
@@ -167,7 +167,7 @@ class Reconciler:
             return False, False
         for failure in failures:
             if isinstance(failure.step, Pull):
-                self._count_pull_failure(target, failure.step, str(failure.error))
+                self._count_pull_failure(target, failure.step, failure.error)
         return False, bool(failures)
 
     async def _override_locks(self, plan: Plan, locks: dict[int, list[LockHolder]]) -> None:
@@ -195,11 +195,16 @@ class Reconciler:
             if await asyncio.to_thread(_lock_paths, self._lock_dir) != before:
                 return
 
-    def _count_pull_failure(self, target: TargetState, step: Pull, error: str) -> None:
+    def _count_pull_failure(self, target: TargetState, step: Pull, exc: AgentError) -> None:
         app = target.apps.get(step.app_uuid)
         if app is None or app.release_uuid is None:
             return
         release = app.release_uuid
+        error = str(exc)
+        if isinstance(exc, InsufficientSpace):
+            # not the registry's fault, and freeing space fixes it: wait, never give up
+            self._pull_errors[release] = error
+            return
         count = self._pull_failures.get(release, 0) + 1
         self._pull_failures[release] = count
         self._pull_errors[release] = (

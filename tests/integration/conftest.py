@@ -39,6 +39,7 @@ class Images:
     aux_v1: str
     aux_v1_by_tag: str
     main_v2_size: int
+    main_big2: str  # another 24 MiB image (for the small-disk tests)
 
 
 @pytest.fixture(scope="session")
@@ -59,7 +60,8 @@ def images(
     main_v2, _, size = pub("app/main", "v2", 24)
     main_v3, _, _ = pub("app/main", "v3", 1)
     aux_v1, aux_by_tag, _ = pub("app/aux", "v1")
-    return Images(main_v1, main_v2, main_v3, aux_v1, aux_by_tag, size)
+    main_big2, _, _ = pub("app/main", "big2", 24)
+    return Images(main_v1, main_v2, main_v3, aux_v1, aux_by_tag, size, main_big2)
 
 
 @dataclass
