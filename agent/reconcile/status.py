@@ -301,6 +301,10 @@ def service_views(
             status: ServiceStatus | str = (
                 ServiceStatus.INSTALLING if applying else ServiceStatus.DOWNLOADED
             )
+        elif match.status is ContainerStatus.RUNNING and any(
+            c.running and c.config_hash != want for c in mine
+        ):
+            status = ServiceStatus.HANDING_OVER  # new and old side by side (hand-over)
         elif match.status is ContainerStatus.RUNNING:
             status = ServiceStatus.RUNNING
         elif match.status is ContainerStatus.CREATED:

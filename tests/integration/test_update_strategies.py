@@ -116,6 +116,8 @@ def test_hand_over_kills_the_old_container_within_1s_of_handover_complete(device
     old.reload()
     assert old.status == "running", "old container killed before handover-complete"
     assert device.update_status(APP)[1] == "applying changes"
+    services = device.state()["current"]["apps"][APP]["releases"]["r2"]["services"]
+    assert services["main"]["status"] == "Handing over"
     signalled = time.time()
     code, out = new.exec_run(["sh", "-c", "touch /tmp/balena/handover-complete"])
     assert code == 0, out
