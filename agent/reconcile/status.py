@@ -14,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -23,6 +24,9 @@ from agent.errors import StoreError
 from agent.model import AppSpec, ContainerStatus, CurrentState, ServiceStatus, UpdateStatus
 from agent.reconcile.steps import AppPlan
 from agent.store import Store
+
+if TYPE_CHECKING:
+    from agent.connectivity.monitor import ConnectivityView
 
 log = structlog.get_logger("agent.status")
 
@@ -87,6 +91,8 @@ class StatusBoard:
         self.target_error: str | None = None
         self.config_errors: list[str] = []
         self.transitions: deque[Transition] = deque()
+        self.connectivity: ConnectivityView | None = None  # set by the connectivity monitor
+        self.poll_listeners: list[Callable[[], None]] = []
         self._seq = 0
         self.changed = asyncio.Event()
         self._load()
@@ -249,6 +255,8 @@ class StatusBoard:
             self.last_poll_error = None
         else:
             self.last_poll_error = error
+        for listener in self.poll_listeners:
+            listener()
         self._notify()
 
     def mark_report(self, ok: bool, error: str | None = None) -> None:
