@@ -37,7 +37,12 @@ class DeviceConfig:
     docker_host: str = DEFAULT_DOCKER_HOST
     lock_dir: Path = Path(DEFAULT_LOCK_DIR)
     max_pull_attempts: int = 5  # failed pulls of one release before it is `aborted`
+    api_timeout_s: float = 59.0  # config.json `apiTimeout` (ms): one cloud request at most
     log_format: str = "auto"  # auto | json | console
+    local_mode: bool = False  # config.json `localMode`: targets come from the local API only
+    host_control: str = "logind"  # logind (reboot/shutdown over D-Bus) | record (tests)
+    supervisor_api_host: str = "127.0.0.1"  # how app containers reach the local API
+    device_id: int | None = None  # config.json `deviceId`: the cloud's numeric id (device tags)
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -77,8 +82,24 @@ def load_device_config(path: Path, env: Mapping[str, str] | None = None) -> Devi
         "dockerHost",
         "lockDir",
         "maxPullAttempts",
+        "apiTimeout",
         "logFormat",
+        "localMode",
+        "hostControl",
+        "supervisorApiHost",
+        "deviceId",
     }
+    host_control = str(raw.get("hostControl", "logind"))
+    if host_control not in ("logind", "record"):
+        raise ConfigError(f"{path}: 'hostControl' must be logind or record")
+    local_mode = raw.get("localMode", False)
+    if isinstance(local_mode, str):
+        local_mode = local_mode.strip().lower() in _BOOL_TRUE
+    if not isinstance(local_mode, bool):
+        raise ConfigError(f"{path}: 'localMode' must be true or false")
+    device_id = raw.get("deviceId")
+    if device_id is not None:
+        device_id = integer("deviceId", 0, 1)
     log_format = str(raw.get("logFormat", "auto"))
     if log_format not in ("auto", "json", "console"):
         raise ConfigError(f"{path}: 'logFormat' must be auto, json or console")
@@ -95,7 +116,12 @@ def load_device_config(path: Path, env: Mapping[str, str] | None = None) -> Devi
         docker_host=str(raw.get("dockerHost") or env.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST),
         lock_dir=Path(str(raw.get("lockDir", DEFAULT_LOCK_DIR))),
         max_pull_attempts=integer("maxPullAttempts", 5, 1),
+        api_timeout_s=integer("apiTimeout", 59_000, 1_000) / 1000.0,
         log_format=log_format,
+        local_mode=local_mode,
+        host_control=host_control,
+        supervisor_api_host=str(raw.get("supervisorApiHost") or "127.0.0.1"),
+        device_id=device_id,
         extra={k: v for k, v in raw.items() if k not in known},
     )
 
