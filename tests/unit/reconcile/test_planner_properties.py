@@ -306,7 +306,20 @@ def may_wait_forever(sc: Scenario) -> bool:
         for s in a.release.services.values()
     }
     never_exits = set(one_shots(sc.target))  # a one-shot found running: it won't complete here
-    return any(
+    # a one-shot under hand-over: its replacement exits, and an exited replacement never
+    # takes over from the old container (the old one keeps serving, by design)
+    handing_over_one_shot = any(
+        s.update_strategy == "hand-over"
+        and s.config_hash() in never_exits
+        and any(
+            c.app_uuid == a.uuid and c.service_name == s.name and c.config_hash != s.config_hash()
+            for c in sc.current.containers
+        )
+        for a in sc.target.apps.values()
+        if a.release is not None
+        for s in a.release.services.values()
+    )
+    return handing_over_one_shot or any(
         c.config_hash in wanted
         and (
             c.status == ContainerStatus.EXITED
@@ -431,8 +444,8 @@ def test_hand_over_never_kills_the_old_container_before_the_new_one_runs(sc: Sce
                 continue
             app = sc.target.apps[step.container.app_uuid]
             svc = app.release.services.get(step.container.service_name) if app.release else None
-            if svc is None or svc.update_strategy != "hand-over":
-                continue
+            if svc is None or svc.update_strategy != "hand-over" or not svc.running:
+                continue  # (a service told not to run has nothing to hand over)
             want = svc.config_hash()
             if step.container.config_hash == want:
                 continue  # a duplicate of the new config, not the old container
@@ -463,7 +476,8 @@ def test_locked_app_gets_no_container_step(sc: Scenario) -> None:
             if sc.target.apps[uuid].id in sc.ctx.locked_apps:
                 assert app_plan.status != UpdateStatus.APPLYING_CHANGES
                 if app_plan.blocked_by_lock:
-                    assert app_plan.status == UpdateStatus.DOWNLOADED
+                    # kill-first services wait for the lock before their download even starts
+                    assert app_plan.status in (UpdateStatus.DOWNLOADED, UpdateStatus.DOWNLOADING)
     # apps on the engine that are locked keep their containers
     for c in sc.current.containers:
         if c.app_id in sc.ctx.locked_apps and c.app_uuid not in sc.target.apps:
