@@ -1,4 +1,4 @@
-"""`device-agent` command line: run the agent (more commands come with the local API)."""
+"""`device-agent` command line: run the agent; status, update and logs talk to its local API."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from pathlib import Path
 
 from agent import __version__
 
+DEFAULT_CONFIG = Path("/mnt/boot/config.json")
+
 
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="device-agent", description=__doc__)
@@ -19,11 +21,26 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--config",
         type=Path,
-        default=Path("/mnt/boot/config.json"),
+        default=DEFAULT_CONFIG,
         help="config.json (balena's shape plus dataDir, dockerHost, lockDir)",
     )
     run.add_argument("--log-level", default="info")
     run.add_argument("--log-format", choices=["auto", "json", "console"], default=None)
+    for name, text in (
+        ("status", "what the device is doing: heartbeat, tunnel, apps, update status"),
+        ("update", "poll the cloud and apply now (the instant update)"),
+        ("logs", "follow the services' logs (and the agent's messages)"),
+    ):
+        cmd = sub.add_parser(name, help=text)
+        cmd.add_argument(
+            "--config", type=Path, default=DEFAULT_CONFIG, help="the agent's config.json"
+        )
+        if name == "status":
+            cmd.add_argument("--json", action="store_true", help="machine-readable output")
+        elif name == "update":
+            cmd.add_argument("--force", action="store_true", help="override update locks")
+        else:
+            cmd.add_argument("service", nargs="?", help="only this service")
     return parser
 
 
@@ -61,4 +78,15 @@ def main(argv: list[str] | None = None) -> int:
         except AgentError as exc:
             print(f"device-agent: {exc}", file=sys.stderr)
             return 2
-    return 1
+    from agent import cli_commands
+
+    try:
+        api = cli_commands.LocalApi(args.config)
+        if args.command == "status":
+            return cli_commands.status(api, args.json)
+        if args.command == "update":
+            return cli_commands.update(api, args.force)
+        return cli_commands.logs(api, args.service)
+    except AgentError as exc:
+        print(f"device-agent: {exc}", file=sys.stderr)
+        return 2

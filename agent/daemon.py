@@ -11,15 +11,21 @@ from typing import Any
 
 import structlog
 
-from agent import __version__
+from agent import __version__, sdnotify
+from agent.api.keys import ApiKeys
+from agent.api.server import ApiServer
 from agent.cloud.client import CloudClient
 from agent.cloud.poller import Poller
 from agent.cloud.reporter import Reporter, ReportSources
 from agent.config import DeviceConfig, FleetConfig, apply_config_vars
+from agent.connectivity.monitor import ConnectivityMonitor, vpn_config
 from agent.device.info import CpuSampler, device_fields, metrics
 from agent.engine.compose import DeviceContext
 from agent.engine.docker import DockerEngine
 from agent.errors import TargetStateError
+from agent.health import agent_health
+from agent.host import make_host
+from agent.local.intake import TargetIntake
 from agent.model import parse_target
 from agent.reconcile.executor import Executor, ManagedImages
 from agent.reconcile.loop import Reconciler
@@ -54,11 +60,15 @@ class Agent:
         self.fleet = FleetConfig(poll_interval_ms=config.poll_interval_ms)
         self.engine = DockerEngine(config.docker_host)
         self.images = ManagedImages(self.store)
+        self.keys = ApiKeys(self.store)
         device = DeviceContext(
             uuid=config.uuid,
             device_type=config.device_type,
             lock_dir=config.lock_dir,
             supervisor_version=__version__,
+            api_port=config.listen_port,
+            api_host=config.supervisor_api_host,
+            app_api_keys=self.keys.app_keys,
         )
         self.reconciler = Reconciler(
             engine=self.engine,
@@ -69,7 +79,10 @@ class Agent:
             override_lock=lambda: self.fleet.override_lock,
             max_pull_attempts=config.max_pull_attempts,
         )
-        self.client = CloudClient(config.api_endpoint, config.uuid, config.device_api_key)
+        self.intake = TargetIntake(self.store, self.reconciler.set_target)
+        self.client = CloudClient(
+            config.api_endpoint, config.uuid, config.device_api_key, config.api_timeout_s
+        )
         self.poller = Poller(
             self.client,
             self.store,
@@ -83,13 +96,24 @@ class Agent:
             self.store,
             self.status,
             ReportSources(
-                device_fields=_cached(
-                    DEVICE_FIELDS_CACHE_S, lambda: device_fields(config.listen_port, None)
-                ),
+                device_fields=self.device_fields,
                 metrics=_cached(METRICS_CACHE_S, lambda: metrics(cpu, config.data_dir)),
-                report_apps=lambda: not self.fleet.local_mode,
+                report_apps=lambda: not self.local_mode,
             ),
         )
+        self._fields = _cached(
+            DEVICE_FIELDS_CACHE_S, lambda: device_fields(config.listen_port, None)
+        )
+        self.host = make_host(config.host_control, config.data_dir)
+        self.connectivity = ConnectivityMonitor(
+            vpn_config(config.extra.get("vpn")),
+            self.status,
+            config.api_endpoint,
+            poll_interval_s=lambda: self.fleet.poll_interval_ms / 1000.0,
+            connectivity_check=lambda: self.fleet.connectivity_check,
+        )
+        self.status.poll_listeners.append(self.connectivity.poke)
+        self.api = ApiServer(self)
         self._tasks: set[asyncio.Task[None]] = set()
 
     # --- target intake ------------------------------------------------------------------------
@@ -122,11 +146,13 @@ class Agent:
                             service=svc.name,
                             keys=list(svc.composition.ignored_keys),
                         )
-        self.apply_config_vars(target.config)
+        local = source == "local"
+        self.apply_config_vars(self.intake.local_config_vars(target) if local else target.config)
         log.info(
             "target_accepted", source=source, apps=sorted(a.name for a in target.apps.values())
         )
-        self.reconciler.set_target(target)
+        self.keys.ensure_apps({app.id for app in target.apps.values()})
+        self.intake.accept(target, source, self.local_mode, body if local else None)
         return True
 
     def apply_config_vars(self, config_vars: Any) -> None:
@@ -150,6 +176,47 @@ class Agent:
         self.poller.trigger()
         self.reconciler.wake(force=force)
         return True
+
+    # --- local API: local mode, keys, health (issue 4) ---------------------------------------
+
+    @property
+    def local_mode(self) -> bool:
+        return self.config.local_mode or self.fleet.local_mode
+
+    def accept_local_target(self, document: dict[str, Any]) -> str | None:
+        """A v3 document posted in local mode: applied whole, or refused with the reason (no
+        app of it is applied when one is invalid)."""
+        try:
+            target = parse_target(document, self.config.uuid)
+        except TargetStateError as exc:
+            return str(exc)
+        rejected = [a.rejection for a in target.apps.values() if a.rejection]
+        if rejected:
+            return "; ".join(r for r in rejected if r)
+        return None if self.accept_target(document, "local") else self.status.target_error
+
+    def target_document(self) -> dict[str, Any] | None:
+        """The target in force as the device's entry of a v3 document {name, config, apps}."""
+        saved = self.intake.saved_local() if self.local_mode else None
+        if saved is None:
+            saved = (self.store.get("target") or {}).get("body")
+        entry = saved.get(self.config.uuid) if isinstance(saved, dict) else None
+        return entry if isinstance(entry, dict) else None
+
+    def device_fields(self) -> dict[str, Any]:
+        return {**self._fields(), "api_secret": self.keys.global_key}
+
+    def api_key_changed(self) -> None:
+        """The global key was rotated: report the new `api_secret` now."""
+        self.status.changed.set()
+
+    def healthy(self) -> tuple[bool, str]:
+        """For GET /v1/healthy: the long-lived tasks run and neither loop is stuck."""
+        alive = {t.get_name() for t in self._tasks if not t.done()}
+        missing = {"reconcile", "poll", "report"} - alive
+        if missing:
+            return False, f"not running: {', '.join(sorted(missing))}"
+        return agent_health(self)
 
     # --- life cycle ---------------------------------------------------------------------------
 
@@ -175,14 +242,24 @@ class Agent:
         saved = self.poller.load_saved()
         if saved is not None:
             self.accept_target(saved.body, "persisted")
+        saved_local = self.intake.saved_local()
+        if saved_local is not None and self.local_mode:
+            self.accept_target(saved_local, "local")
         self._spawn("reconcile", self.reconciler.run())
         self._spawn("poll", self.poller.run())
         self._spawn("report", self.reporter.run())
+        try:
+            await self.api.start()
+        except OSError as exc:
+            log.error("api_start_failed", port=self.config.listen_port, error=str(exc))
+        self._spawn("connectivity", self.connectivity.run())
+        self._spawn("sdnotify", sdnotify.for_agent(self))  # READY / WATCHDOG / STATUS (issue 6)
         await stop.wait()
         await self.shutdown()
 
     async def shutdown(self) -> None:
         log.info("agent_stopping")
+        await self.api.stop()
         for task in list(self._tasks):
             task.cancel()
         with contextlib.suppress(Exception):

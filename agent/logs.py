@@ -2,11 +2,34 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 import structlog
+
+EventSink = Callable[[MutableMapping[str, Any]], None]
+_SINKS: list[EventSink] = []
+
+
+def add_sink(sink: EventSink) -> None:
+    """Also hand every logged event (a dict with its stable `event` name) to `sink`: metrics
+    count what the log says, so the two can't disagree."""
+    _SINKS.append(sink)
+
+
+def remove_sink(sink: EventSink) -> None:
+    if sink in _SINKS:
+        _SINKS.remove(sink)
+
+
+def _to_sinks(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> Any:
+    for sink in list(_SINKS):
+        with contextlib.suppress(Exception):  # a broken sink must never break logging
+            sink(event)
+    return event
 
 
 def configure(fmt: str = "auto", level: str = "info") -> None:
@@ -22,6 +45,7 @@ def configure(fmt: str = "auto", level: str = "info") -> None:
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _to_sinks,
             structlog.processors.format_exc_info,
             renderer,
         ],

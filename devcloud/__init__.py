@@ -8,15 +8,23 @@ Device API (as balena's):
   GET   /ping                        200 "OK"
 
 Admin API (JSON in/out, no auth):
-  POST /admin/devices                        {uuid, api_key, name?} -> 201 {uuid}
-  GET  /admin/devices                        -> [summary, ...]
+  POST /admin/devices                        {uuid, api_key, name?, vpn?} -> 201 {uuid}
+        vpn: {kind: "wireguard", public_key, keepalive_s?(25)} | {kind: "openvpn", common_name}
+  GET  /admin/devices                        -> [summary + connectivity, ...]
   GET  /admin/devices/{uuid}[?since=T]       -> {uuid, name, target, raw_target, etag, polls,
-        reports, current, apps_update_status, update_status_history, last_poll, fault}
+        reports, current, apps_update_status, update_status_history, last_poll, fault, vpn,
+        connectivity, status_history}
         (?since=T keeps only polls/reports/history with t > T)
+        connectivity: {status, legacy_status, heartbeat: {ok, last, interval_ms},
+        cloudlink: {ok, enabled, kind, last_handshake}, reason, since, update_status,
+        update_status_since} (times ISO 8601), see devcloud.connectivity
   PUT  /admin/devices/{uuid}/target          {name, config, apps} -> {etag}
   PUT  /admin/devices/{uuid}/target?raw=1    any bytes, served verbatim -> {etag}
   POST /admin/devices/{uuid}/faults          {mode|null, count|null, retry_after|null}
   POST /admin/devices/{uuid}/clear-records   drops polls, reports, update status history
+
+Pages: GET / and /devices — the Devices page (HTML, refreshes every 2 s).
+Options for the cloud side of cloudlink: --wg-interface, --openvpn-status, --poll-interval-ms.
 """
 
 from devcloud.state import Cloud, Device

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from devcloud.connectivity import Connectivity
 from devcloud.server import DEFAULT_HOLD_SECONDS, make_app
 from devcloud.state import Cloud
 
@@ -49,12 +50,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="seconds the 'timeout' fault holds a poll (default %(default)s)",
     )
     parser.add_argument(
+        "--wg-interface",
+        metavar="NAME",
+        help="the cloud's WireGuard interface: its peers' handshakes and traffic judge "
+        "cloudlink (sampled every second with `wg show NAME dump`)",
+    )
+    parser.add_argument(
+        "--openvpn-status",
+        type=Path,
+        metavar="PATH",
+        help="the OpenVPN server's status file (status-version 2): common names listed in a "
+        "fresh file have cloudlink",
+    )
+    parser.add_argument(
+        "--poll-interval-ms",
+        type=int,
+        help="the devices' poll interval when their target sets no "
+        "BALENA_SUPERVISOR_POLL_INTERVAL (default 900000); judges the heartbeat",
+    )
+    parser.add_argument(
         "--log-level",
         default="INFO",
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="stderr log level (requests are logged at INFO)",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.poll_interval_ms is not None and args.poll_interval_ms < 1000:
+        parser.error("--poll-interval-ms must be >= 1000")
+    return args
 
 
 def write_port_file(path: Path, port: int) -> None:
@@ -68,7 +91,13 @@ async def serve(args: argparse.Namespace) -> None:
     cloud = Cloud()
     for uuid, key, name in args.device:
         cloud.register(uuid, key, name)
-    app = make_app(cloud, hold_seconds=args.timeout_hold)
+    connectivity = Connectivity(
+        cloud,
+        wg_interface=args.wg_interface,
+        openvpn_status=args.openvpn_status,
+        poll_interval_ms=args.poll_interval_ms,
+    )
+    app = make_app(cloud, hold_seconds=args.timeout_hold, connectivity=connectivity)
     runner = web.AppRunner(
         app,
         access_log=logging.getLogger("devcloud.access"),

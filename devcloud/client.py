@@ -59,10 +59,20 @@ class DevCloudClient:
         return urllib.parse.quote(uuid, safe="")
 
     # -- admin API --------------------------------------------------------------------------
-    def register(self, uuid: str, key: str, name: str | None = None) -> dict[str, Any]:
+    def register(
+        self,
+        uuid: str,
+        key: str,
+        name: str | None = None,
+        vpn: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Add a device; `vpn` is `{"kind": "wireguard", "public_key", "keepalive_s"?}` or
+        `{"kind": "openvpn", "common_name"}` (none: cloudlink disabled)."""
         data: dict[str, Any] = {"uuid": uuid, "api_key": key}
         if name is not None:
             data["name"] = name
+        if vpn is not None:
+            data["vpn"] = vpn
         result: dict[str, Any] = self._json("POST", "/admin/devices", data)
         return result
 
@@ -88,6 +98,16 @@ class DevCloudClient:
         result = self._request("PUT", path, raw, content_type="application/octet-stream")
         return str(result["etag"])
 
+    def connectivity(self, uuid: str) -> dict[str, Any]:
+        """The cloud's view: {status, legacy_status, heartbeat, cloudlink, reason, …}."""
+        result: dict[str, Any] = self.device(uuid)["connectivity"]
+        return result
+
+    def page(self) -> str:
+        """The Devices page's HTML."""
+        with urllib.request.urlopen(self.base_url + "/", timeout=self.timeout) as resp:
+            return str(resp.read().decode())
+
     def device(self, uuid: str, since: float | None = None) -> dict[str, Any]:
         path = f"/admin/devices/{self._q(uuid)}"
         if since is not None:
@@ -108,6 +128,15 @@ class DevCloudClient:
 
     def clear_fault(self, uuid: str) -> dict[str, Any]:
         return self.set_fault(uuid, None)
+
+    def tags(self, uuid: str, set_to: dict[str, str] | None = None) -> dict[str, str]:
+        """The device's tags; with `set_to`, set those first."""
+        path = f"/admin/devices/{self._q(uuid)}/tags"
+        if set_to is None:
+            result: dict[str, str] = self._request("GET", path)
+        else:
+            result = self._json("PUT", path, set_to)
+        return result
 
     def clear_records(self, uuid: str) -> dict[str, Any]:
         result: dict[str, Any] = self._request(

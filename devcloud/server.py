@@ -18,6 +18,8 @@ from typing import Any, NoReturn
 
 from aiohttp import web
 
+from devcloud.connectivity import CONNECTIVITY_KEY, Connectivity, install
+from devcloud.pages import add_page_routes
 from devcloud.state import (
     DEFAULT_RETRY_AFTER,
     FAULT_MODES,
@@ -25,9 +27,11 @@ from devcloud.state import (
     Device,
     Fault,
     ReportError,
+    Vpn,
     etag_for,
     validate_report,
 )
+from devcloud.tags import add_tag_routes
 
 log = logging.getLogger("devcloud")
 
@@ -240,7 +244,7 @@ async def patch_state(request: web.Request) -> web.Response:
 async def admin_register(request: web.Request) -> web.Response:
     data = await _json_body(request)
     if not isinstance(data, dict):
-        _admin_error(400, "body must be an object {uuid, api_key, name?}")
+        _admin_error(400, "body must be an object {uuid, api_key, name?, vpn?}")
     uuid, api_key, name = data.get("uuid"), data.get("api_key"), data.get("name")
     if not isinstance(uuid, str) or not uuid or "/" in uuid:
         _admin_error(400, "uuid must be a non-empty string without '/'")
@@ -248,12 +252,24 @@ async def admin_register(request: web.Request) -> web.Response:
         _admin_error(400, "api_key must be a non-empty string")
     if name is not None and not isinstance(name, str):
         _admin_error(400, "name must be a string")
-    request.app[CLOUD_KEY].register(uuid, api_key, name)
+    vpn = None
+    if data.get("vpn") is not None:
+        try:
+            vpn = Vpn.from_json(data["vpn"])
+        except ValueError as exc:
+            _admin_error(400, str(exc))
+    request.app[CLOUD_KEY].register(uuid, api_key, name, vpn)
     return _json({"uuid": uuid}, status=201)
 
 
 async def admin_list(request: web.Request) -> web.Response:
-    return _json([d.summary() for d in request.app[CLOUD_KEY].devices.values()])
+    connectivity = request.app[CONNECTIVITY_KEY]
+    return _json(
+        [
+            {**d.summary(), "connectivity": connectivity.of(d).to_json()}
+            for d in request.app[CLOUD_KEY].devices.values()
+        ]
+    )
 
 
 async def admin_get(request: web.Request) -> web.Response:
@@ -264,7 +280,14 @@ async def admin_get(request: web.Request) -> web.Response:
             since = float(request.query["since"])
         except ValueError:
             _admin_error(400, "since must be a number (unix time)")
-    return _json(device.view(since))
+    connectivity = request.app[CONNECTIVITY_KEY]
+    return _json(
+        {
+            **device.view(since),
+            "connectivity": connectivity.of(device).to_json(),
+            "status_history": connectivity.history(device.uuid, since),
+        }
+    )
 
 
 async def admin_set_target(request: web.Request) -> web.Response:
@@ -305,10 +328,17 @@ async def _on_shutdown(app: web.Application) -> None:
     app[HOLDS_KEY].wake_all()
 
 
-def make_app(cloud: Cloud, *, hold_seconds: float = DEFAULT_HOLD_SECONDS) -> web.Application:
-    """The devcloud application; `hold_seconds` bounds how long the "timeout" fault holds."""
+def make_app(
+    cloud: Cloud,
+    *,
+    hold_seconds: float = DEFAULT_HOLD_SECONDS,
+    connectivity: Connectivity | None = None,
+) -> web.Application:
+    """The devcloud application; `hold_seconds` bounds how long the "timeout" fault holds;
+    `connectivity` watches the tunnel endpoints (default: none, heartbeat only)."""
     app = web.Application(client_max_size=16 * 1024 * 1024)
     app[CLOUD_KEY] = cloud
+    install(app, connectivity or Connectivity(cloud))
     app[HOLDS_KEY] = Holds(hold_seconds)
     app.on_shutdown.append(_on_shutdown)
     app.router.add_get("/ping", ping)
@@ -320,4 +350,6 @@ def make_app(cloud: Cloud, *, hold_seconds: float = DEFAULT_HOLD_SECONDS) -> web
     app.router.add_put("/admin/devices/{uuid}/target", admin_set_target)
     app.router.add_post("/admin/devices/{uuid}/faults", admin_set_fault)
     app.router.add_post("/admin/devices/{uuid}/clear-records", admin_clear_records)
+    add_tag_routes(app, cloud)
+    add_page_routes(app)
     return app

@@ -35,6 +35,8 @@ FAULT_MODES: tuple[str, ...] = (
 )
 
 DEFAULT_RETRY_AFTER = 5
+DEFAULT_KEEPALIVE_S = 25  # WireGuard persistent keepalive assumed when a device doesn't say
+VPN_KINDS = ("wireguard", "openvpn")
 
 
 class ReportError(ValueError):
@@ -95,6 +97,34 @@ class Fault:
     retry_after: int | None = None  # seconds, for "503_retry_after"
 
 
+@dataclass(frozen=True)
+class Vpn:
+    """How a device reaches cloudlink: its WireGuard key or its OpenVPN certificate's CN."""
+
+    kind: str  # wireguard | openvpn
+    public_key: str | None = None
+    common_name: str | None = None
+    keepalive_s: int = DEFAULT_KEEPALIVE_S
+
+    @classmethod
+    def from_json(cls, data: Any) -> Vpn:
+        """`{"kind": "wireguard", "public_key", "keepalive_s"?}` or `{"kind": "openvpn",
+        "common_name"}`; ValueError says what is wrong."""
+        if not isinstance(data, dict) or data.get("kind") not in VPN_KINDS:
+            raise ValueError(f"vpn must be null or an object with kind in {VPN_KINDS}")
+        keepalive = data.get("keepalive_s", DEFAULT_KEEPALIVE_S)
+        if isinstance(keepalive, bool) or not isinstance(keepalive, int) or keepalive < 0:
+            raise ValueError("vpn.keepalive_s must be an integer >= 0")
+        field_name = "public_key" if data["kind"] == "wireguard" else "common_name"
+        value = data.get(field_name)
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"vpn.{field_name} must be a non-empty string")
+        return cls(kind=data["kind"], keepalive_s=keepalive, **{field_name: value})
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
 @dataclass
 class Device:
     uuid: str
@@ -108,6 +138,7 @@ class Device:
     apps_update_status: dict[str, AppUpdateStatus] = field(default_factory=dict)
     update_status_history: list[UpdateStatusEvent] = field(default_factory=list)
     fault: Fault | None = None
+    vpn: Vpn | None = None
 
     # -- target document ------------------------------------------------------------------
     def document(self) -> bytes:
@@ -129,6 +160,31 @@ class Device:
         for poll in reversed(self.polls):
             if poll.status != 401:
                 return poll.t
+        return None
+
+    @property
+    def last_ok_poll(self) -> float | None:
+        """Time of the last poll the cloud answered with the target (200) or 304."""
+        for poll in reversed(self.polls):
+            if poll.status in (200, 304):
+                return poll.t
+        return None
+
+    def config_poll_interval_ms(self) -> int | None:
+        """`BALENA_SUPERVISOR_POLL_INTERVAL` (else `RESIN_…`) of the target's config, as the
+        agent reads it (an integer >= 1000 ms); None when absent or invalid."""
+        config = (self.target or {}).get("config")
+        if not isinstance(config, dict):
+            return None
+        for name in ("BALENA_SUPERVISOR_POLL_INTERVAL", "RESIN_SUPERVISOR_POLL_INTERVAL"):
+            raw = config.get(name)
+            if raw is None:
+                continue
+            try:
+                value = int(str(raw).strip())
+            except ValueError:
+                return None
+            return value if value >= 1000 else None
         return None
 
     # -- faults -----------------------------------------------------------------------------
@@ -192,6 +248,7 @@ class Device:
             "update_status_history": [asdict(e) for e in self.update_status_history if keep(e.t)],
             "last_poll": self.last_poll,
             "fault": asdict(self.fault) if self.fault is not None else None,
+            "vpn": self.vpn.to_json() if self.vpn is not None else None,
         }
 
     def summary(self) -> dict[str, Any]:
@@ -262,16 +319,20 @@ class Cloud:
 
     devices: dict[str, Device] = field(default_factory=dict)
 
-    def register(self, uuid: str, api_key: str, name: str | None = None) -> Device:
-        """Add a device, or replace the key (and name, if given) of a known one."""
+    def register(
+        self, uuid: str, api_key: str, name: str | None = None, vpn: Vpn | None = None
+    ) -> Device:
+        """Add a device, or replace the key (and name and vpn, if given) of a known one."""
         device = self.devices.get(uuid)
         if device is None:
-            device = Device(uuid=uuid, api_key=api_key, name=name or uuid)
+            device = Device(uuid=uuid, api_key=api_key, name=name or uuid, vpn=vpn)
             self.devices[uuid] = device
         else:
             device.api_key = api_key
             if name is not None:
                 device.name = name
+            if vpn is not None:
+                device.vpn = vpn
         return device
 
     def get(self, uuid: str) -> Device | None:

@@ -9,9 +9,13 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -36,6 +40,9 @@ class DevCloudProcess:
         self.root = root
         self.port_file = root / "devcloud.port"
         self.log_path = root / "devcloud.log"
+        self.host = "127.0.0.1"  # a namespace's address when it runs in one
+        self.command_prefix: list[str] = []  # e.g. ["ip", "netns", "exec", "cloud"]
+        self.extra_args: list[str] = []
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
@@ -45,15 +52,17 @@ class DevCloudProcess:
         self._log = self.log_path.open("ab")
         self._proc = subprocess.Popen(
             [
+                *self.command_prefix,
                 sys.executable,
                 "-m",
                 "devcloud",
                 "--host",
-                "127.0.0.1",
+                self.host,
                 "--port",
                 "0",
                 "--port-file",
                 str(self.port_file),
+                *self.extra_args,
             ],
             cwd=REPO_ROOT,
             env=_python_env(),
@@ -65,7 +74,7 @@ class DevCloudProcess:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port_file.read_text().strip()}"
+        return f"http://{self.host}:{self.port_file.read_text().strip()}"
 
     def client(self) -> DevCloudClient:
         return DevCloudClient(self.url)
@@ -81,6 +90,22 @@ class DevCloudProcess:
         if self._log is not None:
             self._log.close()
             self._log = None
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now (the agent's local API binds all interfaces)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass(frozen=True)
+class ApiAnswer:
+    status: int
+    content_type: str
+    body: Any  # parsed JSON, or text
+    raw: bytes
 
 
 class AgentProcess:
@@ -103,12 +128,14 @@ class AgentProcess:
         self.data_dir = root / "data"
         self.lock_dir = root / "locks"
         self.log_path = root / "agent.log"
+        self.command_prefix: list[str] = []  # e.g. ["ip", "netns", "exec", "device"]
         self.config: dict[str, Any] = {
             "uuid": uuid,
             "apiEndpoint": api_endpoint,
             "deviceApiKey": api_key,
             "deviceType": "generic-amd64",
-            "listenPort": 0,
+            "listenPort": free_port(),
+            "hostControl": "record",
             "appUpdatePollInterval": poll_interval_ms,
             "dataDir": str(self.data_dir),
             "dockerHost": docker_host,
@@ -130,7 +157,15 @@ class AgentProcess:
         self.write_config()
         self._log = self.log_path.open("ab")
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "agent", "run", "--config", str(self.config_path)],
+            [
+                *self.command_prefix,
+                sys.executable,
+                "-m",
+                "agent",
+                "run",
+                "--config",
+                str(self.config_path),
+            ],
             cwd=REPO_ROOT,
             env=_python_env(),
             stdout=self._log,
@@ -170,6 +205,74 @@ class AgentProcess:
             self._log.close()
             self._log = None
         return code
+
+    # --- the local supervisor API ---------------------------------------------------------------
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.config['listenPort']}"
+
+    def api_key(self, app_id: int | None = None) -> str:
+        """The device's global key, or an app's scoped key (as injected into its containers)."""
+        keys = json.loads((self.data_dir / "api-keys.json").read_text())
+        return str(keys["global"] if app_id is None else keys["apps"][str(app_id)])
+
+    def api(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        key: str | None = "global",
+        timeout: float = 30.0,
+        headers: dict[str, str] | None = None,
+    ) -> ApiAnswer:
+        """One request to the agent's API, with the global key (`key="global"`), another key,
+        or none (`key=None`). Never raises for an HTTP status."""
+        if key == "global":
+            key = self.api_key()
+        data = (
+            None
+            if body is None
+            else (body if isinstance(body, bytes) else json.dumps(body).encode())
+        )
+        request = urllib.request.Request(self.api_url + path, data=data, method=method)
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        if key is not None:
+            request.add_header("Authorization", f"Bearer {key}")
+        for name, value in (headers or {}).items():
+            request.add_header(name, value)
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        try:
+            with opener.open(request, timeout=timeout) as response:
+                status, ctype, raw = (
+                    response.status,
+                    response.headers.get("Content-Type", ""),
+                    response.read(),
+                )
+        except urllib.error.HTTPError as exc:
+            status, ctype, raw = exc.code, exc.headers.get("Content-Type", ""), exc.read()
+        parsed: Any = raw.decode(errors="replace")
+        if ctype.startswith("application/json") and raw:
+            parsed = json.loads(raw)
+        return ApiAnswer(status, ctype, parsed, raw)
+
+    def wait_api(self, timeout: float = 20.0) -> None:
+        def up() -> bool:
+            try:
+                return self.api("GET", "/ping", key=None, timeout=2).status == 200
+            except OSError:
+                return False
+
+        wait_for("the agent's API", timeout, up)
+
+    def host_actions(self) -> list[str]:
+        """What the recording host control was asked to do (reboot, shutdown), in order."""
+        path = self.data_dir / "host-actions.jsonl"
+        if not path.exists():
+            return []
+        return [json.loads(line)["action"] for line in path.read_text().splitlines() if line]
 
     def events(self) -> list[dict[str, Any]]:
         """The agent's JSON log lines, parsed (other lines skipped)."""

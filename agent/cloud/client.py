@@ -107,6 +107,56 @@ class CloudClient:
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise CloudError(f"report state: {_describe(exc)}") from exc
 
+    # --- device tags (for the local API's /v2/device/tags) ------------------------------------
+
+    async def _odata(self, method: str, path: str, body: Any = None) -> Any:
+        session = await self._get_session()
+        self.requests += 1
+        data = None if body is None else json.dumps(body).encode()
+        headers = {**self._headers(), "Content-Type": "application/json"}
+        try:
+            async with session.request(
+                method, f"{self.endpoint}{path}", data=data, headers=headers
+            ) as resp:
+                raw = await self._read_ok(resp, f"{method} {path.split('?')[0]}")
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise CloudError(f"{method} {path.split('?')[0]}: {_describe(exc)}") from exc
+        if method != "GET":
+            return None  # only reads carry an answer we need (pine answers writes variously)
+        try:
+            return json.loads(raw)
+        except ValueError as exc:
+            raise CloudError(f"{path.split('?')[0]}: answer is not JSON") from exc
+
+    async def device_tags(self) -> list[dict[str, Any]]:
+        """`[{id, name, value}]`, as the reference supervisor's API answers."""
+        query = f"$select=id,tag_key,value&$filter=device/uuid eq '{self.uuid}'"
+        answer = await self._odata("GET", f"/v6/device_tag?{query}")
+        rows = answer.get("d", []) if isinstance(answer, dict) else []
+        return [
+            {"id": r.get("id"), "name": r.get("tag_key"), "value": r.get("value")}
+            for r in rows
+            if isinstance(r, dict)
+        ]
+
+    async def set_device_tags(self, tags: dict[str, str], device_id: int | None = None) -> None:
+        """Create or update each tag (key → value) of this device."""
+        existing = {t["name"]: t["id"] for t in await self.device_tags()}
+        for key, value in tags.items():
+            if key in existing:
+                await self._odata("PATCH", f"/v6/device_tag({existing[key]})", {"value": value})
+                continue
+            if device_id is None:
+                found = await self._odata(
+                    "GET", f"/v6/device?$select=id&$filter=uuid eq '{self.uuid}'"
+                )
+                rows = found.get("d", []) if isinstance(found, dict) else []
+                if not rows:
+                    raise CloudError("the cloud does not know this device")
+                device_id = int(rows[0]["id"])
+            body = {"device": device_id, "tag_key": key, "value": value}
+            await self._odata("POST", "/v6/device_tag", body)
+
     async def _read_ok(self, resp: aiohttp.ClientResponse, what: str) -> bytes:
         raw = await resp.content.read(MAX_TARGET_BYTES + 1)
         self.bytes_received += len(raw)

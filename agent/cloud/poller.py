@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -56,6 +57,7 @@ class Poller:
         self.etag: str | None = None
         self.polls = 0
         self.last_outcome: str | None = None
+        self.last_attempt_at: float | None = None  # unix time a poll last started (health)
 
     def load_saved(self) -> SavedTarget | None:
         saved = self._store.get(STORE_KEY)
@@ -77,6 +79,7 @@ class Poller:
         """One poll; returns how long to wait before the next."""
         interval = self._interval_s()
         self.polls += 1
+        self.last_attempt_at = time.time()
         try:
             fetch = await self._client.fetch_target(self.etag)
         except CloudError as exc:

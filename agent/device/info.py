@@ -144,3 +144,15 @@ def device_fields(api_port: int, api_secret: str | None) -> dict[str, Any]:
     if api_secret:
         fields["api_secret"] = api_secret
     return fields
+
+
+VPN_ACTIVE = Path("/run/openvpn/vpn_status/active")  # written by balenaOS's openvpn hooks
+_VPN_CONTROL = ("BALENA_SUPERVISOR_VPN_CONTROL", "RESIN_SUPERVISOR_VPN_CONTROL")
+
+
+def vpn_state(config_vars: dict[str, str], active: Path = VPN_ACTIVE) -> dict[str, bool]:
+    """`enabled`: the fleet's VPN control var (default on); `connected`: the OS's openvpn says
+    the tunnel is up. (A real probe of the tunnel comes with the connectivity work.)"""
+    raw = next((config_vars[k] for k in _VPN_CONTROL if k in config_vars), "true")
+    enabled = raw.strip().lower() not in ("0", "false", "off", "no")
+    return {"enabled": enabled, "connected": active.exists()}

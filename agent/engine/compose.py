@@ -3,6 +3,7 @@ import, no I/O — `engine/docker.py` feeds the result to the SDK."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from agent.model.current import (
 from agent.model.target import service_networks
 
 LOCK_MOUNTS = ("/tmp/balena", "/tmp/resin")
+SUPERVISOR_API_LABEL = "io.balena.features.supervisor-api"
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,9 @@ class DeviceContext:
     lock_dir: Path
     supervisor_version: str
     extra_env: dict[str, str] = field(default_factory=dict)
+    api_port: int | None = None  # the local supervisor API, for `io.balena.features.supervisor-api`
+    api_host: str = "127.0.0.1"
+    app_api_keys: Mapping[int, str] = field(default_factory=dict)  # app id -> app-scoped key
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,7 @@ def container_spec(
         "BALENA_APP_LOCK_PATH": "/tmp/balena/updates.lock",
         "BALENA_SERVICE_HANDOVER_COMPLETE_PATH": "/tmp/balena/handover-complete",
         **device.extra_env,
+        **supervisor_api_env(app, service, device),
         **service.environment,
     }
     labels = {
@@ -134,6 +140,23 @@ def container_spec(
         aliases=(service.name,),
         extra_networks=tuple(networks[1:]),
     )
+
+
+def supervisor_api_env(app: AppSpec, service: ServiceSpec, device: DeviceContext) -> dict[str, str]:
+    """The local API's address and the app's own key, for a service labelled
+    `io.balena.features.supervisor-api` (both BALENA_ and legacy RESIN_ names)."""
+    wanted = service.labels.get(SUPERVISOR_API_LABEL, "").strip().lower() in ("1", "true", "on")
+    key = device.app_api_keys.get(app.id)
+    if not wanted or key is None or device.api_port is None:
+        return {}
+    host = "127.0.0.1" if service.composition.network_mode == "host" else device.api_host
+    values = {
+        "SUPERVISOR_API_KEY": key,
+        "SUPERVISOR_HOST": host,
+        "SUPERVISOR_PORT": str(device.api_port),
+        "SUPERVISOR_ADDRESS": f"http://{host}:{device.api_port}",
+    }
+    return {f"{prefix}_{k}": v for prefix in ("BALENA", "RESIN") for k, v in values.items()}
 
 
 def _bind(app_id: int, spec: str) -> str:

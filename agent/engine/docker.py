@@ -316,6 +316,7 @@ class DockerEngine:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[float, str] | BaseException | None] = asyncio.Queue()
         holder: list[Any] = []
+        closed = threading.Event()
 
         def put(item: tuple[float, str] | BaseException | None) -> None:
             with contextlib.suppress(RuntimeError):  # the loop is gone: nobody to tell
@@ -332,6 +333,9 @@ class DockerEngine:
                         since=int(since) if since else None,
                     )
                 holder.append(stream)
+                if closed.is_set():  # the consumer left while we were connecting
+                    stream.close()
+                    return
                 pending = b""
                 for chunk in stream:
                     pending += chunk
@@ -344,7 +348,9 @@ class DockerEngine:
             except BaseException as exc:  # handed to the consumer (or dropped on close)
                 put(exc)
 
-        task = asyncio.create_task(asyncio.to_thread(read))
+        # its own thread, not the shared executor: a followed log blocks for as long as it
+        # runs, and a few of them would starve every other engine call
+        threading.Thread(target=read, name=f"logs-{container_id[:12]}", daemon=True).start()
         try:
             while True:
                 item = await queue.get()
@@ -356,10 +362,10 @@ class DockerEngine:
                     return  # the stream broke off: the container is gone or we closed it
                 yield item
         finally:
+            closed.set()
             for stream in holder:
                 with contextlib.suppress(Exception):
                     stream.close()
-            task.cancel()
 
 
 def _log_line(raw: bytes) -> tuple[float, str]:

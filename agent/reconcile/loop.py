@@ -74,6 +74,7 @@ class Reconciler:
         self.last_pass_at: float | None = None
         self.last_error: str | None = None
         self.converged = asyncio.Event()  # set whenever the engine matches the target
+        self.busy_since: float | None = None  # unix time the running pass began (health)
 
     @property
     def target(self) -> TargetState | None:
@@ -103,6 +104,7 @@ class Reconciler:
                 await self._wake.wait()
                 continue
             delay: float
+            self.busy_since = time.time()
             try:
                 done, failed = await self._pass()
                 self.last_error = None
@@ -110,6 +112,7 @@ class Reconciler:
                 done, failed = False, True
                 self.last_error = str(exc)
                 log.error("engine_unavailable", error=str(exc))
+            self.busy_since = None
             if failed:
                 failures += 1
                 delay = self._backoff.delay(failures)

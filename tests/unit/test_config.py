@@ -70,3 +70,28 @@ def test_balena_prefix_wins_over_resin():
         900_000,
     )
     assert new.poll_interval_ms == 2000
+
+
+def test_local_api_keys(tmp_path):
+    cfg = load_device_config(write(tmp_path), env={})
+    assert (cfg.local_mode, cfg.host_control, cfg.supervisor_api_host, cfg.device_id) == (
+        False,
+        "logind",
+        "127.0.0.1",
+        None,
+    )
+    cfg = load_device_config(
+        write(tmp_path, localMode=True, hostControl="record", supervisorApiHost="10.114.104.1",
+              deviceId=42),
+        env={},
+    )  # fmt: skip
+    assert (cfg.local_mode, cfg.host_control, cfg.supervisor_api_host, cfg.device_id) == (
+        True,
+        "record",
+        "10.114.104.1",
+        42,
+    )
+    assert load_device_config(write(tmp_path, localMode="1"), env={}).local_mode
+    for bad in ({"hostControl": "ssh"}, {"localMode": 3}, {"deviceId": "x"}):
+        with pytest.raises(ConfigError):
+            load_device_config(write(tmp_path, **bad), env={})

@@ -1,3 +1,4 @@
+from dataclasses import replace
 from pathlib import Path
 
 from agent.engine.compose import DeviceContext, container_spec, parse_ports, restart_policy
@@ -6,7 +7,7 @@ from agent.model import parse_target
 DEVICE = DeviceContext("dev1", "raspberrypi4-64", Path("/tmp/locks"), "0.1.0")
 
 
-def make(composition, networks=None, volumes=None):
+def make(composition, networks=None, volumes=None, labels=None, device=DEVICE):
     body = {
         "dev1": {
             "apps": {
@@ -22,7 +23,7 @@ def make(composition, networks=None, volumes=None):
                                     "image_id": 4,
                                     "image": "reg/main:1",
                                     "environment": {"FOO": "bar"},
-                                    "labels": {"my.label": "x"},
+                                    "labels": {"my.label": "x"} if labels is None else labels,
                                     "composition": composition,
                                 }
                             },
@@ -36,7 +37,7 @@ def make(composition, networks=None, volumes=None):
     }
     app = parse_target(body, "dev1").apps["a1"]
     assert app.release is not None, app.rejection
-    return container_spec(app, app.release.services["main"], DEVICE, "r9", 90)
+    return container_spec(app, app.release.services["main"], device, "r9", 90)
 
 
 def test_names_labels_env_and_lock_mounts():
@@ -85,3 +86,39 @@ def test_healthcheck_in_nanoseconds():
     assert hc["test"] == ["CMD-SHELL", "true"]
     assert hc["interval"] == 2_000_000_000
     assert hc["retries"] == 2
+
+
+def _with_labels(labels, network_mode=None, keys=None, port=48484):
+    device = replace(
+        DEVICE,
+        api_port=port,
+        api_host="10.114.104.1",
+        app_api_keys={5: "k5"} if keys is None else keys,
+    )
+    comp = {"network_mode": network_mode} if network_mode else {}
+    return make(comp, labels=labels, device=device).create["environment"]
+
+
+def test_supervisor_api_env_only_for_the_label():
+    env = _with_labels({"io.balena.features.supervisor-api": "1"})
+    assert env["BALENA_SUPERVISOR_API_KEY"] == "k5"
+    assert env["BALENA_SUPERVISOR_HOST"] == "10.114.104.1"
+    assert env["BALENA_SUPERVISOR_PORT"] == "48484"
+    assert env["BALENA_SUPERVISOR_ADDRESS"] == "http://10.114.104.1:48484"
+    assert env["RESIN_SUPERVISOR_API_KEY"] == "k5"
+    assert "BALENA_SUPERVISOR_API_KEY" not in _with_labels({})
+    assert "BALENA_SUPERVISOR_API_KEY" not in _with_labels(
+        {"io.balena.features.supervisor-api": "0"}
+    )
+    # no key for the app (yet), or no API: nothing rather than something wrong
+    assert "BALENA_SUPERVISOR_API_KEY" not in _with_labels(
+        {"io.balena.features.supervisor-api": "1"}, keys={}
+    )
+    assert "BALENA_SUPERVISOR_API_KEY" not in _with_labels(
+        {"io.balena.features.supervisor-api": "true"}, port=None
+    )
+
+
+def test_supervisor_api_host_is_localhost_on_the_host_network():
+    env = _with_labels({"io.balena.features.supervisor-api": "true"}, network_mode="host")
+    assert env["BALENA_SUPERVISOR_ADDRESS"] == "http://127.0.0.1:48484"

@@ -1,0 +1,184 @@
+"""What the local API does to apps and the device: restart, purge, service start/stop/restart,
+reboot and shutdown. Each checks the update locks first (423 while one is held, unless forced).
+
+Restart and purge go through the apply loop, as the reference does: the app is held without
+services (the planner removes its containers), its volumes are removed (purge), and then the
+real target is restored and the planner creates everything again. Service actions are single
+engine calls on the service's container.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import structlog
+from aiohttp import web
+
+from agent.api.common import ApiError, require_app_scope
+from agent.api.context import AGENT
+from agent.errors import NotFound
+from agent.locks import AgentLocks, LockHeld, held_locks
+from agent.model import AppSpec, ContainerState, CurrentState
+
+if TYPE_CHECKING:
+    from agent.daemon import Agent
+
+log = structlog.get_logger("agent.api")
+
+LOCKED = "Updates are locked: an app holds its update lock (force overrides it)"
+APP_NOT_FOUND = (
+    "App not found: an app needs to be installed for this endpoint to work. If you've "
+    "recently moved this device from another app, please push an app and wait for it to be "
+    "installed first."
+)
+SERVICE_NOT_FOUND = "Service not found, a container must exist for this endpoint to work"
+NAME_REQUIRED = (
+    "serviceName or imageId parameters were not provided or the app is multi-container. "
+    "Use the v2 service action endpoints."
+)
+SETTLE_TIMEOUT_S = 180.0
+
+
+@dataclass(frozen=True)
+class AppRef:
+    id: int
+    uuid: str
+    name: str
+    spec: AppSpec | None  # None: only on the engine, not in the target
+
+
+async def current_state(agent: Agent) -> CurrentState:
+    return await agent.engine.current_state(frozenset(agent.images.ids))
+
+
+def find_app(agent: Agent, current: CurrentState, app_id: int) -> AppRef:
+    base = agent.intake.base
+    for app in base.apps.values() if base is not None else ():
+        if app.id == app_id:
+            return AppRef(app.id, app.uuid, app.name, app)
+    for c in current.containers:
+        if c.app_id == app_id:
+            return AppRef(app_id, c.app_uuid, c.app_uuid, None)
+    raise ApiError(404, APP_NOT_FOUND)
+
+
+async def scoped_app(request: web.Request, app_id: int) -> tuple[AppRef, CurrentState]:
+    """The app `app_id` for a request: 401 outside the key's scope, 404 when unknown."""
+    require_app_scope(request, app_id)
+    agent = request.app[AGENT]
+    current = await current_state(agent)
+    return find_app(agent, current, app_id), current
+
+
+def locked(agent: Agent, app_id: int | None = None) -> bool:
+    held = held_locks(agent.config.lock_dir)
+    return bool(held) if app_id is None else app_id in held
+
+
+def service_containers(current: CurrentState, app: AppRef) -> dict[str, ContainerState]:
+    """One container per service of the app: the running one, else the newest."""
+    best: dict[str, ContainerState] = {}
+    for c in sorted(current.app_containers(app.uuid), key=lambda c: (c.running, c.created_at)):
+        best[c.service_name] = c
+    return best
+
+
+def pick_service(
+    current: CurrentState, app: AppRef, service_name: str | None, image_id: int | None
+) -> ContainerState:
+    containers = service_containers(current, app)
+    if not containers:
+        raise ApiError(404, APP_NOT_FOUND)
+    if service_name is None and image_id is None:
+        if len(containers) > 1:
+            raise ApiError(400, NAME_REQUIRED)
+        return next(iter(containers.values()))
+    for c in containers.values():
+        if c.service_name == service_name or (image_id is not None and c.image_id == image_id):
+            return c
+    raise ApiError(404, SERVICE_NOT_FOUND)
+
+
+async def service_action(
+    agent: Agent, app: AppRef, container: ContainerState, action: str, force: bool
+) -> None:
+    """Restart, stop or start one service's container, holding the app's update lock on that
+    service meanwhile (so the app can't take it halfway), as the reference does."""
+    taken: AgentLocks | None = None
+    if not force:
+        if locked(agent, app.id):
+            raise ApiError(423, LOCKED)
+        try:
+            taken = await asyncio.to_thread(
+                AgentLocks.take, agent.config.lock_dir, app.id, [container.service_name]
+            )
+        except LockHeld as exc:
+            raise ApiError(423, LOCKED) from exc
+    log.info("service_action", action=action, app_id=app.id, service=container.service_name)
+    try:
+        if action == "restart":
+            await agent.engine.restart(container.id)
+        elif action == "stop":
+            await agent.engine.stop(container.id)
+        else:
+            await agent.engine.start(container.id)
+    except NotFound as exc:
+        raise ApiError(404, f"{SERVICE_NOT_FOUND} ({exc})") from exc
+    finally:
+        if taken is not None:
+            await asyncio.to_thread(taken.release)
+
+
+async def restart_app(agent: Agent, app: AppRef, force: bool, purge: bool = False) -> None:
+    """Remove the app's containers (and with `purge` its volumes), then let the apply loop
+    bring them back."""
+    if not force and locked(agent, app.id):
+        raise ApiError(423, LOCKED)
+    what = "purge" if purge else "restart"
+    log.info("app_action", action=what, app_id=app.id, app=app.name, force=force)
+    agent.intake.empty_app(app.uuid, True)
+    agent.reconciler.wake(force=force)
+    try:
+        await _until(agent, lambda cur: not cur.app_containers(app.uuid), f"{app.name} to stop")
+        if purge:
+            current = await current_state(agent)
+            for volume in current.volumes:
+                if volume.app_uuid == app.uuid or (
+                    volume.app_uuid is None and volume.app_id == app.id
+                ):
+                    log.info("volume_purged", app_id=app.id, volume=volume.name)
+                    with contextlib.suppress(NotFound):
+                        await agent.engine.remove_volume(volume.name)
+    finally:
+        agent.intake.empty_app(app.uuid, False)
+        agent.reconciler.wake(force=force)
+    if app.spec is not None and app.spec.release is not None:
+        wanted = {n for n, s in app.spec.release.services.items() if s.running}
+        await _until(
+            agent,
+            lambda cur: (
+                wanted <= {c.service_name for c in cur.app_containers(app.uuid) if c.running}
+            ),
+            f"{app.name} to run again",
+        )
+    log.info("app_action_done", action=what, app_id=app.id)
+
+
+async def _until(agent: Agent, done: Callable[[CurrentState], bool], what: str) -> None:
+    deadline = time.monotonic() + SETTLE_TIMEOUT_S
+    while not done(await current_state(agent)):
+        if time.monotonic() > deadline:
+            raise ApiError(503, f"timed out after {SETTLE_TIMEOUT_S:.0f} s waiting for {what}")
+        await asyncio.sleep(0.25)
+
+
+def device_action_blocked(agent: Agent, force: bool) -> bool:
+    return not force and locked(agent)
+
+
+IN_PROGRESS = ("downloading", "downloaded", "applying changes")

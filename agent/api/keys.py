@@ -1,0 +1,105 @@
+"""API keys of the local supervisor API: one global key (the cloud's, reported as `api_secret`)
+and one key per app, injected into that app's containers that ask for the supervisor API.
+
+Keys are 32 hex characters, persisted in the store, so they survive restarts and the containers
+created with them keep working. Looking a key up compares it against every known key with
+`hmac.compare_digest` and never stops early, so the time taken says nothing about the keys.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from dataclasses import dataclass
+
+import structlog
+
+from agent.store import Store
+
+log = structlog.get_logger("agent.api.keys")
+
+STORE_KEY = "api-keys"
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What a request may reach: the whole device (`app_id` None) or one app."""
+
+    app_id: int | None = None
+
+    @property
+    def is_global(self) -> bool:
+        return self.app_id is None
+
+    def allows(self, app_id: int) -> bool:
+        return self.app_id is None or self.app_id == app_id
+
+
+GLOBAL = Scope()
+
+
+def new_key() -> str:
+    return secrets.token_hex(16)
+
+
+class ApiKeys:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        saved = store.get(STORE_KEY, {}) or {}
+        self._global: str = str(saved.get("global") or "")
+        apps = saved.get("apps") or {}
+        self._apps: dict[int, str] = {
+            int(app_id): str(key) for app_id, key in apps.items() if str(app_id).isdigit() and key
+        }
+        if not self._global:
+            self._global = new_key()
+            self._save()
+            log.info("api_key_created", scope="global")
+
+    @property
+    def global_key(self) -> str:
+        return self._global
+
+    @property
+    def app_keys(self) -> dict[int, str]:
+        """app id -> key (a live view: keys created later show up here)."""
+        return self._apps
+
+    def ensure_apps(self, app_ids: set[int]) -> None:
+        """Create (and persist) a key for every app id that has none yet."""
+        missing = sorted(i for i in app_ids if i > 0 and i not in self._apps)
+        for app_id in missing:
+            self._apps[app_id] = new_key()
+            log.info("api_key_created", scope="app", app_id=app_id)
+        if missing:
+            self._save()
+
+    def lookup(self, key: str) -> Scope | None:
+        """The scope of `key`, or None for an unknown key (constant time per known key)."""
+        candidate = key.encode()
+        found: Scope | None = None
+        if hmac.compare_digest(candidate, self._global.encode()):
+            found = GLOBAL
+        for app_id, app_key in self._apps.items():
+            if hmac.compare_digest(candidate, app_key.encode()) and found is None:
+                found = Scope(app_id)
+        return found
+
+    def regenerate(self, scope: Scope) -> str:
+        """Replace the key of `scope` with a new one; the old key stops working at once."""
+        key = new_key()
+        if scope.app_id is None:
+            self._global = key
+        else:
+            self._apps[scope.app_id] = key
+        self._save()
+        log.info(
+            "api_key_regenerated", scope="global" if scope.is_global else "app", app_id=scope.app_id
+        )
+        return key
+
+    def _save(self) -> None:
+        self._store.put(
+            STORE_KEY,
+            {"global": self._global, "apps": {str(k): v for k, v in sorted(self._apps.items())}},
+        )

@@ -1,0 +1,76 @@
+"""Local mode routes: the target state set on the device itself (`balena push <device-ip>`),
+and the device facts the balena CLI asks for before it builds."""
+
+from __future__ import annotations
+
+import platform
+from typing import Any
+
+from aiohttp import web
+
+from agent.api.common import (
+    ApiError,
+    flag,
+    json_response,
+    read_body,
+    require_device_scope,
+    success,
+)
+from agent.api.context import AGENT
+from agent.errors import TargetStateError
+from agent.local.legacy import pin_local_images, service_images, to_v3
+
+NOT_LOCAL = "Target state can only set when device is in local mode"
+_ARCH = {"x86_64": "amd64", "aarch64": "aarch64", "arm64": "aarch64", "armv7l": "armv7hf",
+         "armv6l": "rpi", "i686": "i386"}  # fmt: skip
+
+
+async def get_target_state(request: web.Request) -> web.Response:
+    """The target in force, as `{local: {name, config, apps}}` (apps in v3, keyed by uuid)."""
+    device = request.app[AGENT].target_document() or {}
+    local: dict[str, Any] = {
+        "name": device.get("name", ""),
+        "config": device.get("config", {}),
+        "apps": device.get("apps", {}),
+    }
+    return success(state={"local": local, "dependent": {"apps": {}, "devices": {}}})
+
+
+async def set_target_state(request: web.Request) -> web.Response:
+    agent = request.app[AGENT]
+    require_device_scope(request)
+    if not agent.local_mode:
+        raise ApiError(400, NOT_LOCAL)
+    body = await read_body(request)
+    force = flag(body, "force")
+    body.pop("force", None)
+    base = agent.intake.base
+    try:
+        document = to_v3(body, agent.config.uuid, base.name if base is not None else "")
+    except TargetStateError as exc:
+        raise ApiError(400, str(exc)) from exc
+    image_ids = {}
+    for image in sorted(service_images(document)):
+        image_id = await agent.engine.image_id(image)
+        if image_id is not None:
+            image_ids[image] = image_id
+    document = pin_local_images(document, image_ids)
+    refused = agent.accept_local_target(document)
+    if refused is not None:
+        raise ApiError(400, refused)
+    agent.reconciler.wake(force=force)
+    return success(message="OK")
+
+
+async def device_info(request: web.Request) -> web.Response:
+    agent = request.app[AGENT]
+    arch = _ARCH.get(platform.machine(), platform.machine())
+    return json_response(
+        {"status": "success", "info": {"arch": arch, "deviceType": agent.config.device_type}}
+    )
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/v2/local/target-state", get_target_state)
+    app.router.add_post("/v2/local/target-state", set_target_state)
+    app.router.add_get("/v2/local/device-info", device_info)

@@ -1,0 +1,191 @@
+"""`GET /metrics`: Prometheus text format.
+
+Two kinds of numbers:
+- flows (polls and reports by outcome, bytes downloaded, apply durations, lock holds) are
+  counted from the agent's own log events (`agent.logs.add_sink`), so metrics and the log
+  always agree and no component carries counting code;
+- levels (update status per app, heartbeat age, download progress, waiting on a lock) are read
+  at scrape time from the status board, the poller, the reporter and the reconciler — the same
+  sources the reporter and the rest of the API read.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator, MutableMapping
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import generate_latest
+
+from agent import __version__
+
+if TYPE_CHECKING:
+    from agent.daemon import Agent
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+_DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, math.inf)
+_OPEN_STATUSES = {"downloading", "downloaded", "applying changes"}
+
+
+class AgentMetrics:
+    def __init__(self, agent: Agent) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.poll_events = Counter(
+            "device_agent_poll_events",
+            "Target-state polls that fetched a new target or failed",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.report_failures = Counter(
+            "device_agent_report_failures", "State reports that failed", registry=self.registry
+        )
+        self.download_bytes = Counter(
+            "device_agent_download_bytes", "Bytes downloaded by image pulls", registry=self.registry
+        )
+        self.apply_seconds = Histogram(
+            "device_agent_apply_duration_seconds",
+            "Time from a release's first update status to done",
+            buckets=_DURATION_BUCKETS,
+            registry=self.registry,
+        )
+        self.lock_held_seconds = Histogram(
+            "device_agent_lock_held_seconds",
+            "How long an app held its update lock, as seen by the agent",
+            buckets=_DURATION_BUCKETS,
+            registry=self.registry,
+        )
+        self.registry.register(_Levels(agent, self))
+        self._pulled: dict[str, int] = {}  # image -> bytes seen so far in its current pull
+        self._opened: dict[tuple[str, str], float] = {}  # (app, release) -> first status time
+        self._locked: dict[Any, float] = {}  # app id -> when its lock was first seen
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def observe(self, event: MutableMapping[str, Any]) -> None:
+        """A log event (see agent.logs.add_sink)."""
+        name = event.get("event")
+        if name == "target_fetched":
+            self.poll_events.labels("new_target").inc()
+        elif name == "poll_failed":
+            self.poll_events.labels("error").inc()
+        elif name == "report_failed":
+            self.report_failures.inc()
+        elif name == "pull_started":
+            self._pulled[str(event.get("image"))] = 0
+        elif name == "download_progress":
+            image, nbytes = str(event.get("image")), event.get("bytes")
+            if isinstance(nbytes, int):
+                seen = self._pulled.get(image, 0)
+                if nbytes > seen:
+                    self.download_bytes.inc(nbytes - seen)
+                    self._pulled[image] = nbytes
+        elif name == "update_status_changed":
+            self._status_changed(event)
+        elif name == "lock_held":
+            self._locked.setdefault(event.get("app_id"), time.time())
+        elif name == "lock_released":
+            since = self._locked.pop(event.get("app_id"), None)
+            if since is not None:
+                self.lock_held_seconds.observe(max(0.0, time.time() - since))
+
+    def _status_changed(self, event: MutableMapping[str, Any]) -> None:
+        key = (str(event.get("app_uuid")), str(event.get("release")))
+        status, at = event.get("status"), event.get("since")
+        at = float(at) if isinstance(at, int | float) else time.time()
+        if status in _OPEN_STATUSES:
+            self._opened.setdefault(key, at)
+        elif status == "done":
+            started = self._opened.pop(key, None)
+            if started is not None:
+                self.apply_seconds.observe(max(0.0, at - started))
+        else:
+            self._opened.pop(key, None)
+
+
+class _Levels:
+    """Read at scrape time, from the one source of truth."""
+
+    def __init__(self, agent: Agent, metrics: AgentMetrics) -> None:
+        self._agent = agent
+        self._metrics = metrics
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        agent, now = self._agent, time.time()
+        info = GaugeMetricFamily("device_agent_info", "The agent's version", labels=["version"])
+        info.add_metric([__version__], 1)
+        yield info
+        status = GaugeMetricFamily(
+            "device_agent_update_status",
+            "1 for each app's current update status",
+            labels=["app", "app_uuid", "release", "status"],
+        )
+        since = GaugeMetricFamily(
+            "device_agent_update_status_age_seconds",
+            "Seconds since each app's update status last changed",
+            labels=["app_uuid"],
+        )
+        progress = GaugeMetricFamily(
+            "device_agent_download_progress_percent",
+            "Download progress per service",
+            labels=["app_uuid", "service"],
+        )
+        for uuid, view in sorted(agent.status.apps.items()):
+            value = view.update_status.value if view.update_status else "none"
+            status.add_metric([view.name, uuid, view.release_uuid or "", value], 1)
+            since.add_metric([uuid], max(0.0, now - view.since))
+            for name, svc in sorted(view.services.items()):
+                if svc.download_progress is not None:
+                    progress.add_metric([uuid, name], svc.download_progress)
+        yield status
+        yield since
+        yield progress
+        waiting = GaugeMetricFamily(
+            "device_agent_update_waiting_for_lock",
+            "1 while an app's downloaded update waits for its update lock",
+            labels=["app_uuid"],
+        )
+        plan = agent.reconciler.last_plan
+        for uuid, app_plan in sorted((plan.apps if plan else {}).items()):
+            waiting.add_metric([uuid], 1 if app_plan.blocked_by_lock else 0)
+        yield waiting
+        polls = CounterMetricFamily(
+            "device_agent_polls", "Target-state polls, all outcomes", labels=[]
+        )
+        polls.add_metric([], agent.poller.polls)
+        yield polls
+        reports = CounterMetricFamily("device_agent_reports_sent", "State reports acknowledged")
+        reports.add_metric([], agent.reporter.reports_sent)
+        yield reports
+        yield _age(
+            "device_agent_heartbeat_age_seconds",
+            "Seconds since the last successful target-state poll (the heartbeat)",
+            agent.status.last_poll,
+            now,
+        )
+        yield _age(
+            "device_agent_report_age_seconds",
+            "Seconds since the last acknowledged state report",
+            agent.status.last_report,
+            now,
+        )
+        local = GaugeMetricFamily("device_agent_local_mode", "1 in local mode")
+        local.add_metric([], 1 if agent.local_mode else 0)
+        yield local
+        converged = GaugeMetricFamily(
+            "device_agent_converged", "1 when the engine matches the target"
+        )
+        converged.add_metric([], 1 if agent.reconciler.converged.is_set() else 0)
+        yield converged
+
+
+def _age(name: str, doc: str, at: float | None, now: float) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, doc)
+    family.add_metric([], math.nan if at is None else max(0.0, now - at))
+    return family

@@ -1,0 +1,181 @@
+"""The v1 routes of the local supervisor API (legacy, single-container era; kept compatible)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from agent.api import actions
+from agent.api.auth import Handler
+from agent.api.common import (
+    ApiError,
+    app_id_of,
+    flag,
+    json_response,
+    read_body,
+    require_device_scope,
+    scope_of,
+    text_response,
+)
+from agent.api.context import AGENT, HOST
+from agent.model import ServiceStatus
+
+log = structlog.get_logger("agent.api")
+
+ONLY_SINGLE = "Some v1 endpoints are only allowed on single-container apps"
+
+
+async def healthy(request: web.Request) -> web.Response:
+    ok, reason = request.app[AGENT].healthy()
+    if ok:
+        return text_response("OK")
+    log.warning("unhealthy", reason=reason)
+    return text_response("Unhealthy", status=500)
+
+
+async def ping(_request: web.Request) -> web.Response:
+    return text_response("OK")
+
+
+async def update(request: web.Request) -> web.Response:
+    require_device_scope(request)
+    body = await read_body(request)
+    force = flag(body, "force")
+    if flag(body, "cancel"):
+        raise ApiError(501, "cancelling an update in progress is not supported by this agent")
+    accepted = request.app[AGENT].request_update(force)
+    return web.Response(status=204 if accepted else 202)
+
+
+def device_action(action: str) -> Handler:
+    """POST /v1/reboot, /v1/shutdown: 202 {Data, Error}, 423 while an app holds its lock."""
+
+    async def handle(request: web.Request) -> web.Response:
+        require_device_scope(request)
+        force = flag(await read_body(request), "force")
+        if actions.device_action_blocked(request.app[AGENT], force):
+            raise ApiError(423, actions.LOCKED, body={"Data": "", "Error": actions.LOCKED})
+        request.app[HOST].perform_later(action)
+        return json_response({"Data": "OK", "Error": None}, status=202)
+
+    return handle
+
+
+def app_action(purge: bool) -> Handler:
+    """POST /v1/restart (answers OK) and /v1/purge (answers {Data, Error}), body {appId, force}."""
+
+    async def handle(request: web.Request) -> web.Response:
+        body = await read_body(request)
+        app_id, force = app_id_of(body.get("appId")), flag(body, "force")
+        app, _ = await actions.scoped_app(request, app_id)
+        await actions.restart_app(request.app[AGENT], app, force, purge=purge)
+        return json_response({"Data": "OK", "Error": ""}) if purge else text_response("OK")
+
+    return handle
+
+
+async def blink(request: web.Request) -> web.Response:
+    if not await request.app[HOST].blink():
+        raise ApiError(501, "this device has no LED to blink (no /sys/class/leds/led0)")
+    return text_response("OK")
+
+
+async def regenerate_api_key(request: web.Request) -> web.Response:
+    agent = request.app[AGENT]
+    key = agent.keys.regenerate(scope_of(request))
+    if scope_of(request).is_global:
+        agent.api_key_changed()
+    return text_response(key)
+
+
+async def device(request: web.Request) -> web.Response:
+    agent = request.app[AGENT]
+    scope = scope_of(request)
+    apps = [a for a in agent.status.apps.values() if scope.allows(a.app_id)]
+    fields = agent.device_fields()
+    pending = any(
+        a.update_status is not None and a.update_status.value in actions.IN_PROGRESS for a in apps
+    )
+    out: dict[str, Any] = {
+        "api_port": fields.get("api_port"),
+        "ip_address": fields.get("ip_address"),
+        "os_version": fields.get("os_version"),
+        "mac_address": fields.get("mac_address"),
+        "supervisor_version": fields.get("supervisor_version"),
+        "update_pending": pending,
+        "update_failed": any(
+            a.update_status is not None and a.update_status.value in ("aborted", "rejected")
+            for a in apps
+        )
+        or agent.status.target_error is not None,
+        "update_downloaded": any(
+            a.update_status is not None
+            and a.update_status.value in ("downloaded", "applying changes")
+            for a in apps
+        ),
+    }
+    first = apps[0] if apps else None
+    if first is not None and first.current_release_uuid:
+        out["commit"] = first.current_release_uuid
+    service = next(iter(first.services.values()), None) if first is not None else None
+    if service is not None:
+        status = str(service.status)
+        out["status"] = "Idle" if status == ServiceStatus.RUNNING else status
+        out["download_progress"] = service.download_progress
+    return json_response(out)
+
+
+async def get_app(request: web.Request) -> web.Response:
+    app_id = app_id_of(request.match_info["appId"])
+    app, current = await actions.scoped_app(request, app_id)
+    containers = actions.service_containers(current, app)
+    if not containers:
+        raise ApiError(404, actions.APP_NOT_FOUND)
+    if len(containers) > 1:
+        raise ApiError(400, ONLY_SINGLE)
+    (container,) = containers.values()
+    spec = None
+    if app.spec is not None and app.spec.release is not None:
+        spec = app.spec.release.services.get(container.service_name)
+    return json_response(
+        {
+            "appId": app_id,
+            "commit": container.release_uuid,
+            "containerId": container.id,
+            "env": dict(spec.environment) if spec is not None else {},
+            "imageId": container.image,
+            "releaseId": container.release_id,
+        }
+    )
+
+
+def legacy_service(action: str) -> Handler:
+    """POST /v1/apps/{appId}/stop|start: single-container apps only; answers {containerId}."""
+
+    async def handle(request: web.Request) -> web.Response:
+        app_id = app_id_of(request.match_info["appId"])
+        force = flag(await read_body(request), "force")
+        app, current = await actions.scoped_app(request, app_id)
+        container = actions.pick_service(current, app, None, None)
+        await actions.service_action(request.app[AGENT], app, container, action, force)
+        return json_response({"containerId": container.id})
+
+    return handle
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/ping", ping)
+    app.router.add_get("/v1/healthy", healthy)
+    app.router.add_post("/v1/update", update)
+    app.router.add_post("/v1/reboot", device_action("reboot"))
+    app.router.add_post("/v1/shutdown", device_action("shutdown"))
+    app.router.add_post("/v1/restart", app_action(purge=False))
+    app.router.add_post("/v1/purge", app_action(purge=True))
+    app.router.add_post("/v1/blink", blink)
+    app.router.add_post("/v1/regenerate-api-key", regenerate_api_key)
+    app.router.add_get("/v1/device", device)
+    app.router.add_get("/v1/apps/{appId}", get_app)
+    app.router.add_post("/v1/apps/{appId}/stop", legacy_service("stop"))
+    app.router.add_post("/v1/apps/{appId}/start", legacy_service("start"))

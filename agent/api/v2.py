@@ -1,0 +1,347 @@
+"""The v2 routes of the local supervisor API (apps, services, device facts)."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from agent import __version__
+from agent.api import actions
+from agent.api.auth import Handler
+from agent.api.common import (
+    ApiError,
+    app_id_of,
+    flag,
+    json_response,
+    optional_int,
+    optional_str,
+    read_body,
+    require_app_scope,
+    scope_of,
+    success,
+    text_response,
+)
+from agent.api.context import AGENT
+from agent.device.info import vpn_state
+from agent.errors import CloudError, Conflict, NotFound
+from agent.model import ServiceStatus
+
+OPENAPI = Path(__file__).with_name("openapi.json")
+_TAG_KEY_RE = re.compile(r"\s")
+
+
+# --- apps and services --------------------------------------------------------------------------
+
+
+async def applications_state(request: web.Request) -> web.Response:
+    agent, scope = request.app[AGENT], scope_of(request)
+    base = agent.intake.base
+    out: dict[str, Any] = {}
+    for uuid, view in sorted(agent.status.apps.items()):
+        if not scope.allows(view.app_id):
+            continue
+        spec = base.apps.get(uuid) if base is not None else None
+        release = spec.release if spec is not None else None
+        services = {}
+        for name, svc in sorted(view.services.items()):
+            progress = svc.download_progress if svc.status == ServiceStatus.DOWNLOADING else None
+            services[name] = {
+                "status": str(svc.status),
+                "image": svc.image,
+                "releaseId": release.id if release is not None else None,
+                "downloadProgress": progress,
+            }
+        out[view.name] = {
+            "appId": view.app_id,
+            "appUuid": uuid,
+            "commit": view.release_uuid,
+            "updateStatus": view.update_status.value if view.update_status else None,
+            "services": services,
+        }
+    return json_response(out)
+
+
+async def application_state(request: web.Request) -> web.Response:
+    agent = request.app[AGENT]
+    app_id = app_id_of(request.match_info["appId"])
+    app, _ = await actions.scoped_app(request, app_id)
+    view = agent.status.apps.get(app.uuid)
+    release = app.spec.release if app.spec is not None else None
+    services: dict[str, Any] = {}
+    for name, svc in sorted(view.services.items()) if view is not None else ():
+        spec = release.services.get(name) if release is not None else None
+        key = str(spec.image_id) if spec is not None else name
+        progress = svc.download_progress if svc.status == ServiceStatus.DOWNLOADING else None
+        services[key] = {
+            "status": str(svc.status),
+            "releaseId": release.id if release is not None else None,
+            "download_progress": progress,
+        }
+    commit = view.current_release_uuid if view is not None else None
+    return json_response({"commit": commit, "local": {str(app_id): {"services": services}}})
+
+
+def service_action(action: str) -> Handler:
+    """POST /v2/applications/{appId}/{restart,stop,start}-service {serviceName | imageId, force}."""
+
+    async def handle(request: web.Request) -> web.Response:
+        app_id = app_id_of(request.match_info["appId"])
+        body = await read_body(request)
+        name, image_id = optional_str(body, "serviceName"), optional_int(body, "imageId")
+        force = flag(body, "force")
+        if name is None and image_id is None:
+            require_app_scope(request, app_id)
+            raise ApiError(400, actions.NAME_REQUIRED)
+        app, current = await actions.scoped_app(request, app_id)
+        container = actions.pick_service(current, app, name, image_id)
+        await actions.service_action(request.app[AGENT], app, container, action, force)
+        return text_response("OK")
+
+    return handle
+
+
+def app_action(purge: bool) -> Handler:
+    """POST /v2/applications/{appId}/restart|purge {force}."""
+
+    async def handle(request: web.Request) -> web.Response:
+        app_id = app_id_of(request.match_info["appId"])
+        force = flag(await read_body(request), "force")
+        app, _ = await actions.scoped_app(request, app_id)
+        await actions.restart_app(request.app[AGENT], app, force, purge=purge)
+        return text_response("OK")
+
+    return handle
+
+
+async def state_status(request: web.Request) -> web.Response:
+    agent, scope = request.app[AGENT], scope_of(request)
+    current = await actions.current_state(agent)
+    base = agent.intake.base
+    views = [v for v in agent.status.apps.values() if scope.allows(v.app_id)]
+    first = min(views, key=lambda v: v.app_id) if views else None
+    containers, images, progress = [], [], []
+    if first is not None:
+        svc_status = {n: str(s.status) for n, s in first.services.items()}
+        for c in sorted(current.app_containers(first.app_uuid), key=lambda c: c.service_name):
+            mine = c.release_uuid == first.release_uuid and c.service_name in svc_status
+            containers.append(
+                {
+                    "status": svc_status[c.service_name] if mine else c.status.value,
+                    "serviceName": c.service_name,
+                    "appId": c.app_id,
+                    "imageId": c.image_id,
+                    "serviceId": c.service_id,
+                    "containerId": c.id,
+                    "createdAt": _iso(c.created_at),
+                }
+            )
+        spec = base.apps.get(first.app_uuid) if base is not None else None
+        release = spec.release if spec is not None else None
+        for name, view in sorted(first.services.items()):
+            svc = release.services.get(name) if release is not None else None
+            image = current.image_for(view.image)
+            downloading = view.status == ServiceStatus.DOWNLOADING
+            if downloading and view.download_progress is not None:
+                progress.append(view.download_progress)
+            images.append(
+                {
+                    "name": view.image,
+                    "appId": first.app_id,
+                    "serviceName": name,
+                    "imageId": svc.image_id if svc is not None else None,
+                    "dockerImageId": image.id if image is not None else None,
+                    "status": "Downloading" if downloading else "Downloaded",
+                    "downloadProgress": view.download_progress if downloading else None,
+                }
+            )
+    return success(
+        appState="applied" if agent.reconciler.converged.is_set() else "applying",
+        overallDownloadProgress=sum(progress) / len(progress) if progress else None,
+        containers=containers,
+        images=images,
+        release=first.release_uuid if first is not None else None,
+    )
+
+
+def _iso(created: str) -> str | None:
+    try:
+        return datetime.fromtimestamp(int(created), UTC).isoformat().replace("+00:00", "Z")
+    except (ValueError, OverflowError, OSError):
+        return created or None
+
+
+async def container_id(request: web.Request) -> web.Response:
+    agent, scope = request.app[AGENT], scope_of(request)
+    current = await actions.current_state(agent)
+    best: dict[str, str] = {}
+    for c in sorted(current.containers, key=lambda c: (c.running, c.created_at)):
+        if scope.allows(c.app_id):
+            best[c.service_name] = c.id
+    name = request.query.get("serviceName") or request.query.get("service")
+    if name is None:
+        return success(services=best)
+    if name not in best:
+        raise ApiError(404, "Could not find service with that name")
+    return success(containerId=best[name])
+
+
+# --- device -------------------------------------------------------------------------------------
+
+
+async def version(_request: web.Request) -> web.Response:
+    return success(version=__version__)
+
+
+async def device_name(request: web.Request) -> web.Response:
+    base = request.app[AGENT].intake.base
+    return success(deviceName=base.name if base is not None else "")
+
+
+async def device_vpn(request: web.Request) -> web.Response:
+    return success(vpn=vpn_state(_config_vars(request)))
+
+
+def _config_vars(request: web.Request) -> dict[str, str]:
+    base = request.app[AGENT].intake.base
+    return dict(base.config) if base is not None else {}
+
+
+async def get_tags(request: web.Request) -> web.Response:
+    agent = request.app[AGENT]
+    try:
+        tags = await agent.client.device_tags()
+    except CloudError as exc:
+        raise ApiError(503, f"could not fetch the device's tags from the cloud: {exc}") from exc
+    return success(tags=tags)
+
+
+async def patch_tags(request: web.Request) -> web.Response:
+    body = await read_body(request)
+    bad = "Invalid tags body, must be an object like `{[tagKey: string]: string}`"
+    for key, value in body.items():
+        if not isinstance(value, str):
+            raise ApiError(400, bad)
+        if not key or _TAG_KEY_RE.search(key):
+            raise ApiError(400, "Tag keys cannot be empty or contain whitespace")
+    agent = request.app[AGENT]
+    try:
+        await agent.client.set_device_tags(body, agent.config.device_id)
+    except CloudError as exc:
+        raise ApiError(503, f"could not set the device's tags in the cloud: {exc}") from exc
+    return json_response({"status": "success"}, status=202)
+
+
+async def cleanup_volumes(request: web.Request) -> web.Response:
+    """Remove the agent's volumes that no target app references (only the caller's app's,
+    for an app-scoped key — the reference would remove other apps' too)."""
+    agent, scope = request.app[AGENT], scope_of(request)
+    base = agent.intake.base
+    referenced: set[tuple[int, str]] = set()
+    for app in base.apps.values() if base is not None else ():
+        if app.release is not None:
+            referenced |= {(app.id, name) for name in app.release.volumes}
+    removed = []
+    for volume in (await actions.current_state(agent)).volumes:
+        if not scope.allows(volume.app_id):
+            continue
+        name = volume.name.split("_", 1)[1] if "_" in volume.name else volume.name
+        if (volume.app_id, name) in referenced:
+            continue
+        try:
+            await agent.engine.remove_volume(volume.name)
+            removed.append(volume.name)
+        except (NotFound, Conflict):
+            continue  # gone already, or still used by a container
+    if removed:
+        actions.log.info("volumes_cleaned_up", volumes=removed)
+    return success()
+
+
+async def agent_status(request: web.Request) -> web.Response:
+    """Ours: everything `device-agent status` shows, from the status board."""
+    agent, scope, now = request.app[AGENT], scope_of(request), time.time()
+    status = agent.status
+
+    def age(t: float | None) -> float | None:
+        return None if t is None else round(max(0.0, now - t), 1)
+
+    apps = []
+    for uuid, view in sorted(status.apps.items()):
+        if not scope.allows(view.app_id):
+            continue
+        apps.append(
+            {
+                "appId": view.app_id,
+                "appUuid": uuid,
+                "name": view.name,
+                "release": view.release_uuid,
+                "currentRelease": view.current_release_uuid,
+                "updateStatus": view.update_status.value if view.update_status else None,
+                "since": view.since,
+                "sinceSeconds": age(view.since),
+                "reason": view.reason,
+                "services": [
+                    {
+                        "name": name,
+                        "status": str(svc.status),
+                        "image": svc.image,
+                        "downloadProgress": svc.download_progress,
+                    }
+                    for name, svc in sorted(view.services.items())
+                ],
+            }
+        )
+    base = agent.intake.base
+    return success(
+        device={
+            "uuid": agent.config.uuid,
+            "name": base.name if base is not None else "",
+            "status": status.overall_status(),
+            "localMode": agent.local_mode,
+            "converged": agent.reconciler.converged.is_set(),
+            "heartbeat": {
+                "lastPoll": status.last_poll,
+                "ageSeconds": age(status.last_poll),
+                "error": status.last_poll_error,
+            },
+            "report": {
+                "last": status.last_report,
+                "ageSeconds": age(status.last_report),
+                "error": status.last_report_error,
+            },
+            "tunnel": vpn_state(_config_vars(request)),
+            "targetError": status.target_error,
+            "configErrors": list(status.config_errors),
+        },
+        apps=apps,
+    )
+
+
+async def openapi(_request: web.Request) -> web.Response:
+    return json_response(json.loads(OPENAPI.read_text()))
+
+
+def add_routes(app: web.Application) -> None:
+    r = app.router
+    r.add_get("/v2/applications/state", applications_state)
+    r.add_get("/v2/applications/{appId}/state", application_state)
+    for action in ("restart", "stop", "start"):
+        r.add_post(f"/v2/applications/{{appId}}/{action}-service", service_action(action))
+    r.add_post("/v2/applications/{appId}/restart", app_action(purge=False))
+    r.add_post("/v2/applications/{appId}/purge", app_action(purge=True))
+    r.add_get("/v2/state/status", state_status)
+    r.add_get("/v2/containerId", container_id)
+    r.add_get("/v2/version", version)
+    r.add_get("/v2/device/name", device_name)
+    r.add_get("/v2/device/vpn", device_vpn)
+    r.add_get("/v2/device/tags", get_tags)
+    r.add_patch("/v2/device/tags", patch_tags)
+    r.add_get("/v2/cleanup-volumes", cleanup_volumes)
+    r.add_get("/v2/agent/status", agent_status)
+    r.add_get("/v2/openapi.json", openapi)

@@ -1,0 +1,75 @@
+"""Is the agent stuck? The answer behind `GET /v1/healthy` (and a container's HEALTHCHECK).
+
+As in the reference supervisor, two loops are checked:
+
+- the poll loop: a target-state request must have been *attempted* within two poll intervals
+  plus one request timeout (an attempt, not a success: an offline device keeps trying and is
+  healthy; restarting it would not bring the network back);
+- the apply loop: a pass that has been running for more than two poll intervals (at least
+  `MIN_APPLY_BUSY_S`) is stuck, unless images are being downloaded (a slow download is not a
+  hang; the reference also leaves download time out); and with a target in hand the loop must
+  have begun a pass within `APPLY_IDLE_LIMIT_S` (it rechecks at least once a minute by design).
+
+Everything is passed in, so the rules are tested without a clock or an agent; `agent_health`
+reads the inputs off a running `Agent`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from agent.model.status import UpdateStatus
+
+if TYPE_CHECKING:
+    from agent.daemon import Agent
+
+MIN_APPLY_BUSY_S = 300.0  # a pass without downloads may take this long whatever the interval
+APPLY_IDLE_LIMIT_S = 180.0  # the loop passes at least every 60 s (backoff cap, lock recheck 30 s)
+
+
+def loop_health(
+    now: float,
+    *,
+    last_poll_attempt: float | None,
+    poll_interval_s: float,
+    request_timeout_s: float,
+    last_apply_pass: float | None,
+    apply_busy_since: float | None,
+    has_target: bool,
+    downloading: bool,
+) -> tuple[bool, str]:
+    """(healthy, reason). All times are unix seconds. `last_poll_attempt` None means no poll has
+    started yet (the poller starts at once, and a dead poll task is caught by the task check)."""
+    if last_poll_attempt is not None:
+        poll_limit = 2 * poll_interval_s + request_timeout_s
+        since = now - last_poll_attempt
+        if since > poll_limit:
+            return False, f"poll loop stuck: no attempt for {since:.0f}s (limit {poll_limit:.0f}s)"
+    if apply_busy_since is not None and not downloading:
+        busy_limit = max(2 * poll_interval_s, MIN_APPLY_BUSY_S)
+        busy = now - apply_busy_since
+        if busy > busy_limit:
+            return False, f"apply loop stuck: one pass running for {busy:.0f}s"
+    elif apply_busy_since is None and has_target and last_apply_pass is not None:
+        idle = now - last_apply_pass
+        if idle > APPLY_IDLE_LIMIT_S:
+            return False, f"apply loop stuck: no pass for {idle:.0f}s"
+    return True, "ok"
+
+
+def agent_health(agent: Agent, now: float | None = None) -> tuple[bool, str]:
+    """`loop_health` for a running agent (its poller, reconciler and status board)."""
+    downloading = any(
+        app.update_status == UpdateStatus.DOWNLOADING for app in agent.status.apps.values()
+    )
+    return loop_health(
+        time.time() if now is None else now,
+        last_poll_attempt=agent.poller.last_attempt_at,
+        poll_interval_s=agent.fleet.poll_interval_ms / 1000.0,
+        request_timeout_s=agent.config.api_timeout_s,
+        last_apply_pass=agent.reconciler.last_pass_at,
+        apply_busy_since=agent.reconciler.busy_since,
+        has_target=agent.reconciler.target is not None,
+        downloading=downloading,
+    )

@@ -1,0 +1,213 @@
+"""systemd's notify protocol, spoken without a dependency: one datagram per message to the
+AF_UNIX socket named by $NOTIFY_SOCKET (a path, or `@name` for the abstract namespace).
+
+What the agent says (see `notify_loop`):
+
+- `READY=1` once it has applied or confirmed the persisted target (the reconciler converged).
+  With no persisted target, once the first poll attempt finished, successful or not (whatever
+  it brought is then applied while the unit is already `active`): an offline device with nothing
+  to run is as ready as it will get. A target that can't be reached yet (its
+  images not downloadable offline, an app holding its update lock) must not keep the unit in
+  `activating` until systemd kills it, so after `READY_DEADLINE_S` the agent says READY anyway and
+  logs `ready_without_convergence`.
+- `WATCHDOG=1` every half of $WATCHDOG_USEC, from a task on the main event loop: when the loop
+  is blocked the pings stop and systemd restarts the unit.
+- `STATUS=...` whenever the one-line summary changes: the device status, then each app's update
+  status, e.g. `Idle · Operational · main: done`.
+- `STOPPING=1` on the way out.
+
+Outside systemd ($NOTIFY_SOCKET unset) every send is a no-op.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Protocol
+
+import structlog
+
+from agent.reconcile.status import StatusBoard
+
+if TYPE_CHECKING:
+    from agent.daemon import Agent
+
+log = structlog.get_logger("agent.sdnotify")
+
+READY_DEADLINE_S = 120.0  # the unit's TimeoutStartSec must be longer than this
+STATUS_EVERY_S = 5.0  # how often the STATUS line is recomputed (sent only when it changes)
+TEST_HOOKS_ENV = "DEVICE_AGENT_TEST_HOOKS"  # test only: SIGUSR2 blocks the loop, see below
+
+
+class Notifier:
+    """Sends notify messages to one socket; `enabled` is False outside systemd."""
+
+    def __init__(self, address: str | None = None) -> None:
+        address = os.environ.get("NOTIFY_SOCKET") if address is None else address
+        self.address: str | bytes | None = None
+        if address:
+            # "@name" is an abstract socket: a leading NUL byte on the wire
+            self.address = b"\0" + address[1:].encode() if address.startswith("@") else address
+        self.sent = 0
+        self.errors = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.address is not None
+
+    def send(self, *lines: str) -> bool:
+        """One datagram of `KEY=value` lines. False (logged once) when the socket is gone."""
+        if self.address is None:
+            return False
+        payload = "\n".join(lines).encode()
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+                sock.sendto(payload, self.address)
+        except OSError as exc:
+            self.errors += 1
+            if self.errors == 1:
+                log.warning("sd_notify_failed", error=str(exc))
+            return False
+        self.sent += 1
+        return True
+
+
+def watchdog_interval_s(environ: dict[str, str] | None = None) -> float | None:
+    """Half of $WATCHDOG_USEC (systemd's advice), or None when no watchdog is asked for or
+    $WATCHDOG_PID names another process."""
+    env = os.environ if environ is None else environ
+    pid = env.get("WATCHDOG_PID")
+    if pid and pid.strip() != str(os.getpid()):
+        return None
+    try:
+        usec = int(env.get("WATCHDOG_USEC", ""))
+    except ValueError:
+        return None
+    return usec / 2_000_000 if usec > 0 else None
+
+
+def status_line(status: StatusBoard) -> str:
+    """`Updating · Operational · main: downloading 40%, web: done` — what `systemctl status`
+    shows under the unit."""
+    parts = [status.overall_status()]
+    if status.connectivity is not None:
+        parts.append(str(status.connectivity.view.status))
+    apps = []
+    for app in sorted(status.apps.values(), key=lambda a: a.name):
+        state = str(app.update_status) if app.update_status is not None else "no release"
+        progress = [s.download_progress for s in app.services.values() if s.download_progress]
+        if progress and state == "downloading":
+            state += f" {min(progress)}%"
+        if app.lock_service:
+            state += f" (locked by {app.lock_service})"
+        apps.append(f"{app.name}: {state}")
+    if apps:
+        parts.append(", ".join(apps))
+    if status.target_error:
+        parts.append(f"target invalid: {status.target_error}")
+    return " · ".join(parts)
+
+
+class _Poller(Protocol):
+    polls: int
+    last_outcome: str | None
+
+
+class _Reconciler(Protocol):
+    converged: asyncio.Event
+
+
+class Readiness:
+    """When READY=1 may be said: see the module docstring."""
+
+    def __init__(
+        self,
+        reconciler: _Reconciler,
+        poller: _Poller,
+        had_target: bool,
+        deadline_s: float = READY_DEADLINE_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._reconciler = reconciler
+        self._poller = poller
+        self._had_target = had_target
+        self._clock = clock
+        self._deadline = clock() + deadline_s
+
+    def reason(self) -> str | None:
+        """Why the agent is ready now, or None while it isn't."""
+        if self._reconciler.converged.is_set():
+            return "target applied"
+        polled = self._poller.polls > 0 and self._poller.last_outcome is not None
+        if polled and not self._had_target:
+            return "no persisted target, first poll done"
+        if self._clock() >= self._deadline:
+            return "deadline"
+        return None
+
+
+async def notify_loop(
+    notifier: Notifier,
+    status: StatusBoard,
+    readiness: Readiness,
+    watchdog_s: float | None,
+) -> None:
+    """The agent's sd_notify task. Runs on the main loop on purpose: a blocked loop stops the
+    WATCHDOG pings, which is the whole point."""
+    install_test_hooks()
+    ready = False
+    last_status = ""
+    next_status = 0.0
+    tick = min(watchdog_s or STATUS_EVERY_S, 1.0)
+    next_ping = 0.0
+    try:
+        while True:
+            now = time.monotonic()
+            lines: list[str] = []
+            if not ready and (why := readiness.reason()) is not None:
+                ready = True
+                lines.append("READY=1")
+                event = "ready_without_convergence" if why == "deadline" else "agent_ready"
+                log.info(event, reason=why, notify=notifier.enabled)
+            if now >= next_status:
+                next_status = now + STATUS_EVERY_S
+                line = status_line(status)
+                if line != last_status:
+                    last_status = line
+                    lines.append(f"STATUS={line}")
+            if watchdog_s is not None and now >= next_ping:
+                next_ping = now + watchdog_s
+                lines.append("WATCHDOG=1")
+            if lines:
+                notifier.send(*lines)
+            await asyncio.sleep(tick)
+    finally:
+        notifier.send("STOPPING=1")
+
+
+def for_agent(agent: Agent) -> Coroutine[Any, Any, None]:
+    """The task `Agent.run` spawns, once the persisted target (if any) has been accepted."""
+    readiness = Readiness(agent.reconciler, agent.poller, agent.reconciler.target is not None)
+    return notify_loop(Notifier(), agent.status, readiness, watchdog_interval_s())
+
+
+def install_test_hooks() -> None:
+    """TEST ONLY, off unless $DEVICE_AGENT_TEST_HOOKS=1: SIGUSR2 blocks the event loop for
+    $DEVICE_AGENT_TEST_BLOCK_S seconds (default 30), so a test can watch the WATCHDOG pings
+    stop. Never set on a device."""
+    if os.environ.get(TEST_HOOKS_ENV) != "1":
+        return
+    seconds = float(os.environ.get("DEVICE_AGENT_TEST_BLOCK_S", "30"))
+
+    def block() -> None:
+        log.warning("test_hook_blocking_loop", seconds=seconds)
+        time.sleep(seconds)  # deliberately blocking: that is the test
+        log.warning("test_hook_loop_unblocked")
+
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR2, block)

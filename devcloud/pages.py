@@ -1,0 +1,149 @@
+"""The Devices page (`GET /` and `/devices`): one row per device with its status (current name,
+the older one in small text), the heartbeat and cloudlink indicators, the update status and its
+duration (since the latest update status change, as the product page describes) and the last
+poll. Plain HTML refreshing itself every 2 s; every value is escaped."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from html import escape
+
+from aiohttp import web
+
+from devcloud.connectivity import CONNECTIVITY_KEY, DeviceConnectivity, iso
+from devcloud.state import Device
+
+REFRESH_S = 2
+
+_STATUS_CLASS = {
+    "Operational": "ok",
+    "Reduced Functionality": "warn",
+    "Disconnected": "bad",
+    "Updating": "busy",
+    "Configuring": "busy",
+    "Post Provisioning": "idle",
+}
+
+_STYLE = """
+body { font: 14px/1.4 system-ui, sans-serif; margin: 24px; color: #1d2430; background: #fff; }
+h1 { font-size: 20px; margin: 0 0 4px; }
+p.meta { color: #667; margin: 0 0 16px; }
+table { border-collapse: collapse; width: 100%; }
+th, td { text-align: left; padding: 8px 10px; border-bottom: 1px solid #e3e6ea;
+         vertical-align: top; }
+th { font-size: 12px; text-transform: uppercase; letter-spacing: .04em; color: #667; }
+code { font-size: 13px; }
+small { color: #667; display: block; }
+.status { font-weight: 600; }
+.status.ok { color: #1a7f37; } .status.warn { color: #b26b00; } .status.bad { color: #c62828; }
+.status.busy { color: #1f5fbf; } .status.idle { color: #667; }
+.dot { display: inline-block; width: 12px; height: 12px; border-radius: 50%; }
+.dot.on { background: #2ea44f; } .dot.off { background: #d73a49; } .dot.na { background: #c8ccd1; }
+.empty { color: #667; padding: 24px 10px; }
+"""
+
+_COLUMNS = (
+    "Name",
+    "UUID",
+    "Status",
+    "Heartbeat",
+    "Cloudlink",
+    "Update status",
+    "Update status duration",
+    "Last poll",
+)
+
+
+def humanize(seconds: float) -> str:
+    """A duration in the largest whole unit: "17 minutes", "1 hour", "5 seconds"."""
+    whole = int(max(0.0, seconds))
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if whole >= size:
+            n = whole // size
+            return f"{n} {unit}{'' if n == 1 else 's'}"
+    return f"{whole} second{'' if whole == 1 else 's'}"
+
+
+def _dot(name: str, state: str, title: str) -> str:
+    label = f"{name}: {title}"
+    return (
+        f'<span class="dot {state}" data-{name.lower()}="{state}" role="img" '
+        f'title="{escape(label)}" aria-label="{escape(label)}"></span>'
+    )
+
+
+def _ago(t: float | None, now: float) -> str:
+    if t is None:
+        return "never"
+    return f'<span title="{escape(iso(t) or "")}">{escape(humanize(now - t))} ago</span>'
+
+
+def _row(device: Device, conn: DeviceConnectivity, now: float) -> str:
+    view = conn.view
+    status = str(view.status)
+    heartbeat_title = (
+        f"last poll {humanize(now - conn.heartbeat_last)} ago"
+        if conn.heartbeat_last is not None
+        else "no successful poll yet"
+    )
+    link = conn.cloudlink
+    if not link.enabled:
+        cloudlink = _dot("Cloudlink", "na", "disabled")
+    else:
+        title = f"{link.kind} connected" if link.ok else f"{link.kind} down: {link.detail}"
+        cloudlink = _dot("Cloudlink", "on" if link.ok else "off", title)
+    update = (conn.update_status or "").capitalize() or "—"
+    duration = "—" if conn.update_since is None else humanize(now - conn.update_since)
+    cells = [
+        escape(device.name),
+        f'<code title="{escape(device.uuid)}">{escape(device.uuid[:7])}</code>',
+        f'<span class="status {_STATUS_CLASS.get(status, "idle")}" title="{escape(view.reason)}">'
+        f"{escape(status)}</span><small>{escape(str(view.legacy))}</small>",
+        _dot("Heartbeat", "on" if conn.heartbeat_ok else "off", heartbeat_title),
+        cloudlink,
+        escape(update),
+        escape(duration),
+        _ago(device.last_poll, now),
+    ]
+    tds = "".join(f"<td>{cell}</td>" for cell in cells)
+    return (
+        f'<tr class="device" id="device-{escape(device.uuid)}" data-uuid="{escape(device.uuid)}" '
+        f'data-status="{escape(status)}">{tds}</tr>'
+    )
+
+
+def render_devices(rows: list[tuple[Device, DeviceConnectivity]], now: float) -> str:
+    """The whole page for these devices, as of `now`."""
+    head = "".join(f"<th>{escape(c)}</th>" for c in _COLUMNS)
+    body = "".join(_row(d, c, now) for d, c in rows) or (
+        f'<tr><td class="empty" colspan="{len(_COLUMNS)}">No devices yet.</td></tr>'
+    )
+    stamp = datetime.fromtimestamp(now, UTC).strftime("%H:%M:%S UTC")
+    count = f"{len(rows)} device{'' if len(rows) == 1 else 's'}"
+    return (
+        "<!doctype html>\n"
+        '<html lang="en"><head><meta charset="utf-8">'
+        f'<meta http-equiv="refresh" content="{REFRESH_S}">'
+        "<title>Devices · devcloud</title>"
+        f"<style>{_STYLE}</style></head>\n"
+        f'<body><h1>Devices</h1><p class="meta">{count} · as of {stamp}</p>\n'
+        f"<table><thead><tr>{head}</tr></thead>\n<tbody>{body}</tbody></table>\n"
+        "</body></html>\n"
+    )
+
+
+async def devices_page(request: web.Request) -> web.Response:
+    connectivity = request.app[CONNECTIVITY_KEY]
+    now = connectivity.clock()
+    devices = sorted(connectivity.cloud.devices.values(), key=lambda d: (d.name, d.uuid))
+    rows = [(d, connectivity.of(d, now)) for d in devices]
+    return web.Response(
+        text=render_devices(rows, now),
+        content_type="text/html",
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+def add_page_routes(app: web.Application) -> None:
+    app.router.add_get("/", devices_page)
+    app.router.add_get("/devices", devices_page)

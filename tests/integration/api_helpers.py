@@ -1,0 +1,70 @@
+"""Shared by the local-API integration tests: a two-service app and waiting for it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from testbed.targets import app, device_target, service
+from tests.helpers import wait_until
+from tests.integration.conftest import Device, Images
+
+APP = "7c1e0a7c9d2b4c1e8f3a6b7c8d9e0f42"
+APP_ID = 77
+OTHER = "8d2e0a7c9d2b4c1e8f3a6b7c8d9e0f43"
+OTHER_ID = 88
+API_LABEL = {"io.balena.features.supervisor-api": "1"}
+
+
+def two_services(images: Images, release_uuid: str = "r1", release_id: int = 1) -> dict[str, Any]:
+    """`main` (with a named volume) and `aux` (host network, asks for the supervisor API)."""
+    services = {
+        "main": service(images.main_v1, service_id=1, image_id=11, volumes=["data:/data"]),
+        "aux": service(
+            images.aux_v1, service_id=2, image_id=12, labels=API_LABEL, network_mode="host"
+        ),
+    }
+    return app(
+        app_id=APP_ID,
+        name="apiapp",
+        release_uuid=release_uuid,
+        release_id=release_id,
+        services=services,
+        volumes={"data": {}},
+    )
+
+
+def other_app(images: Images) -> dict[str, Any]:
+    return app(
+        app_id=OTHER_ID,
+        name="otherapp",
+        release_uuid="o1",
+        release_id=5,
+        services={"solo": service(images.aux_v1, service_id=9, image_id=99)},
+    )
+
+
+def deploy(device: Device, images: Images, *, with_other: bool = False, **kwargs: Any) -> None:
+    apps = {APP: two_services(images)}
+    if with_other:
+        apps[OTHER] = other_app(images)
+    device.cloud.set_target(device.uuid, device_target(apps, name="api-device", **kwargs))
+    device.agent.start()
+    device.agent.wait_api()
+    for uuid in apps:
+        wait_done(device, uuid)
+
+
+def wait_done(device: Device, app_uuid: str, timeout: float = 90) -> None:
+    def done() -> bool:
+        state = device.agent.api("GET", "/v2/agent/status").body
+        return any(a["appUuid"] == app_uuid and a["updateStatus"] == "done" for a in state["apps"])
+
+    wait_until(done, timeout, interval=0.3, message=lambda: device.agent.log_tail(30))
+
+
+def running(device: Device) -> dict[str, str]:
+    """service name -> container id of the running containers."""
+    listed = device.docker.api.containers(filters={"label": "io.balena.supervised"})  # no inspects
+    return {
+        c["Labels"]["io.balena.service-name"]: c["Id"] for c in listed if c["State"] == "running"
+    }

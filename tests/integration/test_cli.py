@@ -1,0 +1,60 @@
+"""`device-agent status | update | logs` against a running agent."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+from testbed.processes import REPO_ROOT
+from tests.integration.api_helpers import APP, deploy
+
+
+def cli(device, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "agent", *args, "--config", str(device.agent.config_path)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO_ROOT,
+    )
+
+
+def test_status_update_and_logs(device, images):
+    deploy(device, images)
+    shown = cli(device, "status")
+    assert shown.returncode == 0, shown.stderr
+    out = shown.stdout
+    assert f"device {device.uuid} (api-device): Idle" in out
+    assert "heartbeat: last poll" in out and "tunnel: enabled, not connected" in out
+    assert "app apiapp (id 77): release r1, done for" in out
+    assert "main  Running" in out and "aux   Running" in out
+
+    as_json = json.loads(cli(device, "status", "--json").stdout)
+    assert as_json["apps"][0]["appUuid"] == APP
+    assert as_json["device"]["heartbeat"]["ageSeconds"] < 30
+
+    polls = len(device.state()["polls"])
+    updated = cli(device, "update", "--force")
+    assert updated.returncode == 0 and "update requested" in updated.stdout
+    assert len(device.state()["polls"]) > polls
+
+    (main,) = device.by_service()["main"]
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "agent", "logs", "main", "--config", str(device.agent.config_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO_ROOT,
+    )
+    time.sleep(2)
+    main.exec_run(["sh", "-c", "echo from-main-service > /proc/1/fd/1"])
+    time.sleep(2)
+    follower.terminate()
+    out, _ = follower.communicate(timeout=10)
+    assert "[agent] Streaming logs" in out
+    assert "[main] from-main-service" in out, out
+
+    device.agent.stop()
+    down = cli(device, "status")
+    assert down.returncode == 2 and "cannot reach the agent's API" in down.stderr

@@ -1,0 +1,40 @@
+from agent.api.keys import GLOBAL, ApiKeys, Scope
+from agent.store import Store
+
+
+def test_global_key_is_created_once_and_persisted(tmp_path):
+    keys = ApiKeys(Store(tmp_path))
+    assert len(keys.global_key) == 32
+    assert ApiKeys(Store(tmp_path)).global_key == keys.global_key
+    assert keys.lookup(keys.global_key) == GLOBAL
+
+
+def test_app_keys_are_scoped_and_persisted(tmp_path):
+    keys = ApiKeys(Store(tmp_path))
+    view = keys.app_keys
+    keys.ensure_apps({5, 6, 0})
+    assert set(view) == {5, 6}  # a live view; app id 0 (invalid) gets none
+    assert keys.lookup(view[5]) == Scope(5)
+    again = ApiKeys(Store(tmp_path))
+    assert again.app_keys == view
+    keys.ensure_apps({5})
+    assert again.app_keys[5] == keys.app_keys[5]
+
+
+def test_unknown_keys_and_rotation(tmp_path):
+    keys = ApiKeys(Store(tmp_path))
+    keys.ensure_apps({5})
+    assert keys.lookup("") is None and keys.lookup("x" * 32) is None
+    assert keys.lookup("ü" * 3) is None
+    old_global, old_app = keys.global_key, keys.app_keys[5]
+    new_app = keys.regenerate(Scope(5))
+    assert keys.lookup(old_app) is None and keys.lookup(new_app) == Scope(5)
+    assert keys.global_key == old_global
+    new_global = keys.regenerate(GLOBAL)
+    assert keys.lookup(old_global) is None and keys.lookup(new_global) == GLOBAL
+    assert ApiKeys(Store(tmp_path)).global_key == new_global
+
+
+def test_scope_allows():
+    assert GLOBAL.allows(1) and GLOBAL.is_global
+    assert Scope(3).allows(3) and not Scope(3).allows(4) and not Scope(3).is_global

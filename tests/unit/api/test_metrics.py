@@ -1,0 +1,75 @@
+from types import SimpleNamespace
+
+from agent.api.metrics import AgentMetrics
+from agent.model import UpdateStatus
+from agent.reconcile.status import AppView, ServiceView
+
+
+def fake_agent():
+    app = AppView(
+        app_uuid="a1",
+        app_id=1,
+        name="web",
+        release_uuid="r2",
+        current_release_uuid="r1",
+        update_status=UpdateStatus.DOWNLOADING,
+        since=0.0,
+        services={"main": ServiceView("img", "Downloading", 40)},
+    )
+    plan = SimpleNamespace(apps={"a1": SimpleNamespace(blocked_by_lock=True)})
+    return SimpleNamespace(
+        status=SimpleNamespace(apps={"a1": app}, last_poll=None, last_report=1.0),
+        reconciler=SimpleNamespace(last_plan=plan, converged=SimpleNamespace(is_set=lambda: False)),
+        poller=SimpleNamespace(polls=7),
+        reporter=SimpleNamespace(reports_sent=3),
+        local_mode=False,
+    )
+
+
+def status(value, since):
+    return {"event": "update_status_changed", "app_uuid": "a", "release": "r", "status": value,
+            "since": since}  # fmt: skip
+
+
+def test_events_become_counters_and_histograms():
+    metrics = AgentMetrics(fake_agent())
+    for event in (
+        {"event": "target_fetched"},
+        {"event": "poll_failed"},
+        {"event": "poll_failed"},
+        {"event": "report_failed"},
+        {"event": "pull_started", "image": "i"},
+        {"event": "download_progress", "image": "i", "bytes": 100},
+        {"event": "download_progress", "image": "i", "bytes": 300},
+        {"event": "pull_started", "image": "i"},  # a retry starts from zero again
+        {"event": "download_progress", "image": "i", "bytes": 50},
+        status("downloading", 10.0),
+        status("applying changes", 20.0),
+        status("done", 25.0),
+        {"event": "lock_held", "app_id": 1},
+        {"event": "lock_released", "app_id": 1},
+        {"event": "something_else"},
+    ):  # fmt: skip
+        metrics.observe(event)
+    text = metrics.render().decode()
+    assert 'device_agent_poll_events_total{outcome="new_target"} 1.0' in text
+    assert 'device_agent_poll_events_total{outcome="error"} 2.0' in text
+    assert "device_agent_report_failures_total 1.0" in text
+    assert "device_agent_download_bytes_total 350.0" in text
+    assert "device_agent_apply_duration_seconds_sum 15.0" in text
+    assert 'device_agent_apply_duration_seconds_bucket{le="15.0"} 1.0' in text
+    assert "device_agent_lock_held_seconds_count 1.0" in text
+
+
+def test_levels_are_read_at_scrape_time():
+    text = AgentMetrics(fake_agent()).render().decode()
+    assert (
+        'device_agent_update_status{app="web",app_uuid="a1",release="r2",status="downloading"} 1.0'
+        in text
+    )
+    assert 'device_agent_download_progress_percent{app_uuid="a1",service="main"} 40.0' in text
+    assert 'device_agent_update_waiting_for_lock{app_uuid="a1"} 1.0' in text
+    assert "device_agent_polls_total 7.0" in text
+    assert "device_agent_reports_sent_total 3.0" in text
+    assert "device_agent_heartbeat_age_seconds NaN" in text
+    assert "device_agent_converged 0.0" in text and "device_agent_local_mode 0.0" in text

@@ -1,0 +1,115 @@
+"""The API's middlewares (auth, errors, limits) with a stand-in agent, no engine."""
+
+import asyncio
+from pathlib import Path
+from types import SimpleNamespace
+
+from aiohttp.test_utils import TestClient, TestServer
+
+from agent.api.context import HostActions
+from agent.api.keys import ApiKeys
+from agent.api.metrics import AgentMetrics
+from agent.api.server import make_app
+from agent.errors import EngineUnavailable
+from agent.host import RecordingHost
+from agent.store import Store
+
+
+class FakeEngine:
+    async def current_state(self, _ids):
+        raise EngineUnavailable("list containers: engine not reachable")
+
+
+def fake_agent(tmp_path: Path, local_mode: bool = False):
+    keys = ApiKeys(Store(tmp_path))
+    keys.ensure_apps({5})
+    updates = []
+    agent = SimpleNamespace(
+        keys=keys,
+        local_mode=local_mode,
+        healthy=lambda: (True, "ok"),
+        request_update=lambda force: updates.append(force) or force,
+        engine=FakeEngine(),
+        images=SimpleNamespace(ids=set()),
+        config=SimpleNamespace(lock_dir=tmp_path / "locks", uuid="dev1"),
+    )
+    return agent, updates
+
+
+def run(tmp_path, check, local_mode=False):
+    agent, updates = fake_agent(tmp_path, local_mode)
+    host = HostActions(RecordingHost(tmp_path / "host.jsonl"))
+    app = make_app(agent, host, AgentMetrics(agent))
+
+    async def go():
+        async with TestClient(TestServer(app)) as client:
+            await check(client, agent, updates)
+
+    asyncio.run(go())
+
+
+def test_only_ping_and_healthy_are_open(tmp_path):
+    async def check(client, agent, _updates):
+        assert (await (await client.get("/ping")).text()) == "OK"
+        assert (await client.get("/v1/healthy")).status == 200
+        denied = await client.get("/v2/version")
+        assert denied.status == 401
+        assert (await denied.json())["status"] == "failed"
+        assert denied.content_type == "application/json"
+        key = agent.keys.global_key
+        for headers, query in (
+            ({"Authorization": f"Bearer {key}"}, ""),
+            ({"Authorization": f"ApiKey {key}"}, ""),
+            ({}, f"?apikey={key}"),
+        ):
+            answer = await client.get(f"/v2/version{query}", headers=headers)
+            assert answer.status == 200, headers
+        assert (
+            await client.get("/v2/version", headers={"Authorization": "Bearer nope"})
+        ).status == 401
+
+    run(tmp_path, check)
+
+
+def test_local_mode_is_open(tmp_path):
+    async def check(client, _agent, updates):
+        assert (await client.get("/v2/version")).status == 200
+        assert (await client.post("/v1/update", json={"force": True})).status == 204
+        assert updates == [True]
+
+    run(tmp_path, check, local_mode=True)
+
+
+def test_scopes_and_update_answers(tmp_path):
+    async def check(client, agent, updates):
+        app_key = {"Authorization": f"Bearer {agent.keys.app_keys[5]}"}
+        device_key = {"Authorization": f"Bearer {agent.keys.global_key}"}
+        forbidden = await client.post("/v1/update", headers=app_key)
+        assert forbidden.status == 403 and "device API key" in (await forbidden.json())["message"]
+        assert (await client.post("/v1/update", headers=device_key)).status == 202
+        assert (
+            await client.post("/v1/update", json={"force": 1}, headers=device_key)
+        ).status == 204
+        assert updates == [False, True]
+        other = await client.post("/v1/restart", json={"appId": 6}, headers=app_key)
+        assert other.status == 401
+
+    run(tmp_path, check)
+
+
+def test_errors_are_json_with_honest_codes(tmp_path):
+    async def check(client, agent, _updates):
+        key = {"Authorization": f"Bearer {agent.keys.global_key}"}
+        missing = await client.get("/v2/nope", headers=key)
+        assert missing.status == 404 and (await missing.json())["status"] == "failed"
+        wrong = await client.delete("/v2/version", headers=key)
+        assert wrong.status == 405 and "GET" in wrong.headers["Allow"]
+        big = await client.post("/v1/update", data=b"x" * (3 * 1024 * 1024), headers=key)
+        assert big.status == 413 and (await big.json())["status"] == "failed"
+        engine_down = await client.get("/v2/containerId", headers=key)
+        assert engine_down.status == 503
+        assert "engine not reachable" in (await engine_down.json())["message"]
+        form = await client.post("/v1/update", data={"force": "true"}, headers=key)
+        assert form.status == 204
+
+    run(tmp_path, check)

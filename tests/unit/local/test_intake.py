@@ -1,0 +1,94 @@
+from agent.local.intake import TargetIntake
+from agent.model import parse_target
+from agent.store import Store
+
+UUID = "dev1"
+
+
+def target(apps, config=None):
+    body = {UUID: {"name": "d", "config": config or {}, "apps": apps}}
+    return parse_target(body, UUID), body
+
+
+def app(app_id, release="r1", services=("main",)):
+    return {
+        "id": app_id,
+        "name": f"app{app_id}",
+        "releases": {
+            release: {
+                "id": 1,
+                "services": {
+                    s: {"id": i, "image_id": i, "image": f"img/{s}:1"}
+                    for i, s in enumerate(services, 1)
+                },
+            }
+        },
+    }
+
+
+def make(tmp_path):
+    applied = []
+    intake = TargetIntake(Store(tmp_path), applied.append)
+    return intake, applied
+
+
+def test_cloud_targets_apply_outside_local_mode(tmp_path):
+    intake, applied = make(tmp_path)
+    cloud, _ = target({"a": app(1)})
+    intake.accept(cloud, "cloud", local_mode=False)
+    assert applied == [cloud] and intake.base == cloud
+
+
+def test_local_mode_keeps_cloud_target_until_a_local_one_arrives(tmp_path):
+    intake, applied = make(tmp_path)
+    cloud, _ = target({"a": app(1)}, {"BALENA_SUPERVISOR_LOCAL_MODE": "1"})
+    intake.accept(cloud, "cloud", local_mode=True)
+    assert intake.base == cloud
+    local, body = target({"l": app(2)})
+    intake.accept(local, "local", local_mode=True, body=body)
+    assert applied[-1] == local
+    assert intake.saved_local() == body
+    newer, _ = target({"a": app(1, "r2")}, {"BALENA_SUPERVISOR_LOCAL_MODE": "1"})
+    intake.accept(newer, "cloud", local_mode=True)
+    assert applied[-1] == local  # cloud targets are kept, not applied
+    assert intake.cloud == newer
+
+
+def test_leaving_local_mode_drops_the_local_target(tmp_path):
+    intake, applied = make(tmp_path)
+    cloud, _ = target({}, {"BALENA_SUPERVISOR_LOCAL_MODE": "1"})
+    intake.accept(cloud, "cloud", local_mode=True)
+    local, body = target({"l": app(2)})
+    intake.accept(local, "local", local_mode=True, body=body)
+    back, _ = target({"a": app(1)})
+    intake.accept(back, "cloud", local_mode=False)
+    assert applied[-1] == back and intake.local is None and intake.saved_local() is None
+
+
+def test_local_config_cannot_switch_local_mode(tmp_path):
+    intake, _ = make(tmp_path)
+    cloud, _ = target({}, {"BALENA_SUPERVISOR_LOCAL_MODE": "1", "OTHER": "x"})
+    intake.accept(cloud, "cloud", local_mode=True)
+    local, _ = target(
+        {}, {"BALENA_SUPERVISOR_LOCAL_MODE": "0", "BALENA_SUPERVISOR_POLL_INTERVAL": "5000"}
+    )
+    assert intake.local_config_vars(local) == {
+        "BALENA_SUPERVISOR_POLL_INTERVAL": "5000",
+        "BALENA_SUPERVISOR_LOCAL_MODE": "1",
+    }
+
+
+def test_an_emptied_app_has_no_services_until_restored(tmp_path):
+    intake, applied = make(tmp_path)
+    cloud, _ = target({"a": app(1, services=("main", "aux")), "b": app(2)})
+    intake.accept(cloud, "cloud", local_mode=False)
+    intake.empty_app("a", True)
+    emptied = applied[-1]
+    assert emptied.apps["a"].release.services == {}
+    assert emptied.apps["a"].release.uuid == "r1"
+    assert emptied.apps["b"] == cloud.apps["b"]
+    newer, _ = target({"a": app(1, "r2"), "b": app(2)})
+    intake.accept(newer, "cloud", local_mode=False)  # still held while the action runs
+    assert applied[-1].apps["a"].release.services == {}
+    intake.empty_app("a", False)
+    assert applied[-1] == newer
