@@ -30,16 +30,17 @@ def _build_parser() -> argparse.ArgumentParser:
         ("status", "what the device is doing: heartbeat, tunnel, apps, update status"),
         ("update", "poll the cloud and apply now (the instant update)"),
         ("logs", "follow the services' logs (and the agent's messages)"),
+        ("diagnose", "check DNS, API, clock, engine, disk, tunnel, locks; name the broken link"),
     ):
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument(
             "--config", type=Path, default=DEFAULT_CONFIG, help="the agent's config.json"
         )
-        if name == "status":
+        if name in ("status", "diagnose"):
             cmd.add_argument("--json", action="store_true", help="machine-readable output")
         elif name == "update":
             cmd.add_argument("--force", action="store_true", help="override update locks")
-        else:
+        elif name == "logs":
             cmd.add_argument("service", nargs="?", help="only this service")
     return parser
 
@@ -75,6 +76,14 @@ def main(argv: list[str] | None = None) -> int:
         logs.configure(fmt, args.log_level)
         try:
             return asyncio.run(_run(args.config))
+        except AgentError as exc:
+            print(f"device-agent: {exc}", file=sys.stderr)
+            return 2
+    if args.command == "diagnose":
+        from agent.diagnostics import diagnose
+
+        try:
+            return diagnose(args.config, args.json)
         except AgentError as exc:
             print(f"device-agent: {exc}", file=sys.stderr)
             return 2

@@ -72,8 +72,10 @@ def _age(seconds: float | None) -> str:
 def render_status(data: dict[str, Any]) -> str:
     """The human view of GET /v2/agent/status."""
     dev = data["device"]
+    conn = dev.get("connectivity") or {}
+    shown = f"{conn['status']} ({conn['legacy_status']}), " if conn else ""
     lines = [
-        f"device {dev['uuid']} ({dev['name'] or 'unnamed'}): {dev['status']}"
+        f"device {dev['uuid']} ({dev['name'] or 'unnamed'}): {shown}{dev['status']}"
         + ("  [local mode]" if dev["localMode"] else ""),
         f"  heartbeat: last poll {_ago(dev['heartbeat']['ageSeconds'])}"
         + (f" (error: {dev['heartbeat']['error']})" if dev["heartbeat"]["error"] else ""),
@@ -81,8 +83,11 @@ def render_status(data: dict[str, Any]) -> str:
         + (f" (error: {dev['report']['error']})" if dev["report"]["error"] else ""),
         "  tunnel: "
         + ("enabled" if dev["tunnel"]["enabled"] else "disabled")
-        + (", connected" if dev["tunnel"]["connected"] else ", not connected"),
+        + (", connected" if dev["tunnel"]["connected"] else ", not connected")
+        + (f" ({conn['cloudlink']['detail']})" if conn.get("cloudlink", {}).get("detail") else ""),
     ]
+    if conn:
+        lines.insert(1, f"  why: {conn['reason']}")
     if dev["targetError"]:
         lines.append(f"  target error: {dev['targetError']}")
     lines += [f"  config error: {e}" for e in dev["configErrors"]]

@@ -175,6 +175,29 @@ class _Levels:
             agent.status.last_report,
             now,
         )
+        conn = agent.connectivity.view
+        device = GaugeMetricFamily(
+            "device_agent_device_status",
+            "1 for the device status the dashboard shows, as the device sees it",
+            labels=["status", "legacy_status"],
+        )
+        links = GaugeMetricFamily(
+            "device_agent_link_up", "1 when a link is up (heartbeat, cloudlink)", labels=["link"]
+        )
+        if conn is not None:
+            device.add_metric([conn.view.status.value, conn.view.legacy.value], 1)
+            links.add_metric(["heartbeat"], 1 if conn.heartbeat_ok else 0)
+            if conn.cloudlink.enabled:
+                links.add_metric(["cloudlink"], 1 if conn.cloudlink.ok else 0)
+        yield device
+        yield links
+        if conn is not None and conn.cloudlink.last_handshake is not None:
+            yield _age(
+                "device_agent_cloudlink_handshake_age_seconds",
+                "Seconds since the tunnel's latest handshake",
+                conn.cloudlink.last_handshake,
+                now,
+            )
         local = GaugeMetricFamily("device_agent_local_mode", "1 in local mode")
         local.add_metric([], 1 if agent.local_mode else 0)
         yield local

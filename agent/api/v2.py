@@ -27,6 +27,12 @@ from agent.api.common import (
     success,
     text_response,
 )
+from agent.api.connectivity import (
+    current_view,
+    device_status,
+    device_status_body,
+    tunnel_state,
+)
 from agent.api.context import AGENT
 from agent.device.info import vpn_state
 from agent.errors import CloudError, Conflict, NotFound
@@ -204,7 +210,11 @@ async def device_name(request: web.Request) -> web.Response:
 
 
 async def device_vpn(request: web.Request) -> web.Response:
-    return success(vpn=vpn_state(_config_vars(request)))
+    """`enabled`: the fleet's VPN control var and a configured cloudlink; `connected`: what
+    the agent's own probe of the tunnel says (not a file some script wrote)."""
+    control = vpn_state(_config_vars(request))["enabled"]
+    tunnel = await tunnel_state(request)
+    return success(vpn={"enabled": control and tunnel["enabled"], "connected": tunnel["connected"]})
 
 
 def _config_vars(request: web.Request) -> dict[str, str]:
@@ -315,7 +325,8 @@ async def agent_status(request: web.Request) -> web.Response:
                 "ageSeconds": age(status.last_report),
                 "error": status.last_report_error,
             },
-            "tunnel": vpn_state(_config_vars(request)),
+            "tunnel": await tunnel_state(request),
+            "connectivity": device_status_body(await current_view(request)),
             "targetError": status.target_error,
             "configErrors": list(status.config_errors),
         },
@@ -340,6 +351,7 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/v2/version", version)
     r.add_get("/v2/device/name", device_name)
     r.add_get("/v2/device/vpn", device_vpn)
+    r.add_get("/v2/device/status", device_status)
     r.add_get("/v2/device/tags", get_tags)
     r.add_patch("/v2/device/tags", patch_tags)
     r.add_get("/v2/cleanup-volumes", cleanup_volumes)

@@ -159,10 +159,11 @@ class Reconciler:
             if waiting:
                 log.info("apply_waiting", reasons=list(waiting))
         if not plan.steps:
-            if plan.converged:
+            # a target that arrived during this pass was not what it planned for
+            if plan.converged and generation == self._generation:
                 self._force_once = False
                 self.converged.set()
-            return plan.converged, False
+            return plan.converged and generation == self._generation, False
         log.info("apply_pass", steps=[describe(s) for s in plan.steps])
         failures = await self._executor.run(plan, current, self._on_progress, self._cancel)
         if generation != self._generation:

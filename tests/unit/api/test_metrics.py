@@ -1,6 +1,8 @@
 from types import SimpleNamespace
 
 from agent.api.metrics import AgentMetrics
+from agent.connectivity.monitor import CloudlinkView, ConnectivityView
+from agent.connectivity.status import Links, derive
 from agent.model import UpdateStatus
 from agent.reconcile.status import AppView, ServiceView
 
@@ -17,11 +19,20 @@ def fake_agent():
         services={"main": ServiceView("img", "Downloading", 40)},
     )
     plan = SimpleNamespace(apps={"a1": SimpleNamespace(blocked_by_lock=True)})
+    view = ConnectivityView(
+        derive(Links(heartbeat_ok=True, cloudlink_ok=False, cloudlink_detail="no handshake")),
+        True,
+        5.0,
+        "last poll 1 s ago",
+        CloudlinkView(True, "wireguard", False, 1.0, "no handshake"),
+        6.0,
+    )
     return SimpleNamespace(
         status=SimpleNamespace(apps={"a1": app}, last_poll=None, last_report=1.0),
         reconciler=SimpleNamespace(last_plan=plan, converged=SimpleNamespace(is_set=lambda: False)),
         poller=SimpleNamespace(polls=7),
         reporter=SimpleNamespace(reports_sent=3),
+        connectivity=SimpleNamespace(view=view),
         local_mode=False,
     )
 
@@ -73,3 +84,9 @@ def test_levels_are_read_at_scrape_time():
     assert "device_agent_reports_sent_total 3.0" in text
     assert "device_agent_heartbeat_age_seconds NaN" in text
     assert "device_agent_converged 0.0" in text and "device_agent_local_mode 0.0" in text
+    assert (
+        'device_agent_device_status{legacy_status="Online (Heartbeat only)",'
+        'status="Reduced Functionality"} 1.0' in text
+    )
+    assert 'device_agent_link_up{link="heartbeat"} 1.0' in text
+    assert 'device_agent_link_up{link="cloudlink"} 0.0' in text
