@@ -94,7 +94,10 @@ class WireGuardLink(_Link):
             _wait(f"{sock}", 10.0, sock.exists, why)
         lab.run("cloud", [wg, "set", self.cloud_iface, "listen-port", str(self.cloud_port),
                           "private-key", str(cloud_key), "peer", self.device_public_key,
-                          "allowed-ips", f"{self.device_tunnel_ip}/32"])  # fmt: skip
+                          "allowed-ips", f"{self.device_tunnel_ip}/32",
+                          # the cloud end keeps the tunnel warm too, so each side sees bytes
+                          # arriving every keepalive and can tell a blocked tunnel in seconds
+                          "persistent-keepalive", str(self.keepalive_s)])  # fmt: skip
         lab.run("device", [wg, "set", self.device_iface, "private-key", str(device_key),
                            "peer", self.cloud_public_key,
                            "allowed-ips", f"{self.cloud_tunnel_ip}/32",

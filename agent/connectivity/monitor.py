@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -69,6 +71,11 @@ class ConnectivityMonitor:
         self._clock = clock
         self._poke = asyncio.Event()
         self._rx: tuple[int, float] | None = None  # last rx counter and when it last moved
+        # The usual silence between two arrivals from the peer, learned from the last few
+        # gaps: a peer keeping the tunnel warm with its own keepalives talks every few seconds,
+        # so a longer silence means a blocked tunnel; a peer that only answers handshakes
+        # (every 2 minutes) is, in effect, judged by the handshake age alone.
+        self._gaps: deque[float] = deque(maxlen=5)
         self.view: ConnectivityView | None = None
         self.probes = 0
 
@@ -97,8 +104,12 @@ class ConnectivityMonitor:
             return CloudlinkView(
                 True, "wireguard", False, wg.last_handshake, f"interface {wg.iface} is down"
             )
-        if self._rx is None or wg.rx_bytes != self._rx[0]:
-            self._rx = (wg.rx_bytes, now if wg.rx_bytes else 0.0)
+        if self._rx is None:
+            self._rx = (wg.rx_bytes, 0.0)  # when it moved before is unknown
+        elif wg.rx_bytes != self._rx[0]:
+            if self._rx[1]:
+                self._gaps.append(now - self._rx[1])
+            self._rx = (wg.rx_bytes, now)
         age = wg.handshake_age(now)
         limit = wireguard.HANDSHAKE_TIMEOUT_S + wg.keepalive_s
         if age is None:
@@ -112,8 +123,8 @@ class ConnectivityMonitor:
                 f"no WireGuard handshake for {age:.0f} s",
             )
         quiet = now - self._rx[1]
-        window = max(3.0, 3.0 * wg.keepalive_s) if wg.keepalive_s else limit
-        if quiet > window:
+        window = max(3.0, 3.0 * wg.keepalive_s, 2.0 * max(self._gaps, default=0.0))
+        if self._gaps and quiet > window:
             return CloudlinkView(
                 True,
                 "wireguard",
@@ -168,7 +179,7 @@ class ConnectivityMonitor:
         previous = self.view
         self.view = view
         self._status.connectivity = view
-        if previous is None or previous.view != view.view:
+        if previous is None or _gist(previous.view) != _gist(view.view):
             log.info(
                 "device_status_changed",
                 status=view.view.status.value,
@@ -192,6 +203,11 @@ class ConnectivityMonitor:
                     await asyncio.wait_for(self._poke.wait(), timeout=period)
         finally:
             stop.set()
+
+
+def _gist(view: StatusView) -> tuple[str, str, str]:
+    """What a status change is about: the counting seconds in the reason don't make one."""
+    return view.status.value, view.legacy.value, re.sub(r"\d+", "N", view.reason)
 
 
 def _start_link_watcher(
