@@ -21,6 +21,7 @@ _STATUS_CLASS = {
     "Disconnected": "bad",
     "Updating": "busy",
     "Configuring": "busy",
+    "Inactive": "idle",
     "Post Provisioning": "idle",
 }
 

@@ -4,8 +4,9 @@ Pure: the agent derives its own view from its probes, the devcloud derives the c
 from poll arrival times and its tunnel endpoint — both through `derive()`.
 
 Current names (device-statuses-v2): Operational, Reduced Functionality (heartbeat only, or
-cloudlink only), Disconnected, Configuring, Updating, Post Provisioning. Older names (v1):
-Online, Online (VPN only), Online (Heartbeat only), Offline.
+cloudlink only), Disconnected, Configuring, Updating, Inactive (registered, never connected);
+Post Provisioning belongs to the OS's provisioning and is never derived from the links. Older
+names (v1): Online, Online (VPN only), Online (Heartbeat only), Offline.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ class DeviceStatus(StrEnum):
     DISCONNECTED = "Disconnected"
     CONFIGURING = "Configuring"
     UPDATING = "Updating"
-    POST_PROVISIONING = "Post Provisioning"
+    POST_PROVISIONING = "Post Provisioning"  # not booted from internal storage yet (OS side)
+    INACTIVE = "Inactive"  # preregistered, never connected to the API
 
 
 class LegacyStatus(StrEnum):
@@ -31,6 +33,7 @@ class LegacyStatus(StrEnum):
     CONFIGURING = "Configuring"
     UPDATING = "Updating"
     POST_PROVISIONING = "Post Provisioning"
+    INACTIVE = "Inactive"
 
 
 @dataclass(frozen=True)
@@ -61,9 +64,9 @@ def derive(links: Links) -> StatusView:
 
     if not links.ever_online and not heartbeat and not links.cloudlink_ok:
         return StatusView(
-            DeviceStatus.POST_PROVISIONING,
-            LegacyStatus.POST_PROVISIONING,
-            "provisioned, not seen online yet",
+            DeviceStatus.INACTIVE,
+            LegacyStatus.INACTIVE,
+            "registered, has not connected to the API yet",
         )
     if not heartbeat and not cloudlink:
         return StatusView(
@@ -90,7 +93,10 @@ def derive(links: Links) -> StatusView:
             f"cloudlink only, no heartbeat{hb_why}: reachable over SSH, but no new releases "
             "or config arrive"
         )
-    # an update or OS configuration in progress is what the dashboard shows while connected
+    # an update or OS configuration in progress is what the dashboard shows — as long as the
+    # heartbeat says so: without polls nobody knows the device is still updating
+    if not heartbeat:
+        return StatusView(status, legacy, reason)
     if links.configuring:
         return StatusView(
             DeviceStatus.CONFIGURING,

@@ -35,6 +35,11 @@ def test_updating_and_configuring_show_while_connected_but_not_when_disconnected
     assert derive(Links(True, True, configuring=True, updating=True)).status is D.CONFIGURING
 
 
-def test_never_seen_device_is_post_provisioning():
+def test_never_seen_device_is_inactive():
     view = derive(Links(False, False, ever_online=False))
-    assert (view.status, view.legacy) == (D.POST_PROVISIONING, L.POST_PROVISIONING)
+    assert (view.status, view.legacy) == (D.INACTIVE, L.INACTIVE)
+
+
+def test_without_a_heartbeat_nobody_knows_it_is_still_updating():
+    view = derive(Links(False, True, updating=True))
+    assert (view.status, view.legacy) == (D.REDUCED_FUNCTIONALITY, L.VPN_ONLY)

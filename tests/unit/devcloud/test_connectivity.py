@@ -120,7 +120,7 @@ def test_parse_openvpn_status() -> None:
 
 def test_never_seen_device_is_post_provisioning(clock: Clock) -> None:
     conn, device = wg_setup(clock)
-    assert conn.of(device).to_json()["status"] == "Post Provisioning"
+    assert conn.of(device).to_json()["status"] == "Inactive"
 
 
 def test_polls_and_a_live_wireguard_peer_are_operational(clock: Clock) -> None:
@@ -235,7 +235,7 @@ def test_failed_or_unauthorized_polls_are_no_heartbeat(clock: Clock) -> None:
     poll(conn, device, 401)
     view = conn.of(device)
     assert not view.heartbeat_ok
-    assert view.view.status == "Disconnected"  # it did reach us once: not Post Provisioning
+    assert view.view.status == "Disconnected"  # it did reach us once: not Inactive
 
 
 def test_cloudlink_only_when_polls_stop_but_the_tunnel_lives(clock: Clock) -> None:
@@ -330,7 +330,7 @@ def test_an_update_in_progress_shows_updating(clock: Clock) -> None:
 def test_each_status_change_is_logged_once(clock: Clock, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="devcloud")
     conn, device = setup(clock, None, poll_interval_ms=10_000)
-    assert [c.status for c in conn.check()] == ["Post Provisioning"]
+    assert [c.status for c in conn.check()] == ["Inactive"]
     poll(conn, device)
     clock.t += 1
     assert [c.status for c in conn.check()] == ["Operational"]

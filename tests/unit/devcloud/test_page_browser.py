@@ -87,7 +87,7 @@ def test_devices_page_renders_in_headless_chromium(tmp_path: Path) -> None:
     assert ">Operational</span><small>Online</small>" in dom
     assert "<td>Done</td><td>17 minutes</td>" in dom
     assert 'id="device-0ff11e4e5a6b7c8d9e0f"' in dom
-    assert ">Post Provisioning</span>" in dom
+    assert ">Inactive</span>" in dom
     assert "&lt;i&gt;quiet-lake&lt;/i&gt;" in dom and "<i>quiet-lake</i>" not in dom
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 5000
     keep = os.environ.get("DEVCLOUD_SCREENSHOT")  # to look at it: DEVCLOUD_SCREENSHOT=/tmp/x.png

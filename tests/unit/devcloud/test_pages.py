@@ -149,7 +149,7 @@ def test_registration_with_a_wireguard_key() -> None:
             assert resp.status == 201
             assert cloud.devices["u"].vpn == Vpn("wireguard", public_key="PUB=", keepalive_s=1)
             out = (await (await client.get("/admin/devices/u")).json())["connectivity"]
-            assert out["status"] == "Post Provisioning"
+            assert out["status"] == "Inactive"
             assert out["cloudlink"]["enabled"] and not out["cloudlink"]["ok"]
 
     asyncio.run(go())
