@@ -128,10 +128,37 @@ async def check_disks(config: DeviceConfig) -> list[Check]:
     return checks
 
 
+def _agent_view(config: DeviceConfig) -> dict[str, Any] | None:
+    """The running agent's own connectivity view (it has watched the tunnel's traffic over
+    time, which one look from here can't), or None when no agent answers."""
+    key = (Store(config.data_dir).get("api-keys", {}) or {}).get("global")
+    if not key or not config.listen_port:
+        return None
+    url = f"http://127.0.0.1:{config.listen_port}/v2/device/status"
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"})
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(request, timeout=3) as resp:
+            body = json.load(resp)
+    except (OSError, ValueError):
+        return None
+    device = body.get("device") if isinstance(body, dict) else None
+    return device if isinstance(device, dict) else None
+
+
 async def check_cloudlink(config: DeviceConfig) -> Check:
     from agent.connectivity import openvpn, wireguard
 
     vpn = vpn_config(config.extra.get("vpn"))
+    running = await asyncio.to_thread(_agent_view, config)
+    if vpn is not None and running is not None:
+        link = running.get("cloudlink") or {}
+        return Check(
+            "cloudlink",
+            bool(link.get("ok")),
+            f"{link.get('detail', '')} (agent's view)",
+            {"enabled": True, "kind": link.get("kind"), "source": "agent"},
+        )
     if vpn is None:
         return Check(
             "cloudlink", True, "cloudlink disabled (no vpn in config.json)", {"enabled": False}

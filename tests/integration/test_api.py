@@ -74,7 +74,19 @@ def test_every_endpoint_answers_with_the_reference_shape(device, images):
 
     assert api("GET", "/v2/device/name").body == {"status": "success", "deviceName": "api-device"}
     vpn = api("GET", "/v2/device/vpn").body
-    assert vpn == {"status": "success", "vpn": {"enabled": True, "connected": False}}
+    # no `vpn` in config.json: cloudlink is disabled, and the probe says so
+    assert vpn == {"status": "success", "vpn": {"enabled": False, "connected": False}}
+    status = api("GET", "/v2/device/status").body
+    assert status["device"]["status"] == "Operational"
+    assert status["device"]["legacy_status"] == "Online"
+    assert status["device"]["cloudlink"] == {
+        "ok": False,
+        "enabled": False,
+        "kind": None,
+        "last_handshake": None,
+        "detail": "cloudlink disabled",
+    }
+    assert status["device"]["heartbeat"]["ok"] is True
     info = api("GET", "/v2/local/device-info").body
     assert info["status"] == "success" and info["info"]["deviceType"] == "generic-amd64"
     assert info["info"]["arch"]
@@ -150,6 +162,7 @@ def test_keys_and_scopes(device, images):
     assert api("POST", "/v1/shutdown", {}, key=own).status == 403
     assert api("POST", "/v1/update", {}, key=own).status == 403
     assert api("GET", "/metrics", key=own).status == 403
+    assert api("GET", "/v2/device/status", key=own).status == 403
     assert set(api("GET", "/v2/containerId", key=own).body["services"]) == {"main", "aux"}
     assert agent.host_actions() == []
 

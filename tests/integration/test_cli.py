@@ -26,8 +26,10 @@ def test_status_update_and_logs(device, images):
     shown = cli(device, "status")
     assert shown.returncode == 0, shown.stderr
     out = shown.stdout
-    assert f"device {device.uuid} (api-device): Idle" in out
-    assert "heartbeat: last poll" in out and "tunnel: enabled, not connected" in out
+    assert f"device {device.uuid} (api-device): Operational (Online), Idle" in out
+    assert "why: heartbeat up (cloudlink disabled)" in out
+    assert "heartbeat: last poll" in out
+    assert "tunnel: disabled, not connected (cloudlink disabled)" in out
     assert "app apiapp (id 77): release r1, done for" in out
     assert "main  Running" in out and "aux   Running" in out
 

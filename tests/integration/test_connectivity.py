@@ -6,6 +6,7 @@ iptables as the firewall. Each detection time is printed as `detection what=… 
 from __future__ import annotations
 
 import json
+import sys
 import time
 import uuid as uuidlib
 from collections.abc import Callable, Iterator
@@ -75,6 +76,31 @@ def detect(rig: Rig, what: str, side: str, status: str, legacy: str, timeout: fl
     seconds = until(f"{side}: {what} → {status} / {legacy}", timeout, shown, why)
     print(f"detection what={what} side={side} s={seconds:.2f}")
     return seconds
+
+
+def diagnose(rig: Rig) -> str:
+    """`device-agent diagnose --json` run on the device (in its namespace): the verdict."""
+    argv = [
+        sys.executable,
+        "-m",
+        "agent",
+        "diagnose",
+        "--config",
+        str(rig.agent.config_path),
+        "--json",
+    ]
+    done = rig.lab.run("device", argv, check=False, timeout=60)
+    report = json.loads(done.stdout)
+    assert {c["name"] for c in report["checks"]} >= {
+        "dns",
+        "tcp",
+        "clock",
+        "engine",
+        "cloudlink",
+        "locks",
+        "heartbeat",
+    }
+    return str(report["verdict"])
 
 
 @pytest.fixture
@@ -162,6 +188,9 @@ def test_wireguard_links_up_down_and_back(lab, engine, clean_engine):
         rig, "tunnel blocked", "cloud", "Reduced Functionality", "Online (Heartbeat only)"
     )
     assert "cloudlink down" in rig.device_view()["reason"]
+    verdict = diagnose(rig)
+    assert verdict.startswith("heartbeat OK, cloudlink DOWN: nothing received over WireGuard")
+    assert verdict.endswith("UDP to the endpoint blocked?"), verdict
     lab.restore("device")
     times["restored_device"] = detect(rig, "restored", "device", "Operational", "Online")
     times["restored_cloud"] = detect(rig, "restored", "cloud", "Operational", "Online")
