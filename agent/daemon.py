@@ -112,7 +112,7 @@ class Agent:
             poll_interval_s=lambda: self.fleet.poll_interval_ms / 1000.0,
             connectivity_check=lambda: self.fleet.connectivity_check,
         )
-        self.status.poll_listeners.append(self.connectivity.poke)
+        self.status.listeners.append(self.connectivity.poke)
         self.api = ApiServer(self)
         self._tasks: set[asyncio.Task[None]] = set()
 

@@ -103,7 +103,9 @@ class WireGuardWatch:
             if proc.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
-                await proc.wait()
+                # bounded: on a cancelled task the child watcher may already have reaped it
+                with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                    await asyncio.wait_for(proc.wait(), 2.0)
             if not isinstance(exc, TimeoutError):
                 raise
             self.error = f"wg show {self.iface} dump timed out"

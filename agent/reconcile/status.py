@@ -92,7 +92,9 @@ class StatusBoard:
         self.config_errors: list[str] = []
         self.transitions: deque[Transition] = deque()
         self.connectivity: ConnectivityView | None = None  # set by the connectivity monitor
-        self.poll_listeners: list[Callable[[], None]] = []
+        # told of every poll outcome and update-status change (the connectivity monitor,
+        # whose device status depends on both); not of download progress
+        self.listeners: list[Callable[[], None]] = []
         self._seq = 0
         self.changed = asyncio.Event()
         self._load()
@@ -138,6 +140,10 @@ class StatusBoard:
             self._store.put(STORE_KEY, data)
         except StoreError as exc:
             log.error("status_persist_failed", error=str(exc))
+
+    def _tell_listeners(self) -> None:
+        for listener in self.listeners:
+            listener()
 
     def _notify(self) -> None:
         self.changed.set()
@@ -213,6 +219,7 @@ class StatusBoard:
         )
         self._persist()
         self._notify()
+        self._tell_listeners()
 
     def set_current_release(self, app_uuid: str, release_uuid: str | None) -> None:
         view = self.apps.get(app_uuid)
@@ -255,8 +262,7 @@ class StatusBoard:
             self.last_poll_error = None
         else:
             self.last_poll_error = error
-        for listener in self.poll_listeners:
-            listener()
+        self._tell_listeners()
         self._notify()
 
     def mark_report(self, ok: bool, error: str | None = None) -> None:
