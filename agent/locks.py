@@ -32,6 +32,16 @@ class LockHolder:
     since: float  # mtime of the lock file
 
 
+def holder_fields(holder: LockHolder) -> dict[str, object]:
+    """A lock holder as log fields: which app and service, which file, since when."""
+    return {
+        "app_id": holder.app_id,
+        "service": holder.service,
+        "path": str(holder.path),
+        "since": holder.since,
+    }
+
+
 class LockHeld(Exception):
     """An app holds its update lock: its containers must not be touched now."""
 

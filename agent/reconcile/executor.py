@@ -29,7 +29,7 @@ from agent.errors import (
     PullError,
     StoreError,
 )
-from agent.locks import AgentLocks, LockHeld, clear_handover
+from agent.locks import AgentLocks, LockHeld, clear_handover, holder_fields
 from agent.model import AppSpec, CurrentState, ServiceSpec
 from agent.model.current import (
     LABEL_APP_ID,
@@ -182,13 +182,7 @@ class Executor:
                     AgentLocks.take, self.device.lock_dir, app_id, names | _subdirs(app_dir)
                 )
             except LockHeld as exc:
-                log.info(
-                    "lock_held",
-                    app_id=app_id,
-                    service=exc.holder.service,
-                    path=str(exc.holder.path),
-                    since=exc.holder.since,
-                )
+                log.info("lock_held", **holder_fields(exc.holder))
                 skipped.add(app_id)
                 continue
             except OSError as exc:

@@ -24,6 +24,7 @@ from agent.locks import (
     clear_own_stale_locks,
     handover_signalled,
     held_locks,
+    holder_fields,
     remove_app_locks,
 )
 from agent.model import CurrentState, TargetState, UpdateStatus
@@ -179,13 +180,7 @@ class Reconciler:
         touched = {app_id for step in plan.steps if (app_id := step_app_id(step)) is not None}
         for app_id in sorted(touched & locks.keys()):
             for holder in await asyncio.to_thread(remove_app_locks, self._lock_dir, app_id):
-                log.warning(
-                    "lock_overridden",
-                    app_id=app_id,
-                    service=holder.service,
-                    path=str(holder.path),
-                    since=holder.since,
-                )
+                log.warning("lock_overridden", **holder_fields(holder))
 
     async def _wait_for_lock_change(self, timeout: float) -> None:
         """Every app with work is waiting for its update lock: watch the lock files (cheap
@@ -273,13 +268,7 @@ class Reconciler:
         for app_id, holders in locks.items():
             if seen[app_id] != self._locks_seen.get(app_id):
                 for holder in holders:
-                    log.info(
-                        "lock_held",
-                        app_id=app_id,
-                        service=holder.service,
-                        path=str(holder.path),
-                        since=holder.since,
-                    )
+                    log.info("lock_held", **holder_fields(holder))
         for app_id in self._locks_seen.keys() - seen.keys():
             log.info("lock_released", app_id=app_id)
         self._locks_seen = seen
