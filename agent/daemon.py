@@ -101,9 +101,7 @@ class Agent:
                 report_apps=lambda: not self.local_mode,
             ),
         )
-        self._fields = _cached(
-            DEVICE_FIELDS_CACHE_S, lambda: device_fields(config.listen_port, None)
-        )
+        self._fields = _cached(DEVICE_FIELDS_CACHE_S, lambda: device_fields(config.listen_port))
         self.host = make_host(config.host_control, config.data_dir)
         self.connectivity = ConnectivityMonitor(
             vpn_config(config.extra.get("vpn")),

@@ -130,7 +130,7 @@ def _addresses() -> tuple[list[str], list[str]]:
     return ips, macs
 
 
-def device_fields(api_port: int, api_secret: str | None) -> dict[str, Any]:
+def device_fields(api_port: int) -> dict[str, Any]:
     osr = _os_release()
     ips, macs = _addresses()
     fields: dict[str, Any] = {
@@ -141,8 +141,6 @@ def device_fields(api_port: int, api_secret: str | None) -> dict[str, Any]:
         "os_variant": osr.get("VARIANT_ID", "prod"),
         "supervisor_version": __version__,
     }
-    if api_secret:
-        fields["api_secret"] = api_secret
     return fields
 
 

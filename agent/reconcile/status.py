@@ -162,7 +162,7 @@ class StatusBoard:
                 update_status=None,
                 since=self._clock(),
             )
-        elif view.release_uuid != release_uuid or view.app_id != app_id or view.name != name:
+        elif view.app_id != app_id or view.name != name:  # a new release: set_update_status
             self.apps[app_uuid] = replace(view, app_id=app_id, name=name)
 
     def forget_apps(self, keep: set[str]) -> None:

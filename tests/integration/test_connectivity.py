@@ -19,6 +19,7 @@ from devcloud.client import DevCloudClient
 from testbed import PrivateEngine, TestbedError
 from testbed.netns import NetLab, OpenVPNLink, WireGuardLink
 from testbed.processes import AgentProcess, DevCloudProcess
+from tests.helpers import wait_until
 
 POLL_MS = 3000
 PROBE_S = 1.0
@@ -49,12 +50,10 @@ class Rig:
 def until(
     what: str, timeout: float, check: Callable[[], bool], why: Callable[[], str] = lambda: ""
 ) -> float:
+    """Seconds until `check()` held (tests.helpers.wait_until, timed)."""
     started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if check():
-            return time.monotonic() - started
-        time.sleep(0.1)
-    pytest.fail(f"not within {timeout} s: {what}\n{why()}")
+    wait_until(check, timeout, message=lambda: f"{what}\n{why()}")
+    return time.monotonic() - started
 
 
 def detect(rig: Rig, what: str, side: str, status: str, legacy: str, timeout: float = 30) -> float:
