@@ -190,9 +190,9 @@ async def notify_loop(
         notifier.send("STOPPING=1")
 
 
-def for_agent(agent: Agent) -> Coroutine[Any, Any, None]:
-    """The task `Agent.run` spawns, once the persisted target (if any) has been accepted."""
-    readiness = Readiness(agent.reconciler, agent.poller, agent.reconciler.target is not None)
+def for_agent(agent: Agent, had_target: bool) -> Coroutine[Any, Any, None]:
+    """The task `Agent.run` spawns; `had_target`: a persisted target was accepted at start."""
+    readiness = Readiness(agent.reconciler, agent.poller, had_target)
     return notify_loop(Notifier(), agent.status, readiness, watchdog_interval_s())
 
 

@@ -143,9 +143,21 @@ def rootfs_tarball(target: Arch, cache_dir: Path = CACHE_DIR, log: Path | None =
         tail = "\n".join(logfile.read_text(errors="replace").splitlines()[-20:])
         raise TestbedError(f"{exc.cmd[0]} failed ({exc.returncode}); {logfile}:\n{tail}") from exc
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        _remove_work_dir(work)
     (cache_dir / f"{out.name}.seconds").write_text(f"{time.monotonic() - started:.0f}\n")
     return out
+
+
+def _remove_work_dir(work: Path) -> None:
+    """Remove a bootstrap's work dir. A second stage that was killed (a test timeout, Ctrl-C)
+    leaves the host's /proc and /sys mounted inside the tree: unmount those first, so the
+    removal never walks into them."""
+    prefix = str(work.resolve()) + "/"
+    with open("/proc/mounts") as mounts:
+        inside = [line.split()[1] for line in mounts if line.split()[1].startswith(prefix)]
+    for point in sorted(inside, key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], check=False, capture_output=True)
+    shutil.rmtree(work, ignore_errors=True)
 
 
 def _run(args: list[str], log: IO[str] | None) -> None:

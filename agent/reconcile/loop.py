@@ -38,7 +38,8 @@ log = structlog.get_logger("agent.reconcile")
 
 LOCK_WATCH_S = 0.5  # how often lock files are looked at while an update waits for them
 RECHECK_S = 30.0  # converged: look at the engine again this often (crashed/removed containers)
-WAITING_S = 0.5  # waiting on something outside (a healthcheck, a dependency)
+WAITING_S = 0.5  # waiting on something outside (a healthcheck, a dependency): engine recheck
+HANDOVER_WATCH_S = 0.1  # meanwhile, how often handover-complete is looked for
 
 
 class Reconciler:
@@ -122,10 +123,14 @@ class Reconciler:
                 failures = 0
                 delay = RECHECK_S if done else 0.0
                 if not done and self.last_plan is not None and not self.last_plan.steps:
-                    delay = WAITING_S
+                    # waiting: on a lock only, the files alone can end it; on a healthcheck, a
+                    # dependency or a hand-over, look at the engine again every WAITING_S and at
+                    # the files (handover-complete) in between
                     if _only_lock_blocked(self.last_plan):
-                        await self._wait_for_lock_change(RECHECK_S)
-                        continue
+                        await self._wait_for_file_change(RECHECK_S, LOCK_WATCH_S)
+                    else:
+                        await self._wait_for_file_change(WAITING_S, HANDOVER_WATCH_S)
+                    continue
             if delay > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=delay)
@@ -182,16 +187,17 @@ class Reconciler:
             for holder in await asyncio.to_thread(remove_app_locks, self._lock_dir, app_id):
                 log.warning("lock_overridden", **holder_fields(holder))
 
-    async def _wait_for_lock_change(self, timeout: float) -> None:
-        """Every app with work is waiting for its update lock: watch the lock files (cheap
-        stats, no engine calls) and pass again as soon as they change."""
-        before = await asyncio.to_thread(_lock_paths, self._lock_dir)
+    async def _wait_for_file_change(self, timeout: float, tick: float) -> None:
+        """Wait up to `timeout` for a wake-up or a change of the lock and hand-over files
+        (cheap stats every `tick`, no engine calls), so a released lock or a handover-complete
+        starts the next pass at once."""
+        before = await asyncio.to_thread(_watched_files, self._lock_dir)
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        while (left := deadline - time.monotonic()) > 0:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=LOCK_WATCH_S)
+                await asyncio.wait_for(self._wake.wait(), timeout=min(tick, left))
                 return
-            if await asyncio.to_thread(_lock_paths, self._lock_dir) != before:
+            if await asyncio.to_thread(_watched_files, self._lock_dir) != before:
                 return
 
     def _count_pull_failure(self, target: TargetState, step: Pull, exc: AgentError) -> None:
@@ -281,5 +287,6 @@ def _only_lock_blocked(plan: Plan) -> bool:
     return bool(pending) and all(a.blocked_by_lock and not a.waiting_on for a in pending)
 
 
-def _lock_paths(lock_dir: Path) -> frozenset[Path]:
-    return frozenset(h.path for holders in held_locks(lock_dir).values() for h in holders)
+def _watched_files(lock_dir: Path) -> tuple[frozenset[Path], frozenset[tuple[int, str]]]:
+    locks = frozenset(h.path for holders in held_locks(lock_dir).values() for h in holders)
+    return locks, handover_signalled(lock_dir)
