@@ -90,6 +90,7 @@ class Agent:
             accept=self.accept_target,
             interval_s=lambda: self.fleet.poll_interval_ms / 1000.0,
         )
+        self.poller.after_poll.append(self.keys.flush)  # keys a full disk kept from the store
         cpu = CpuSampler()
         self.reporter = Reporter(
             self.client,
@@ -243,6 +244,8 @@ class Agent:
         saved_local = self.intake.saved_local()
         if saved_local is not None and self.local_mode:
             self.accept_target(saved_local, "local")
+        # read before the first poll can bring a target: READY's rule depends on what was persisted
+        had_target = self.reconciler.target is not None
         self._spawn("reconcile", self.reconciler.run())
         self._spawn("poll", self.poller.run())
         self._spawn("report", self.reporter.run())
@@ -251,7 +254,8 @@ class Agent:
         except OSError as exc:
             log.error("api_start_failed", port=self.config.listen_port, error=str(exc))
         self._spawn("connectivity", self.connectivity.run())
-        self._spawn("sdnotify", sdnotify.for_agent(self))  # READY / WATCHDOG / STATUS (issue 6)
+        # READY / WATCHDOG / STATUS (issue 6)
+        self._spawn("sdnotify", sdnotify.for_agent(self, had_target))
         await stop.wait()
         await self.shutdown()
 

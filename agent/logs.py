@@ -10,6 +10,8 @@ from typing import Any
 
 import structlog
 
+from agent import testhooks
+
 EventSink = Callable[[MutableMapping[str, Any]], None]
 _SINKS: list[EventSink] = []
 
@@ -40,11 +42,14 @@ def configure(fmt: str = "auto", level: str = "info") -> None:
         if use_console
         else structlog.processors.JSONRenderer(sort_keys=False)
     )
+    # test only, off unless the fault suite asks for it (agent/testhooks.py)
+    hooks: list[Any] = [testhooks.crash_processor] if testhooks.enabled() else []
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
+            *hooks,
             _to_sinks,
             structlog.processors.format_exc_info,
             renderer,

@@ -17,6 +17,7 @@ from typing import Any
 
 import structlog
 
+from agent import testhooks
 from agent.errors import StoreError
 
 log = structlog.get_logger("agent.store")
@@ -55,18 +56,23 @@ class Store:
     def put(self, key: str, value: Any) -> None:
         path = self._path(key)
         data = json.dumps(value, separators=(",", ":"), sort_keys=True).encode()
-        fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp", dir=self.root)
+        tmp: str | None = None
         try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp", dir=self.root)
             try:
-                os.write(fd, data)
+                _write_all(fd, data)
                 os.fsync(fd)
             finally:
                 os.close(fd)
+            if testhooks.enabled():  # test only: a crash point (agent/testhooks.py)
+                testhooks.reached("state_write")
+                testhooks.reached(f"state_write.{key}")
             os.replace(tmp, path)
             self._fsync_dir()
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
             raise StoreError(f"cannot write {key} to {self.root}: {exc.strerror}") from exc
 
     def delete(self, key: str) -> None:
@@ -84,3 +90,12 @@ class Store:
         for tmp in self.root.glob(".*.tmp"):
             with contextlib.suppress(OSError):
                 tmp.unlink()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """os.write may write only part (a disk filling up returns a short count before ENOSPC):
+    loop until all is written, so a short write can never be renamed over the old value."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]

@@ -129,6 +129,7 @@ class AgentProcess:
         self.lock_dir = root / "locks"
         self.log_path = root / "agent.log"
         self.command_prefix: list[str] = []  # e.g. ["ip", "netns", "exec", "device"]
+        self.env: dict[str, str] = {}  # extra environment for the next start (test hooks)
         self.config: dict[str, Any] = {
             "uuid": uuid,
             "apiEndpoint": api_endpoint,
@@ -167,11 +168,25 @@ class AgentProcess:
                 str(self.config_path),
             ],
             cwd=REPO_ROOT,
-            env=_python_env(),
+            env={**_python_env(), **self.env},
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
         return self
+
+    def wait_exit(self, timeout: float) -> int | None:
+        """Wait for the agent to end by itself; its exit code (-9 for SIGKILL), or None if it
+        still runs after `timeout` seconds."""
+        if self._proc is None:
+            return None
+        try:
+            code = self._proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        return code
 
     @property
     def running(self) -> bool:

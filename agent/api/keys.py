@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import structlog
 
+from agent.errors import StoreError
 from agent.store import Store
 
 log = structlog.get_logger("agent.api.keys")
@@ -45,6 +46,7 @@ def new_key() -> str:
 class ApiKeys:
     def __init__(self, store: Store) -> None:
         self._store = store
+        self._unsaved = False  # the keys in memory differ from the persisted ones
         saved = store.get(STORE_KEY, {}) or {}
         self._global: str = str(saved.get("global") or "")
         apps = saved.get("apps") or {}
@@ -66,13 +68,27 @@ class ApiKeys:
         return self._apps
 
     def ensure_apps(self, app_ids: set[int]) -> None:
-        """Create (and persist) a key for every app id that has none yet."""
+        """Create (and persist) a key for every app id that has none yet. A failed write (full
+        data dir) is logged and retried by `flush` after each poll: the keys work from memory
+        meanwhile, and the target that brought the app is still applied."""
         missing = sorted(i for i in app_ids if i > 0 and i not in self._apps)
         for app_id in missing:
             self._apps[app_id] = new_key()
             log.info("api_key_created", scope="app", app_id=app_id)
-        if missing:
-            self._save()
+        if missing or self._unsaved:
+            try:
+                self._save()
+            except StoreError as exc:
+                log.error("api_keys_persist_failed", error=str(exc))
+
+    def flush(self) -> None:
+        """Retry persisting keys an earlier write failed to (called after each poll)."""
+        if self._unsaved:
+            try:
+                self._save()
+            except StoreError:
+                return  # logged when the write first failed
+            log.info("api_keys_persisted", after="earlier write failed")
 
     def lookup(self, key: str) -> Scope | None:
         """The scope of `key`, or None for an unknown key (constant time per known key)."""
@@ -99,7 +115,9 @@ class ApiKeys:
         return key
 
     def _save(self) -> None:
+        self._unsaved = True
         self._store.put(
             STORE_KEY,
             {"global": self._global, "apps": {str(k): v for k, v in sorted(self._apps.items())}},
         )
+        self._unsaved = False

@@ -55,6 +55,9 @@ class Poller:
         self._trigger = asyncio.Event()
         self._failures = 0
         self.etag: str | None = None
+        self._unsaved: SavedTarget | None = None  # accepted but not persisted yet (full disk)
+        # called after every poll: other state a failed write left unsaved gets its retry here
+        self.after_poll: list[Callable[[], None]] = []
         self.polls = 0
         self.last_outcome: str | None = None
         self.last_attempt_at: float | None = None  # unix time a poll last started (health)
@@ -97,6 +100,8 @@ class Poller:
             return delay
         self._failures = 0
         self._status.mark_poll(True)
+        if self._unsaved is not None:
+            self._persist(self._unsaved, retry=True)
         if not fetch.changed:
             self.last_outcome = "not modified"
             log.debug("poll_not_modified", etag=fetch.etag)
@@ -105,13 +110,25 @@ class Poller:
             log.info("target_fetched", etag=fetch.etag, bytes=fetch.nbytes)
             if self._accept(fetch.body, "cloud"):
                 self.etag = fetch.etag
-                try:
-                    self._store.put(STORE_KEY, {"etag": fetch.etag, "body": fetch.body})
-                except StoreError as exc:
-                    log.error("target_persist_failed", error=str(exc))
+                self._persist(SavedTarget(fetch.etag, fetch.body), retry=False)
             else:
                 self.etag = None
         return interval + poll_jitter(interval, self._rng)
+
+    def _persist(self, target: SavedTarget, retry: bool) -> None:
+        """Persist an accepted target with its ETag. When that fails (a full data dir) the
+        target is still applied, and the write is tried again after each poll until it
+        succeeds: a restart must never fall back to an older target than the one applied."""
+        try:
+            self._store.put(STORE_KEY, {"etag": target.etag, "body": target.body})
+        except StoreError as exc:
+            if not retry:
+                log.error("target_persist_failed", error=str(exc), retry="after each poll")
+            self._unsaved = target
+            return
+        if retry:
+            log.info("target_persisted", etag=target.etag, after="earlier write failed")
+        self._unsaved = None
 
     async def run(self) -> None:
         while True:
@@ -121,3 +138,5 @@ class Poller:
                 await asyncio.wait_for(self._trigger.wait(), timeout=delay)
             # a heartbeat persisted at most once per poll keeps restarts honest
             self._status.persist_heartbeat()
+            for retry in self.after_poll:
+                retry()

@@ -1,0 +1,57 @@
+"""TEST ONLY: deterministic crash points for the fault suite (tests/faults). Never set on a device.
+
+Off unless $DEVICE_AGENT_TEST_HOOKS=1 and $DEVICE_AGENT_TEST_CRASH_AT="<point>:<n>": the agent
+then SIGKILLs itself the n-th time it reaches <point> — a power cut at an exact moment. A point
+is either a log event name (`pull_started`, `step_done`, `update_status_changed`, …; counted
+when the event is logged, before it is written out) or a state write, reached between the
+fsynced temp file and its rename over the old value: `state_write` (any key) or
+`state_write.<key>` (e.g. `state_write.status`). Just before dying it writes one line to
+stderr, `{"event": "test_hook_crash", "point": …, "n": …}`, so a test can tell the crash came
+from the hook and where. With the hooks off, `reached` is a dict lookup and nothing is
+installed in the log chain.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections.abc import MutableMapping
+from typing import Any
+
+HOOKS_ENV = "DEVICE_AGENT_TEST_HOOKS"
+CRASH_ENV = "DEVICE_AGENT_TEST_CRASH_AT"
+
+
+def _parse(environ: MutableMapping[str, str]) -> tuple[str, int] | None:
+    if environ.get(HOOKS_ENV) != "1":
+        return None
+    point, sep, n = environ.get(CRASH_ENV, "").rpartition(":")
+    if not sep or not point or not n.isdigit() or int(n) < 1:
+        return None
+    return point, int(n)
+
+
+_CRASH_AT = _parse(os.environ)
+_counts: dict[str, int] = {}
+
+
+def enabled() -> bool:
+    return _CRASH_AT is not None
+
+
+def reached(point: str) -> None:
+    """Count one arrival at `point`; SIGKILL this process if it is the configured one."""
+    if _CRASH_AT is None or point != _CRASH_AT[0]:
+        return
+    _counts[point] = _counts.get(point, 0) + 1
+    if _counts[point] == _CRASH_AT[1]:
+        line = json.dumps({"event": "test_hook_crash", "point": point, "n": _CRASH_AT[1]})
+        os.write(2, line.encode() + b"\n")
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def crash_processor(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> Any:
+    """structlog processor: a log event is a crash point."""
+    reached(str(event.get("event")))
+    return event
