@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import http.client
 import re
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, TypeVar
@@ -21,6 +24,7 @@ import docker
 import docker.errors
 import requests.exceptions
 import structlog
+import urllib3.exceptions
 
 from agent.engine.compose import ContainerSpec
 from agent.engine.pull import PullProgress
@@ -73,8 +77,19 @@ def _translated(what: str) -> Iterator[None]:
         raise EngineUnavailable(f"{what}: {exc}") from exc
     except (requests.exceptions.ConnectionError, ConnectionError, FileNotFoundError) as exc:
         raise EngineUnavailable(f"{what}: engine not reachable ({exc})") from exc
+    except (urllib3.exceptions.HTTPError, http.client.HTTPException) as exc:
+        # a stream cut mid-read (dockerd restarting) surfaces from urllib3, not requests
+        raise EngineUnavailable(f"{what}: connection to the engine lost ({exc})") from exc
     except requests.exceptions.RequestException as exc:
         raise EngineError(f"{what}: {exc}") from exc
+
+
+# Pulls hold a worker thread for as long as they download: they get their own threads, so they
+# neither queue behind each other in asyncio's small default pool (cpu count + 4) nor starve the
+# engine reads, lock checks and API handlers that use it meanwhile.
+PULL_WORKERS = 8
+# connections kept to the engine: the pulls plus the calls that run beside them
+MAX_POOL_SIZE = 16
 
 
 class DockerEngine:
@@ -83,6 +98,7 @@ class DockerEngine:
         self._timeout = timeout
         self._api: docker.APIClient | None = None
         self._lock = threading.Lock()
+        self._pulls: ThreadPoolExecutor | None = None
 
     @property
     def api(self) -> docker.APIClient:
@@ -90,7 +106,10 @@ class DockerEngine:
             if self._api is None:
                 with _translated("connect"):
                     self._api = docker.APIClient(
-                        base_url=self.host, timeout=self._timeout, version="auto"
+                        base_url=self.host,
+                        timeout=self._timeout,
+                        version="auto",
+                        max_pool_size=MAX_POOL_SIZE,
                     )
             return self._api
 
@@ -102,8 +121,17 @@ class DockerEngine:
         return await asyncio.to_thread(call)
 
     def close(self) -> None:
+        if self._pulls is not None:
+            self._pulls.shutdown(wait=False, cancel_futures=True)
+            self._pulls = None
         if self._api is not None:
             self._api.close()
+
+    def _pull_pool(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._pulls is None:
+                self._pulls = ThreadPoolExecutor(PULL_WORKERS, thread_name_prefix="pull")
+            return self._pulls
 
     # --- reading ------------------------------------------------------------------------------
 
@@ -199,14 +227,20 @@ class DockerEngine:
                 raise PullError(f"{ref}: not found in the registry ({exc.explanation})") from exc
             except docker.errors.APIError as exc:
                 raise PullError(f"{ref}: {exc.explanation or exc}") from exc
-            except (requests.exceptions.RequestException, ConnectionError) as exc:
+            except (
+                requests.exceptions.RequestException,
+                ConnectionError,
+                urllib3.exceptions.HTTPError,  # the progress stream cut (dockerd restarting)
+                http.client.HTTPException,
+            ) as exc:
                 raise PullError(
                     f"{ref}: connection to the engine lost during pull ({exc})"
                 ) from exc
             on_progress(100, progress.bytes_downloaded)
             return str(info["Id"])
 
-        return await asyncio.to_thread(run)
+        context = contextvars.copy_context()  # as asyncio.to_thread does
+        return await asyncio.get_running_loop().run_in_executor(self._pull_pool(), context.run, run)
 
     async def remove_image(self, image_id: str) -> None:
         await self._run(f"remove image {image_id[:19]}", self.api.remove_image, image_id)

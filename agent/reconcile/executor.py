@@ -1,7 +1,8 @@
 """Run one batch of planned steps against the engine.
 
-Pulls run concurrently (each reporting its progress to the status board); every other step
-runs in plan order. A failing step is logged and returned, never raised: the next pass
+Pulls run concurrently (each reporting its progress to the status board), and so do the
+container starts of a pass (at most START_CONCURRENCY at once); every other step runs alone, in
+plan order. A failing step is logged and returned, never raised: the next pass
 re-plans from what the engine really has.
 """
 
@@ -59,6 +60,22 @@ from agent.store import Store
 log = structlog.get_logger("agent.executor")
 
 ProgressSink = Callable[[Pull, int, int], None]
+
+# Containers created and started at once. The planner only starts a service whose dependencies
+# already run, so the starts of one pass never wait on each other; every other step runs alone.
+START_CONCURRENCY = 4
+
+
+def batches(steps: Sequence[Step]) -> list[list[Step]]:
+    """`steps` in order, consecutive `Start`s grouped (they may run concurrently), every other
+    step on its own."""
+    out: list[list[Step]] = []
+    for step in steps:
+        if isinstance(step, Start) and out and isinstance(out[-1][0], Start):
+            out[-1].append(step)
+        else:
+            out.append([step])
+    return out
 
 
 @dataclass(frozen=True)
@@ -148,21 +165,32 @@ class Executor:
                 elif isinstance(result, BaseException):
                     raise result
         held, skipped = await self._take_locks(others)
+        bound = asyncio.Semaphore(START_CONCURRENCY)
         try:
-            for step in others:
+            for batch in batches([s for s in others if step_app_id(s) not in skipped]):
                 if cancel.is_set():
                     break
-                if step_app_id(step) in skipped:
-                    continue
-                try:
-                    await self._apply(step, current)
-                except AgentError as exc:
-                    log.error("step_failed", step=describe(step), error=str(exc))
-                    failures.append(StepFailure(step, exc))
+                outcomes = await asyncio.gather(
+                    *(self._apply_bounded(step, current, cancel, bound) for step in batch)
+                )
+                failures += [f for f in outcomes if f is not None]
         finally:
             for locks in held:
                 await asyncio.to_thread(locks.release)
         return failures
+
+    async def _apply_bounded(
+        self, step: Step, current: CurrentState, cancel: threading.Event, bound: asyncio.Semaphore
+    ) -> StepFailure | None:
+        async with bound:
+            if cancel.is_set():
+                return None
+            try:
+                await self._apply(step, current)
+            except AgentError as exc:
+                log.error("step_failed", step=describe(step), error=str(exc))
+                return StepFailure(step, exc)
+        return None
 
     async def _take_locks(self, steps: Sequence[Step]) -> tuple[list[AgentLocks], set[int]]:
         """Take the update lock of every app whose containers these steps stop or start, so
