@@ -242,6 +242,7 @@ class ThrottledProxy:
         self._thread: threading.Thread | None = None
         self._server: asyncio.Server | None = None
         self.bytes_down = 0  # registry→client bytes delivered so far
+        self.bytes_up = 0  # client→registry bytes forwarded so far
         self.connections_total = 0
 
     @property
@@ -384,8 +385,12 @@ class ThrottledProxy:
                     return
                 writer.write(data)
                 await writer.drain()
-                if throttled and not writer.transport.is_closing():  # not counted once cut
+                if writer.transport.is_closing():  # not counted once cut
+                    continue
+                if throttled:
                     self.bytes_down += len(data)
+                else:
+                    self.bytes_up += len(data)
             if writer.can_write_eof() and not writer.transport.is_closing():
                 writer.write_eof()
         except (OSError, asyncio.IncompleteReadError):
