@@ -247,6 +247,7 @@ class Agent:
         # read before the first poll can bring a target: READY's rule depends on what was persisted
         had_target = self.reconciler.target is not None
         self._spawn("reconcile", self.reconciler.run())
+        self._spawn("engine-events", self.reconciler.watch_engine())
         self._spawn("poll", self.poller.run())
         self._spawn("report", self.reporter.run())
         try:

@@ -8,7 +8,8 @@ As in the reference supervisor, two loops are checked:
 - the apply loop: a pass that has been running for more than two poll intervals (at least
   `MIN_APPLY_BUSY_S`) is stuck, unless images are being downloaded (a slow download is not a
   hang; the reference also leaves download time out); and with a target in hand the loop must
-  have begun a pass within `APPLY_IDLE_LIMIT_S` (it rechecks at least once a minute by design).
+  have begun a pass within `APPLY_IDLE_LIMIT_S` (twice its longest wait: the converged
+  recheck, `RECHECK_S`).
 
 Everything is passed in, so the rules are tested without a clock or an agent; `agent_health`
 reads the inputs off a running `Agent`.
@@ -20,12 +21,14 @@ import time
 from typing import TYPE_CHECKING
 
 from agent.model.status import UpdateStatus
+from agent.reconcile.loop import RECHECK_S
 
 if TYPE_CHECKING:
     from agent.daemon import Agent
 
 MIN_APPLY_BUSY_S = 300.0  # a pass without downloads may take this long whatever the interval
-APPLY_IDLE_LIMIT_S = 180.0  # the loop passes at least every 60 s (backoff cap, lock recheck 30 s)
+# the loop passes at least every RECHECK_S (300 s; backoff cap 60 s)
+APPLY_IDLE_LIMIT_S = 2 * RECHECK_S
 
 
 def loop_health(

@@ -347,59 +347,101 @@ class DockerEngine:
     ) -> AsyncIterator[tuple[float, str]]:
         """A container's log as (unix time, line), from `since` (None: from the start); with
         `follow`, until the container stops or the consumer closes the iterator."""
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[tuple[float, str] | BaseException | None] = asyncio.Queue()
-        holder: list[Any] = []
-        closed = threading.Event()
 
-        def put(item: tuple[float, str] | BaseException | None) -> None:
-            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody to tell
-                loop.call_soon_threadsafe(queue.put_nowait, item)
+        def open_stream() -> Any:
+            return self.api.logs(
+                container_id,
+                stream=True,
+                follow=follow,
+                timestamps=True,
+                since=int(since) if since else None,
+            )
 
-        def read() -> None:
-            try:
-                with _translated("container logs"):
-                    stream = self.api.logs(
-                        container_id,
-                        stream=True,
-                        follow=follow,
-                        timestamps=True,
-                        since=int(since) if since else None,
-                    )
-                holder.append(stream)
-                if closed.is_set():  # the consumer left while we were connecting
-                    stream.close()
-                    return
-                pending = b""
-                for chunk in stream:
-                    pending += chunk
-                    *lines, pending = pending.split(b"\n")
-                    for line in lines:
-                        put(_log_line(line))
-                if pending:
-                    put(_log_line(pending))
-                put(None)
-            except BaseException as exc:  # handed to the consumer (or dropped on close)
-                put(exc)
+        def lines(stream: Any) -> Iterator[tuple[float, str]]:
+            pending = b""
+            for chunk in stream:
+                pending += chunk
+                *complete, pending = pending.split(b"\n")
+                yield from (_log_line(line) for line in complete)
+            if pending:
+                yield _log_line(pending)
 
-        # its own thread, not the shared executor: a followed log blocks for as long as it
-        # runs, and a few of them would starve every other engine call
-        threading.Thread(target=read, name=f"logs-{container_id[:12]}", daemon=True).start()
+        async for item in _follow(
+            f"logs-{container_id[:12]}", "container logs", open_stream, lines
+        ):
+            yield item
+
+    async def container_events(self) -> AsyncIterator[str]:
+        """The actions (`die`, `destroy`, `oom`) of the engine's events for supervised
+        containers, as they happen; first `CONNECTED` once the stream is open. Ends when the
+        stream breaks (the engine restarted): the caller reconnects."""
+
+        def open_stream() -> Any:
+            return self.api.events(decode=True, filters=EVENT_FILTERS)
+
+        def actions(stream: Any) -> Iterator[str]:
+            yield CONNECTED
+            for event in stream:
+                yield str(event.get("Action") or event.get("status") or "")
+
+        async for action in _follow("engine-events", "engine events", open_stream, actions):
+            yield action
+
+
+CONNECTED = "connected"  # container_events' first item: the stream is open
+EVENT_FILTERS = {
+    "type": ["container"],
+    "label": ["io.balena.supervised"],
+    "event": ["die", "destroy", "oom"],
+}
+
+
+async def _follow(
+    name: str, what: str, open_stream: Callable[[], Any], items: Callable[[Any], Iterator[T]]
+) -> AsyncIterator[T]:
+    """Items of a blocking engine stream (`open_stream()`, read through `items`) read in a
+    thread of its own, not the shared executor: a followed stream blocks for as long as it
+    runs, and a few of them would starve every other engine call. An error opening it raises
+    (EngineError); the stream breaking off later just ends the iteration."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[T | BaseException | None] = asyncio.Queue()
+    holder: list[Any] = []
+    closed = threading.Event()
+
+    def put(item: T | BaseException | None) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody to tell
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+
+    def read() -> None:
         try:
-            while True:
-                item = await queue.get()
-                if item is None:
-                    return
-                if isinstance(item, EngineError):
-                    raise item  # the logs call itself failed (no such container...)
-                if isinstance(item, BaseException):
-                    return  # the stream broke off: the container is gone or we closed it
-                yield item
-        finally:
-            closed.set()
-            for stream in holder:
-                with contextlib.suppress(Exception):
-                    stream.close()
+            with _translated(what):
+                stream = open_stream()
+            holder.append(stream)
+            if closed.is_set():  # the consumer left while we were connecting
+                stream.close()
+                return
+            for item in items(stream):
+                put(item)
+            put(None)
+        except BaseException as exc:  # handed to the consumer (or dropped on close)
+            put(exc)
+
+    threading.Thread(target=read, name=name, daemon=True).start()
+    try:
+        while True:
+            got = await queue.get()
+            if got is None:
+                return
+            if isinstance(got, EngineError):
+                raise got  # opening the stream failed (no such container, engine down...)
+            if isinstance(got, BaseException):
+                return  # the stream broke off: the container is gone or we closed it
+            yield got
+    finally:
+        closed.set()
+        for stream in holder:
+            with contextlib.suppress(Exception):
+                stream.close()
 
 
 def _log_line(raw: bytes) -> tuple[float, str]:

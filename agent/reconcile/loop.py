@@ -17,7 +17,7 @@ from pathlib import Path
 
 import structlog
 
-from agent.engine.docker import DockerEngine
+from agent.engine.docker import CONNECTED, DockerEngine
 from agent.errors import AgentError, EngineError, InsufficientSpace
 from agent.locks import (
     LockHolder,
@@ -37,7 +37,10 @@ from agent.retry import Backoff
 log = structlog.get_logger("agent.reconcile")
 
 LOCK_WATCH_S = 0.5  # how often lock files are looked at while an update waits for them
-RECHECK_S = 30.0  # converged: look at the engine again this often (crashed/removed containers)
+# converged: look at the engine again this often. Only a safety net: the engine's events for
+# supervised containers (die, destroy, oom) wake the loop at once (`watch_engine`).
+RECHECK_S = 300.0
+EVENTS_RETRY_S = 5.0  # the event stream broke (engine restarting): reconnect after this
 WAITING_S = 0.5  # waiting on something outside (a healthcheck, a dependency): engine recheck
 HANDOVER_WATCH_S = 0.1  # meanwhile, how often handover-complete is looked for
 
@@ -95,6 +98,25 @@ class Reconciler:
         if force:
             self._force_once = True
         self._wake.set()
+
+    async def watch_engine(self) -> None:
+        """Wake the loop when a supervised container dies or is removed on the engine, so a
+        crashed or deleted service is seen at once rather than at the next recheck. After the
+        stream was down (engine restarting), the reconnect wakes it too: events were missed."""
+        reconnect = False
+        while True:
+            try:
+                async for action in self._engine.container_events():
+                    if action == CONNECTED:
+                        if reconnect:
+                            self._wake.set()
+                        continue
+                    log.debug("engine_event", action=action)
+                    self._wake.set()
+            except EngineError as exc:
+                log.debug("engine_events_unavailable", error=str(exc))
+            reconnect = True
+            await asyncio.sleep(EVENTS_RETRY_S)
 
     async def run(self) -> None:
         for path in await asyncio.to_thread(clear_own_stale_locks, self._lock_dir):

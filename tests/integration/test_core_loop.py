@@ -33,6 +33,16 @@ def release(
     }
     if with_aux:
         services["aux"] = service(aux_image or images.aux_v1, service_id=2, image_id=2)
+    return demo_target(release_uuid, release_id, services, config)
+
+
+def demo_target(
+    release_uuid: str,
+    release_id: int,
+    services: dict[str, Any],
+    config: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """A target with the one app `demo` (named volume `data`) running `services`."""
     return device_target(
         {
             APP: app(
@@ -216,6 +226,25 @@ def test_restart_without_cloud_recreates_removed_service(device, images):
         message=lambda: f"aux recreated; log:\n{device.agent.log_tail()}",
     )
     assert device.agent.events_named("poll_failed"), "the cloud should have been unreachable"
+    assert volume_file(device) == "keep"
+
+
+def test_service_removed_by_hand_while_running_is_back_at_once(device, images):
+    """The engine's events wake the agent: it does not wait for its 5-minute recheck."""
+    ids = deploy_first(device, images)
+    (aux,) = device.by_service()["aux"]
+    removed = time.monotonic()
+    aux.remove(force=True)
+    wait_until(
+        lambda: (
+            [(c.id != ids["aux"], c.status) for c in device.by_service().get("aux", [])]
+            == [(True, "running")]
+        ),
+        20,
+        message=lambda: f"aux recreated; log:\n{device.agent.log_tail()}",
+    )
+    print(f"recreated {time.monotonic() - removed:.1f}s after removal")
+    assert device.by_service()["main"][0].id == ids["main"], "main must be left alone"
     assert volume_file(device) == "keep"
 
 
