@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger("agent.sdnotify")
 
 READY_DEADLINE_S = 120.0  # the unit's TimeoutStartSec must be longer than this
+READY_CHECK_S = 1.0  # how often readiness is looked at until READY=1 is said
 STATUS_EVERY_S = 5.0  # how often the STATUS line is recomputed (sent only when it changes)
 TEST_HOOKS_ENV = "DEVICE_AGENT_TEST_HOOKS"  # test only: SIGUSR2 blocks the loop, see below
 
@@ -163,7 +164,9 @@ async def notify_loop(
     ready = False
     last_status = ""
     next_status = 0.0
-    tick = min(watchdog_s or STATUS_EVERY_S, 1.0)
+    # every second until READY is said, then only as often as the pings or STATUS need
+    ready_tick = min(watchdog_s or STATUS_EVERY_S, READY_CHECK_S)
+    steady_tick = min(watchdog_s or STATUS_EVERY_S, STATUS_EVERY_S)
     next_ping = 0.0
     try:
         while True:
@@ -185,7 +188,7 @@ async def notify_loop(
                 lines.append("WATCHDOG=1")
             if lines:
                 notifier.send(*lines)
-            await asyncio.sleep(tick)
+            await asyncio.sleep(steady_tick if ready else ready_tick)
     finally:
         notifier.send("STOPPING=1")
 
