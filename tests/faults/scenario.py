@@ -7,11 +7,17 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from testbed.targets import app, device_target, service
+from testbed.targets import service
 from tests.faults.conftest import FaultImages
 from tests.helpers import wait_until
 from tests.integration.conftest import Device
-from tests.integration.test_core_loop import APP, APP_ID, started_at, volume_file, wait_status
+from tests.integration.test_core_loop import (
+    APP,
+    demo_target,
+    started_at,
+    volume_file,
+    wait_status,
+)
 
 # aux says handover-complete 1.5 s after it starts (the old one is then killed); it exits on TERM
 HANDOVER_CMD = [
@@ -45,18 +51,7 @@ def two_services(
             command=HANDOVER_CMD,
         ),
     }
-    return device_target(
-        {
-            APP: app(
-                app_id=APP_ID,
-                name="demo",
-                release_uuid=rel,
-                release_id=rid,
-                services=services,
-                volumes={"data": {}},
-            )
-        }
-    )
+    return demo_target(rel, rid, services)
 
 
 def r1(fi: FaultImages) -> dict[str, Any]:
