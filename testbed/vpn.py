@@ -52,16 +52,24 @@ class _Link:
 
 class WireGuardLink(_Link):
     """wireguard-go in both namespaces: the cloud end listens on cloud_ip:cloud_port, the device
-    end has that endpoint and a persistent keepalive. Up (handshake seen) when constructed,
-    unless `wait=False`."""
+    end has that endpoint and a persistent keepalive (`keepalive_s`). The cloud end sends no
+    keepalives (the usual server setup) unless `cloud_keepalive_s` is set. Up (handshake seen)
+    when constructed, unless `wait=False`."""
 
     def __init__(
-        self, lab: NetLab, keepalive_s: int = 1, *, wait: bool = True, timeout: float = 15.0
+        self,
+        lab: NetLab,
+        keepalive_s: int = 1,
+        *,
+        cloud_keepalive_s: int = 0,
+        wait: bool = True,
+        timeout: float = 15.0,
     ) -> None:
         self._wg_go = find_binary("wireguard-go", "wireguard-go")
         self._wg = find_binary("wg", "wireguard-tools")
         super().__init__(lab, "wg", 232, WG_PORT)
         self.keepalive_s = keepalive_s
+        self.cloud_keepalive_s = cloud_keepalive_s
         try:
             cloud_key, self.cloud_public_key = self._keypair("cloud")
             device_key, self.device_public_key = self._keypair("device")
@@ -95,9 +103,8 @@ class WireGuardLink(_Link):
         lab.run("cloud", [wg, "set", self.cloud_iface, "listen-port", str(self.cloud_port),
                           "private-key", str(cloud_key), "peer", self.device_public_key,
                           "allowed-ips", f"{self.device_tunnel_ip}/32",
-                          # the cloud end keeps the tunnel warm too, so each side sees bytes
-                          # arriving every keepalive and can tell a blocked tunnel in seconds
-                          "persistent-keepalive", str(self.keepalive_s)])  # fmt: skip
+                          # 0 = off: the device sees nothing arrive from an idle server
+                          "persistent-keepalive", str(self.cloud_keepalive_s)])  # fmt: skip
         lab.run("device", [wg, "set", self.device_iface, "private-key", str(device_key),
                            "peer", self.cloud_public_key,
                            "allowed-ips", f"{self.cloud_tunnel_ip}/32",
@@ -157,7 +164,8 @@ class OpenVPNLink(_Link):
     """openvpn server (UDP, tun, `status FILE 1`, `status-version 2`) in the cloud namespace and
     a client with CN=common_name and `management 127.0.0.1 PORT` in the device namespace.
     CONNECTED when constructed, unless `wait=False`. The server's keepalive is
-    `keepalive_s`/`restart_s` (pushed to the client; the server itself waits 2 × restart_s)."""
+    `keepalive_s`/`restart_s` (pushed to the client; the server itself waits 2 × restart_s);
+    `keepalive_s=0` leaves it out: neither end pings, a blocked tunnel stays CONNECTED."""
 
     def __init__(
         self,
@@ -184,8 +192,8 @@ class OpenVPNLink(_Link):
                 f"local {lab.cloud_ip}\nport {self.cloud_port}\ntopology subnet\n"
                 f"server 10.233.{lab.subnet}.0 255.255.255.0\n"
                 f"cert {pki.server_cert}\nkey {pki.server_key}\ndh none\n"
-                f"keepalive {keepalive_s} {restart_s}\n"
-                f"status {self.server_status_path} 1\nstatus-version 2\n"
+                + (f"keepalive {keepalive_s} {restart_s}\n" if keepalive_s else "")
+                + f"status {self.server_status_path} 1\nstatus-version 2\n"
             )
             client = root / "client.conf"
             client.write_text(

@@ -1,6 +1,10 @@
 """The connectivity monitor: probes the cloudlink tunnel on a timer and on netlink link events,
 judges the heartbeat from the poller's results, and derives the device status the dashboard
-shows — logged on every change (`device_status_changed`) and kept on the status board."""
+shows — logged on every change (`device_status_changed`) and kept on the status board.
+
+The tunnel is judged by its rx counter, and when that stands still, by one small probe to the
+peer's tunnel address (agent/connectivity/liveness.py decides, probe.py sends): a server that
+sends no keepalives is still told from a blocked one within a probe period and a timeout."""
 
 from __future__ import annotations
 
@@ -10,19 +14,21 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import structlog
 
-from agent.connectivity import openvpn, wireguard
+from agent.connectivity import liveness, netlink, openvpn, wireguard
 from agent.connectivity.health import api_reachable
+from agent.connectivity.probe import ICMP, ProbeMethod, ProbeResult, iface_ipv4, send_probe
 from agent.connectivity.status import Links, StatusView, derive
 from agent.reconcile.status import StatusBoard
 
 log = structlog.get_logger("agent.connectivity")
 
-DEFAULT_PROBE_S = 10.0
+DEFAULT_PROBE_S = 5.0  # with a VPN: a blocked tunnel shows within 2 periods + 3 s at worst
+IDLE_PERIOD_S = 10.0  # without one: re-derive the status from the poller's results
 POLL_GRACE_S = 60.0  # poll jitter is at most 60 s
 
 
@@ -32,6 +38,8 @@ class VpnConfig:
     interface: str
     management: str | None = None
     probe_interval_s: float = DEFAULT_PROBE_S
+    probe: ProbeMethod = ICMP
+    probe_address: str | None = None  # the peer's tunnel address; None: worked out
 
 
 @dataclass(frozen=True)
@@ -78,6 +86,12 @@ class ConnectivityMonitor:
         self._gaps: deque[float] = deque(maxlen=5)
         self.view: ConnectivityView | None = None
         self.probes = 0
+        self._live = liveness.Tracker()
+        self.packets = 0  # probe packets sent through the tunnel
+        self.send_probe: Callable[[ProbeMethod, str, float, str], Awaitable[ProbeResult]] = (
+            send_probe
+        )
+        self.iface_ipv4: Callable[[str], tuple[str, int] | None] = iface_ipv4
 
     def poke(self) -> None:
         """Re-derive now (a poll finished, a link changed)."""
@@ -92,11 +106,72 @@ class ConnectivityMonitor:
         if vpn.kind == "openvpn":
             st = await openvpn.probe(vpn.interface, vpn.management)
             detail = st.error or f"OpenVPN {st.state} ({st.source})"
-            return CloudlinkView(True, "openvpn", st.connected, st.since, detail)
+            address = self._peer_address(vpn, ())
+            if not st.connected or st.rx_bytes is None or address is None:
+                self._live = liveness.Tracker()
+                return CloudlinkView(True, "openvpn", st.connected, st.since, detail)
+            alive = await self._alive(vpn, st.rx_bytes, address)
+            if not alive:
+                detail = f"OpenVPN {st.state}, but {self._live.detail}"
+            return CloudlinkView(True, "openvpn", alive, st.since, detail)
         wg = await wireguard.probe(vpn.interface)
+        if wg.exists and wg.up:
+            address = self._peer_address(vpn, wg.allowed_ips)
+            if address is not None:
+                return await self._probe_wireguard(vpn, wg, address)
+        self._live = liveness.Tracker()
         return self._judge_wireguard(wg)
 
+    def _peer_address(self, vpn: VpnConfig, allowed_ips: tuple[str, ...]) -> str | None:
+        own = None if vpn.probe_address else self.iface_ipv4(vpn.interface)
+        return liveness.peer_address(vpn.probe_address, allowed_ips, own)
+
+    async def _alive(self, vpn: VpnConfig, rx: int, address: str) -> bool:
+        """Counters, else one probe (at most one a period): is the tunnel carrying traffic?"""
+        now = self._clock()
+        step = liveness.look(self._live, now, rx, vpn.probe_interval_s)
+        self._live = step.tracker
+        if step.send_probe:
+            self._live = liveness.sent(self._live, now)
+            self.packets += 1
+            timeout = liveness.probe_timeout(vpn.probe_interval_s)
+            result = await self.send_probe(vpn.probe, address, timeout, vpn.interface)
+            self._live = liveness.answered(self._live, self._clock(), result.ok, result.detail)
+            log.debug("cloudlink_probe", address=address, ok=result.ok, detail=result.detail)
+        return bool(self._live.alive)
+
+    async def _probe_wireguard(
+        self, vpn: VpnConfig, wg: wireguard.WireGuardState, address: str
+    ) -> CloudlinkView:
+        now = self._clock()
+        self._note_rx(wg.rx_bytes, now)
+        alive = await self._alive(vpn, wg.rx_bytes, address)
+        age = wg.handshake_age(self._clock())
+        if alive:
+            shake = "no handshake seen" if age is None else f"handshake {age:.0f} s ago"
+            return CloudlinkView(True, "wireguard", True, wg.last_handshake, f"WireGuard {shake}")
+        assert self._rx is not None
+        quiet = f"{now - self._rx[1]:.0f} s" if self._rx[1] else "since the agent started"
+        shake = "no handshake yet" if age is None else f"handshake {age:.0f} s ago"
+        return CloudlinkView(
+            True,
+            "wireguard",
+            False,
+            wg.last_handshake,
+            f"nothing received over WireGuard for {quiet} ({shake}); {self._live.detail}",
+        )
+
+    def _note_rx(self, rx: int, now: float) -> None:
+        if self._rx is None:
+            self._rx = (rx, 0.0)  # when it moved before is unknown
+        elif rx != self._rx[0]:
+            if self._rx[1]:
+                self._gaps.append(now - self._rx[1])
+            self._rx = (rx, now)
+
     def _judge_wireguard(self, wg: wireguard.WireGuardState) -> CloudlinkView:
+        """Without a peer address to probe: the handshake age, and silences longer than the
+        peer's usual rhythm once one has been learned."""
         now = self._clock()
         if wg.error and not wg.exists:
             return CloudlinkView(True, "wireguard", False, None, wg.error)
@@ -104,12 +179,8 @@ class ConnectivityMonitor:
             return CloudlinkView(
                 True, "wireguard", False, wg.last_handshake, f"interface {wg.iface} is down"
             )
-        if self._rx is None:
-            self._rx = (wg.rx_bytes, 0.0)  # when it moved before is unknown
-        elif wg.rx_bytes != self._rx[0]:
-            if self._rx[1]:
-                self._gaps.append(now - self._rx[1])
-            self._rx = (wg.rx_bytes, now)
+        self._note_rx(wg.rx_bytes, now)
+        assert self._rx is not None
         age = wg.handshake_age(now)
         limit = wireguard.HANDSHAKE_TIMEOUT_S + wg.keepalive_s
         if age is None:
@@ -148,10 +219,16 @@ class ConnectivityMonitor:
         if age > self._interval() + POLL_GRACE_S:
             return False, f"no successful poll for {age:.0f} s"
         if not cloudlink.ok and self._check_enabled():
-            reach = await api_reachable(self._api)
+            reach = await api_reachable(self._api, self._check_timeout())
             if not reach.ok:
                 return False, f"connectivity check: {reach.detail}"
         return True, f"last poll {age:.0f} s ago"
+
+    def _check_timeout(self) -> float:
+        """The connectivity check's wait: the probe period, between 3 and 10 s, so that a
+        device cut off entirely shows Disconnected within seconds of its tunnel."""
+        period = self._vpn.probe_interval_s if self._vpn else IDLE_PERIOD_S
+        return min(10.0, max(3.0, period))
 
     # --- the loop -----------------------------------------------------------------------------
 
@@ -194,7 +271,7 @@ class ConnectivityMonitor:
         stop = threading.Event()
         if self._vpn is not None:
             _start_link_watcher(self._vpn.interface, asyncio.get_running_loop(), self.poke, stop)
-        period = self._vpn.probe_interval_s if self._vpn else DEFAULT_PROBE_S
+        period = self._vpn.probe_interval_s if self._vpn else IDLE_PERIOD_S
         try:
             while True:
                 self._poke.clear()
@@ -218,16 +295,10 @@ def _start_link_watcher(
 
     def watch() -> None:
         try:
-            from pyroute2 import IPRoute
-
-            with IPRoute() as ipr:
-                ipr.bind()
-                while not stop.is_set():
-                    for msg in ipr.get():
-                        name = msg.get_attr("IFLA_IFNAME") if hasattr(msg, "get_attr") else None
-                        if name == iface:
-                            log.debug("link_event", iface=iface, event=msg.get("event"))
-                            loop.call_soon_threadsafe(poke)
+            for event, name in netlink.link_events(stop):  # stdlib, no pyroute2
+                if name == iface:
+                    log.debug("link_event", iface=iface, event=event)
+                    loop.call_soon_threadsafe(poke)
         except Exception as exc:
             if not stop.is_set():
                 log.warning("link_watch_failed", iface=iface, error=str(exc))
@@ -237,7 +308,9 @@ def _start_link_watcher(
 
 def vpn_config(raw: object) -> VpnConfig | None:
     """config.json `vpn`: {"kind": "wireguard"|"openvpn", "interface", "management",
-    "probeInterval" (s)}; absent means cloudlink is disabled."""
+    "probeInterval" (s), "probe" ("icmp" | "tcp:PORT"), "probeAddress" (the peer's tunnel
+    address, when neither a /32 allowed IP nor the interface's network tells)}; absent means
+    cloudlink is disabled."""
     from agent.errors import ConfigError
 
     if raw is None:
@@ -258,4 +331,24 @@ def vpn_config(raw: object) -> VpnConfig | None:
         raise ConfigError("'vpn.management' must be host:port")
     if not isinstance(interval, int | float) or isinstance(interval, bool) or interval < 0.2:
         raise ConfigError("'vpn.probeInterval' must be a number of seconds >= 0.2")
-    return VpnConfig(str(kind), interface, management, float(interval))
+    method = raw.get("probe", "icmp")
+    try:
+        probe = ProbeMethod.parse(method) if isinstance(method, str) else None
+    except ValueError:
+        probe = None
+    if probe is None:
+        raise ConfigError("'vpn.probe' must be icmp or tcp:PORT")
+    address = raw.get("probeAddress")
+    if address is not None and not _ipv4(address):
+        raise ConfigError("'vpn.probeAddress' must be an IPv4 address")
+    return VpnConfig(str(kind), interface, management, float(interval), probe, address)
+
+
+def _ipv4(value: object) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.IPv4Address(value if isinstance(value, str) else "")
+    except ValueError:
+        return False
+    return True

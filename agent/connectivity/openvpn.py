@@ -1,5 +1,7 @@
-"""OpenVPN probe: ask the client's management interface (`state`), or, without one, look at
-the tun link and the status file the OS's VPN scripts write (the reference's only source)."""
+"""OpenVPN probe: ask the client's management interface (`state`, and `status` for the link's
+byte counters), or, without one, look at the tun link, its counters and the status file the
+OS's VPN scripts write (the reference's only source). Whether traffic really flows is judged by
+the monitor from the counters and, when they stand still, a probe through the tun device."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ class OpenVPNState:
     since: float | None  # unix time of the state change, from the management interface
     source: str  # management | status-file
     error: str | None = None
+    rx_bytes: int | None = None  # bytes received from the server (link or tun counter)
 
 
 def parse_state(lines: list[str]) -> tuple[str, float | None]:
@@ -32,23 +35,33 @@ def parse_state(lines: list[str]) -> tuple[str, float | None]:
     return latest[0], latest[1]
 
 
-async def _management_state(address: str, timeout: float = 3.0) -> list[str]:
+def parse_link_rx(lines: list[str]) -> int | None:
+    """`status` (version 1) of a client: `TCP/UDP read bytes,N` — all it got from the server."""
+    for line in lines:
+        name, _, value = line.partition(",")
+        if name == "TCP/UDP read bytes" and value.strip().isdecimal():
+            return int(value)
+    return None
+
+
+async def _management_state(address: str, timeout: float = 3.0) -> tuple[list[str], list[str]]:
+    """The answers to `state` and `status` on one management connection."""
     host, _, port = address.rpartition(":")
     reader, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), timeout)
     try:
-        writer.write(b"state\n")
+        writer.write(b"state\nstatus\n")
         await writer.drain()
-        lines: list[str] = []
-        while True:
+        answers: list[list[str]] = [[]]
+        while len(answers) < 3:
             raw = await asyncio.wait_for(reader.readline(), timeout)
             if not raw:
                 break
             line = raw.decode(errors="replace").strip()
             if line == "END":
-                break
-            if not line.startswith(">"):  # skip the banner and real-time notifications
-                lines.append(line)
-        return lines
+                answers.append([])
+            elif not line.startswith(">"):  # skip the banner and real-time notifications
+                answers[-1].append(line)
+        return answers[0], answers[1] if len(answers) > 1 else []
     finally:
         with contextlib.suppress(OSError):
             writer.write(b"quit\n")
@@ -60,7 +73,8 @@ async def _management_state(address: str, timeout: float = 3.0) -> list[str]:
 async def probe(iface: str, management: str | None) -> OpenVPNState:
     if management:
         try:
-            state, since = parse_state(await _management_state(management))
+            state_lines, status_lines = await _management_state(management)
+            state, since = parse_state(state_lines)
         except (OSError, TimeoutError, ValueError) as exc:
             return OpenVPNState(
                 False,
@@ -69,10 +83,20 @@ async def probe(iface: str, management: str | None) -> OpenVPNState:
                 "management",
                 f"management {management}: {exc or type(exc).__name__}",
             )
-        return OpenVPNState(state == "CONNECTED", state, since, "management")
+        rx = parse_link_rx(status_lines)
+        return OpenVPNState(state == "CONNECTED", state, since, "management", rx_bytes=rx)
     exists, up = await asyncio.to_thread(link_up, iface)
     active = await asyncio.to_thread(STATUS_FILE.exists)
     if not exists:
         return OpenVPNState(False, "NO_INTERFACE", None, "status-file", f"no interface {iface}")
     state = "CONNECTED" if up and active else ("LINK_DOWN" if not up else "NOT_ACTIVE")
-    return OpenVPNState(up and active, state, None, "status-file")
+    rx = await asyncio.to_thread(tun_rx_bytes, iface)
+    return OpenVPNState(up and active, state, None, "status-file", rx_bytes=rx)
+
+
+def tun_rx_bytes(iface: str) -> int | None:
+    """The tun device's rx counter (what the tunnel delivered), from sysfs."""
+    try:
+        return int(Path(f"/sys/class/net/{iface}/statistics/rx_bytes").read_text())
+    except (OSError, ValueError):
+        return None

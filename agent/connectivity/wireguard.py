@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent.connectivity import netlink
+
 UAPI_DIR = Path("/var/run/wireguard")
 HANDSHAKE_TIMEOUT_S = 180.0  # REJECT_AFTER_TIME: past it, the session can't carry data
 
@@ -30,6 +32,7 @@ class WireGuardState:
     tx_bytes: int
     keepalive_s: int
     error: str | None = None
+    allowed_ips: tuple[str, ...] = ()  # the peers' allowed IPs (UAPI only), e.g. "10.0.0.1/32"
 
     def handshake_age(self, now: float) -> float | None:
         return None if self.last_handshake is None else max(0.0, now - self.last_handshake)
@@ -63,6 +66,13 @@ def parse_uapi(text: str) -> tuple[float | None, int, int, int, str | None]:
     return newest, rx, tx, keepalive, error
 
 
+def parse_allowed_ips(text: str) -> tuple[str, ...]:
+    """The `allowed_ip=` lines of a UAPI `get=1` answer, in order."""
+    return tuple(
+        line.partition("=")[2] for line in text.splitlines() if line.startswith("allowed_ip=")
+    )
+
+
 async def _uapi_get(iface: str, timeout: float = 2.0) -> str:
     reader, writer = await asyncio.wait_for(
         asyncio.open_unix_connection(str(UAPI_DIR / f"{iface}.sock")), timeout
@@ -86,26 +96,16 @@ async def _uapi_get(iface: str, timeout: float = 2.0) -> str:
 
 
 def link_up(iface: str) -> tuple[bool, bool]:
-    """(exists, administratively and operationally up) for a network interface, by netlink."""
-    from pyroute2 import IPRoute
-
-    with IPRoute() as ipr:
-        idx = ipr.link_lookup(ifname=iface)
-        if not idx:
-            return False, False
-        (link,) = ipr.get_links(idx[0])
-        flags = int(link["flags"])
-        iff_up = 0x1
-        return True, bool(flags & iff_up)
+    """(exists, administratively up) for a network interface (no pyroute2: agent.connectivity
+    .netlink)."""
+    return netlink.link_up(iface)
 
 
 def _kernel_peers(iface: str) -> tuple[float | None, int, int, int]:
     """Read a kernel WireGuard interface over generic netlink (pyroute2)."""
-    from pyroute2 import WireGuard
-
     newest: float | None = None
     rx = tx = keepalive = 0
-    with WireGuard() as wg:
+    with netlink.wireguard_socket() as wg:  # pyroute2's WireGuard module alone
         for msg in wg.info(iface):
             for peer in msg.get_attr("WGDEVICE_A_PEERS") or []:
                 newest, rx, tx, keepalive = _fold_peer(peer, newest, rx, tx, keepalive)
@@ -135,10 +135,12 @@ async def probe(iface: str) -> WireGuardState:
         return WireGuardState(iface, False, False, None, 0, 0, 0, f"no interface {iface}")
     if (UAPI_DIR / f"{iface}.sock").exists():
         try:
-            newest, rx, tx, keepalive, error = parse_uapi(await _uapi_get(iface))
+            answer = await _uapi_get(iface)
         except (OSError, TimeoutError) as exc:
             return WireGuardState(iface, True, up, None, 0, 0, 0, f"UAPI: {exc}")
-        return WireGuardState(iface, True, up, newest, rx, tx, keepalive, error)
+        newest, rx, tx, keepalive, error = parse_uapi(answer)
+        allowed = parse_allowed_ips(answer)
+        return WireGuardState(iface, True, up, newest, rx, tx, keepalive, error, allowed)
     try:
         newest, rx, tx, keepalive = await asyncio.to_thread(_kernel_peers, iface)
     except Exception as exc:
