@@ -4,9 +4,8 @@ shutdown. Stopping the agent never stops the apps: their containers keep running
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -31,6 +30,7 @@ from agent.reconcile.executor import Executor, ManagedImages
 from agent.reconcile.loop import Reconciler
 from agent.reconcile.status import StatusBoard
 from agent.store import Store
+from agent.supervise import Supervisor
 
 log = structlog.get_logger("agent.daemon")
 
@@ -113,7 +113,8 @@ class Agent:
         )
         self.status.listeners.append(self.connectivity.poke)
         self.api = ApiServer(self)
-        self._tasks: set[asyncio.Task[None]] = set()
+        # every long-lived task, restarted if it ever ends (agent/supervise.py)
+        self.supervisor = Supervisor()
 
     # --- target intake ------------------------------------------------------------------------
 
@@ -210,24 +211,17 @@ class Agent:
         self.status.changed.set()
 
     def healthy(self) -> tuple[bool, str]:
-        """For GET /v1/healthy: the long-lived tasks run and neither loop is stuck."""
-        alive = {t.get_name() for t in self._tasks if not t.done()}
-        missing = {"reconcile", "poll", "report"} - alive
+        """For GET /v1/healthy: the long-lived tasks run (none given up) and neither loop is
+        stuck."""
+        if self.supervisor.given_up:
+            why = "; ".join(f"{n} {r}" for n, r in sorted(self.supervisor.given_up.items()))
+            return False, f"task given up: {why}"
+        missing = {"reconcile", "poll", "report"} - self.supervisor.names()
         if missing:
             return False, f"not running: {', '.join(sorted(missing))}"
         return agent_health(self)
 
     # --- life cycle ---------------------------------------------------------------------------
-
-    def _spawn(self, name: str, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("task_crashed", task=task.get_name(), error=repr(task.exception()))
 
     async def run(self, stop: asyncio.Event) -> None:
         log.info(
@@ -246,29 +240,25 @@ class Agent:
             self.accept_target(saved_local, "local")
         # read before the first poll can bring a target: READY's rule depends on what was persisted
         had_target = self.reconciler.target is not None
-        self._spawn("reconcile", self.reconciler.run())
-        self._spawn("engine-events", self.reconciler.watch_engine())
-        self._spawn("poll", self.poller.run())
-        self._spawn("report", self.reporter.run())
+        spawn = self.supervisor.spawn
+        spawn("reconcile", self.reconciler.run)
+        spawn("engine-events", self.reconciler.watch_engine)
+        spawn("poll", self.poller.run)
+        spawn("report", self.reporter.run)
         try:
             await self.api.start()
         except OSError as exc:
             log.error("api_start_failed", port=self.config.listen_port, error=str(exc))
-        self._spawn("connectivity", self.connectivity.run())
-        # READY / WATCHDOG / STATUS (issue 6)
-        self._spawn("sdnotify", sdnotify.for_agent(self, had_target))
+        spawn("connectivity", self.connectivity.run)
+        # READY / WATCHDOG / STATUS (issue 6); the pings stop once a task is given up
+        spawn("sdnotify", lambda: sdnotify.for_agent(self, had_target))
         await stop.wait()
         await self.shutdown()
 
     async def shutdown(self) -> None:
         log.info("agent_stopping")
         await self.api.stop()
-        for task in list(self._tasks):
-            task.cancel()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(
-                asyncio.gather(*self._tasks, return_exceptions=True), SHUTDOWN_GRACE_S
-            )
+        await self.supervisor.drain(SHUTDOWN_GRACE_S)
         await self.reporter.flush(timeout=2.0)
         await self.client.close()
         self.engine.close()

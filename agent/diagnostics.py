@@ -27,7 +27,7 @@ from agent.connectivity.wireguard import HANDSHAKE_TIMEOUT_S
 from agent.engine.disk import engine_room
 from agent.engine.docker import DockerEngine
 from agent.errors import EngineError
-from agent.locks import held_locks
+from agent.locks import EntryKind, held_locks
 from agent.store import Store
 
 LOW_DISK_BYTES = 256 * 1024 * 1024
@@ -195,6 +195,7 @@ def check_locks(config: DeviceConfig) -> Check:
         return Check("locks", True, "no update lock held")
     names = ", ".join(
         f"app {h.app_id}/{h.service} since {time.strftime('%H:%M:%S', time.gmtime(h.since))}Z"
+        + ("" if h.kind is EntryKind.FILE else f" (a {h.kind} at {h.path.name})")
         for h in holders
     )
     return Check(
@@ -224,7 +225,7 @@ async def run_checks(config: DeviceConfig) -> list[Check]:
     checks.append(await check_engine(config.docker_host))
     checks += await check_disks(config)
     checks.append(await check_cloudlink(config))
-    checks.append(check_locks(config))
+    checks.append(await asyncio.to_thread(check_locks, config))
     return checks
 
 

@@ -10,8 +10,10 @@ What the agent says (see `notify_loop`):
   images not downloadable offline, an app holding its update lock) must not keep the unit in
   `activating` until systemd kills it, so after `READY_DEADLINE_S` the agent says READY anyway and
   logs `ready_without_convergence`.
-- `WATCHDOG=1` every half of $WATCHDOG_USEC, from a task on the main event loop: when the loop
-  is blocked the pings stop and systemd restarts the unit.
+- `WATCHDOG=1` every half of $WATCHDOG_USEC exactly (its own schedule, see `watchdog_loop`),
+  from a task on the main event loop: when the loop is blocked the pings stop and systemd
+  restarts the unit. They also stop for good once a supervised task was given up
+  (agent/supervise.py): the agent can't mend itself, so systemd restarts it.
 - `STATUS=...` whenever the one-line summary changes: the device status, then each app's update
   status, e.g. `Idle · Operational · main: done`.
 - `STOPPING=1` on the way out.
@@ -68,7 +70,8 @@ class Notifier:
         payload = "\n".join(lines).encode()
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-                sock.sendto(payload, self.address)
+                # never wait on a full receive queue: this runs on the event loop
+                sock.sendto(payload, socket.MSG_DONTWAIT, self.address)
         except OSError as exc:
             self.errors += 1
             if self.errors == 1:
@@ -114,6 +117,10 @@ def status_line(status: StatusBoard) -> str:
     return " · ".join(parts)
 
 
+class _Sender(Protocol):
+    def send(self, *lines: str) -> bool: ...
+
+
 class _Poller(Protocol):
     polls: int
     last_outcome: str | None
@@ -152,22 +159,51 @@ class Readiness:
         return None
 
 
+async def watchdog_loop(
+    notifier: _Sender,
+    interval_s: float,
+    alive: Callable[[], bool] = lambda: True,
+    clock: Callable[[], float] = time.monotonic,
+) -> None:
+    """`WATCHDOG=1` every `interval_s` (half of $WATCHDOG_USEC), on a schedule of its own: the
+    n-th ping is due at start + n·interval and the task sleeps until exactly then, so the gaps
+    do not drift or alias against other ticks. After the loop was blocked (a ping is late by
+    more than a period) the schedule restarts from now: no burst of catch-up pings. While
+    `alive()` is False (a supervised task was given up) no ping is sent, and systemd restarts
+    the agent when WatchdogSec runs out."""
+    due = clock()
+    stopped = False
+    while True:
+        if alive():
+            notifier.send("WATCHDOG=1")
+        elif not stopped:
+            stopped = True
+            log.critical("watchdog_pings_stopped", reason="a supervised task was given up")
+        due += interval_s
+        now = clock()
+        if due <= now:
+            due = now + interval_s
+        await asyncio.sleep(due - now)
+
+
 async def notify_loop(
     notifier: Notifier,
     status: StatusBoard,
     readiness: Readiness,
     watchdog_s: float | None,
+    alive: Callable[[], bool] = lambda: True,
 ) -> None:
-    """The agent's sd_notify task. Runs on the main loop on purpose: a blocked loop stops the
-    WATCHDOG pings, which is the whole point."""
+    """The agent's sd_notify task: READY and STATUS here, the pings in `watchdog_loop` (a child
+    task). Runs on the main loop on purpose: a blocked loop stops the WATCHDOG pings, which is
+    the whole point. STOPPING=1 is said when the task is cancelled (the agent stops), not when
+    it crashes (the supervisor restarts it)."""
     install_test_hooks()
     ready = False
     last_status = ""
     next_status = 0.0
-    # every second until READY is said, then only as often as the pings or STATUS need
-    ready_tick = min(watchdog_s or STATUS_EVERY_S, READY_CHECK_S)
-    steady_tick = min(watchdog_s or STATUS_EVERY_S, STATUS_EVERY_S)
-    next_ping = 0.0
+    pinger = None
+    if watchdog_s is not None:
+        pinger = asyncio.create_task(watchdog_loop(notifier, watchdog_s, alive), name="watchdog")
     try:
         while True:
             now = time.monotonic()
@@ -183,20 +219,32 @@ async def notify_loop(
                 if line != last_status:
                     last_status = line
                     lines.append(f"STATUS={line}")
-            if watchdog_s is not None and now >= next_ping:
-                next_ping = now + watchdog_s
-                lines.append("WATCHDOG=1")
             if lines:
                 notifier.send(*lines)
-            await asyncio.sleep(steady_tick if ready else ready_tick)
-    finally:
+            if pinger is not None and pinger.done():
+                pinger.result()  # raises what ended it
+                raise RuntimeError("the watchdog pinger ended")
+            # every second until READY is said, then as often as STATUS needs
+            await asyncio.sleep(STATUS_EVERY_S if ready else READY_CHECK_S)
+    except asyncio.CancelledError:
         notifier.send("STOPPING=1")
+        raise
+    finally:
+        if pinger is not None:
+            pinger.cancel()
+            await asyncio.gather(pinger, return_exceptions=True)
 
 
 def for_agent(agent: Agent, had_target: bool) -> Coroutine[Any, Any, None]:
     """The task `Agent.run` spawns; `had_target`: a persisted target was accepted at start."""
     readiness = Readiness(agent.reconciler, agent.poller, had_target)
-    return notify_loop(Notifier(), agent.status, readiness, watchdog_interval_s())
+    return notify_loop(
+        Notifier(),
+        agent.status,
+        readiness,
+        watchdog_interval_s(),
+        alive=lambda: agent.supervisor.healthy,
+    )
 
 
 def install_test_hooks() -> None:

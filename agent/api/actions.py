@@ -75,8 +75,9 @@ async def scoped_app(request: web.Request, app_id: int) -> tuple[AppRef, Current
     return find_app(agent, current, app_id), current
 
 
-def locked(agent: Agent, app_id: int | None = None) -> bool:
-    held = held_locks(agent.config.lock_dir)
+async def locked(agent: Agent, app_id: int | None = None) -> bool:
+    # the lock dir is the containers' ground: read it in a thread, never on the event loop
+    held = await asyncio.to_thread(held_locks, agent.config.lock_dir)
     return bool(held) if app_id is None else app_id in held
 
 
@@ -111,7 +112,7 @@ async def service_action(
     service meanwhile (so the app can't take it halfway), as the reference does."""
     taken: AgentLocks | None = None
     if not force:
-        if locked(agent, app.id):
+        if await locked(agent, app.id):
             raise ApiError(423, LOCKED)
         try:
             taken = await asyncio.to_thread(
@@ -119,6 +120,9 @@ async def service_action(
             )
         except LockHeld as exc:
             raise ApiError(423, LOCKED) from exc
+        except OSError as exc:
+            log.error("lock_take_failed", app_id=app.id, error=str(exc))
+            raise ApiError(503, f"could not take the update lock: {exc}") from exc
     log.info("service_action", action=action, app_id=app.id, service=container.service_name)
     try:
         if action == "restart":
@@ -137,7 +141,7 @@ async def service_action(
 async def restart_app(agent: Agent, app: AppRef, force: bool, purge: bool = False) -> None:
     """Remove the app's containers (and with `purge` its volumes), then let the apply loop
     bring them back."""
-    if not force and locked(agent, app.id):
+    if not force and await locked(agent, app.id):
         raise ApiError(423, LOCKED)
     what = "purge" if purge else "restart"
     log.info("app_action", action=what, app_id=app.id, app=app.name, force=force)
@@ -177,8 +181,8 @@ async def _until(agent: Agent, done: Callable[[CurrentState], bool], what: str) 
         await asyncio.sleep(0.25)
 
 
-def device_action_blocked(agent: Agent, force: bool) -> bool:
-    return not force and locked(agent)
+async def device_action_blocked(agent: Agent, force: bool) -> bool:
+    return not force and await locked(agent)
 
 
 IN_PROGRESS = ("downloading", "downloaded", "applying changes")

@@ -18,7 +18,6 @@ from agent.api.common import (
 )
 from agent.api.context import AGENT
 from agent.errors import TargetStateError
-from agent.local.legacy import pin_local_images, service_images, to_v3
 
 NOT_LOCAL = "Target state can only set when device is in local mode"
 _ARCH = {"x86_64": "amd64", "aarch64": "aarch64", "arm64": "aarch64", "armv7l": "armv7hf",
@@ -41,6 +40,9 @@ async def set_target_state(request: web.Request) -> web.Response:
     require_device_scope(request)
     if not agent.local_mode:
         raise ApiError(400, NOT_LOCAL)
+    # the converter is loaded on first use: idle devices never need it
+    from agent.local.legacy import pin_local_images, service_images, to_v3
+
     body = await read_body(request)
     force = flag(body, "force")
     body.pop("force", None)

@@ -55,7 +55,7 @@ def device_action(action: str) -> Handler:
     async def handle(request: web.Request) -> web.Response:
         require_device_scope(request)
         force = flag(await read_body(request), "force")
-        if actions.device_action_blocked(request.app[AGENT], force):
+        if await actions.device_action_blocked(request.app[AGENT], force):
             raise ApiError(423, actions.LOCKED, body={"Data": "", "Error": actions.LOCKED})
         request.app[HOST].perform_later(action)
         return json_response({"Data": "OK", "Error": None}, status=202)

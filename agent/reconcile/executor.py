@@ -204,10 +204,9 @@ class Executor:
         skipped: set[int] = set()
         for app_id, names in sorted(services.items()):
             names.discard("")
-            app_dir = self.device.lock_dir / str(app_id)
             try:
                 locks = await asyncio.to_thread(
-                    AgentLocks.take, self.device.lock_dir, app_id, names | _subdirs(app_dir)
+                    _take_app_locks, self.device.lock_dir, app_id, names
                 )
             except LockHeld as exc:
                 log.info("lock_held", **holder_fields(exc.holder))
@@ -359,8 +358,13 @@ def _make_lock_dir(path: Path) -> None:
     path.mkdir(parents=True, exist_ok=True)
 
 
-def _subdirs(path: Path) -> set[str]:
+def _take_app_locks(lock_dir: Path, app_id: int, names: set[str]) -> AgentLocks:
+    """The app's lock on these services and on every other service dir it has (in a thread:
+    the lock dir is the containers' ground, symlinked dirs are not walked into)."""
+    app_dir = lock_dir / str(app_id)
     try:
-        return {entry.name for entry in os.scandir(path) if entry.is_dir()}
+        with os.scandir(app_dir) as entries:
+            others = {e.name for e in entries if e.is_dir(follow_symlinks=False)}
     except OSError:
-        return set()
+        others = set()
+    return AgentLocks.take(lock_dir, app_id, names | others)

@@ -20,6 +20,7 @@ import structlog
 from agent.engine.docker import CONNECTED, DockerEngine
 from agent.errors import AgentError, EngineError, InsufficientSpace
 from agent.locks import (
+    EntryKind,
     LockHolder,
     clear_own_stale_locks,
     handover_signalled,
@@ -72,7 +73,7 @@ class Reconciler:
         self._pull_errors: dict[str, str] = {}  # release uuid -> latest pull error
         self.aborted: dict[str, str] = {}
         self._progress: dict[str, int] = {}
-        self._locks_seen: dict[int, tuple[str, ...]] = {}
+        self._locks_seen: dict[int, tuple[tuple[str, str], ...]] = {}
         self._backoff = Backoff(base_s=1.0, cap_s=60.0)
         self.last_plan: Plan | None = None
         self._waiting_logged: tuple[str, ...] = ()
@@ -80,6 +81,7 @@ class Reconciler:
         self.last_error: str | None = None
         self.converged = asyncio.Event()  # set whenever the engine matches the target
         self.busy_since: float | None = None  # unix time the running pass began (health)
+        self._pass_apps: set[str] | None = None  # app uuids the running pass executes steps for
 
     @property
     def target(self) -> TargetState | None:
@@ -119,8 +121,11 @@ class Reconciler:
             await asyncio.sleep(EVENTS_RETRY_S)
 
     async def run(self) -> None:
-        for path in await asyncio.to_thread(clear_own_stale_locks, self._lock_dir):
-            log.warning("stale_lock_removed", path=str(path))
+        try:
+            for path in await asyncio.to_thread(clear_own_stale_locks, self._lock_dir):
+                log.warning("stale_lock_removed", path=str(path))
+        except Exception as exc:  # odd entries in the lock dir: the passes deal with them
+            log.error("stale_lock_cleanup_failed", error=repr(exc), exc_info=exc)
         failures = 0
         while True:
             self._wake.clear()
@@ -129,6 +134,8 @@ class Reconciler:
                 continue
             delay: float
             self.busy_since = time.time()
+            self._pass_apps = None
+            crash: str | None = None
             try:
                 done, failed = await self._pass()
                 self.last_error = None
@@ -136,11 +143,18 @@ class Reconciler:
                 done, failed = False, True
                 self.last_error = str(exc)
                 log.error("engine_unavailable", error=str(exc))
-            self.busy_since = None
+            except Exception as exc:  # anything else fails this pass only, never the loop
+                done, failed = False, True
+                crash = self.last_error = f"{type(exc).__name__}: {exc}"
+                log.error("apply_pass_failed", error=crash, exc_info=exc)
+            finally:
+                self.busy_since = None
             if failed:
                 failures += 1
                 delay = self._backoff.delay(failures)
                 log.info("apply_retry_scheduled", attempt=failures, retry_in_s=round(delay, 1))
+                if crash is not None:
+                    self._report_crash(crash, delay)
             else:
                 failures = 0
                 delay = RECHECK_S if done else 0.0
@@ -148,10 +162,14 @@ class Reconciler:
                     # waiting: on a lock only, the files alone can end it; on a healthcheck, a
                     # dependency or a hand-over, look at the engine again every WAITING_S and at
                     # the files (handover-complete) in between
-                    if _only_lock_blocked(self.last_plan):
-                        await self._wait_for_file_change(RECHECK_S, LOCK_WATCH_S)
-                    else:
-                        await self._wait_for_file_change(WAITING_S, HANDOVER_WATCH_S)
+                    try:
+                        if _only_lock_blocked(self.last_plan):
+                            await self._wait_for_file_change(RECHECK_S, LOCK_WATCH_S)
+                        else:
+                            await self._wait_for_file_change(WAITING_S, HANDOVER_WATCH_S)
+                    except Exception as exc:  # the lock dir can't be read: look again later
+                        log.error("lock_watch_failed", error=repr(exc), exc_info=exc)
+                        await asyncio.sleep(WAITING_S)
                     continue
             if delay > 0:
                 with contextlib.suppress(TimeoutError):
@@ -193,6 +211,11 @@ class Reconciler:
                 self.converged.set()
             return plan.converged and generation == self._generation, False
         log.info("apply_pass", steps=[describe(s) for s in plan.steps])
+        # if executing raises, these apps are the ones it was working on
+        ids = {app_id for step in plan.steps if (app_id := step_app_id(step)) is not None}
+        pulls = {step.app_uuid for step in plan.steps if isinstance(step, Pull)}
+        touched = {u for u, a in target.apps.items() if a.id in ids or u in pulls}
+        self._pass_apps = touched or None
         failures = await self._executor.run(plan, current, self._on_progress, self._cancel)
         if generation != self._generation:
             log.info("target_changed_mid_apply")
@@ -201,6 +224,21 @@ class Reconciler:
             if isinstance(failure.step, Pull):
                 self._count_pull_failure(target, failure.step, failure.error)
         return False, bool(failures)
+
+    def _report_crash(self, error: str, delay: float) -> None:
+        """A pass raised something unexpected: say so in the status of the apps it was
+        working on (all target apps when it failed before it knew), until a pass succeeds."""
+        target = self._target
+        if target is None:
+            return
+        reason = f"apply failed: {error} (retrying in {delay:.0f}s)"
+        for uuid, app in target.apps.items():
+            if self._pass_apps is not None and uuid not in self._pass_apps:
+                continue
+            if app.rejection:
+                continue
+            self._status.ensure_app(uuid, app.id, app.name, app.release_uuid)
+            self._status.set_reason(uuid, reason)
 
     async def _override_locks(self, plan: Plan, locks: dict[int, list[LockHolder]]) -> None:
         """A forced update: remove the locks of the apps this plan is about to touch."""
@@ -280,6 +318,8 @@ class Reconciler:
                 reason = self._pull_errors.get(app_plan.release_uuid)
             if app_plan.blocked_by_lock and holders:
                 reason = f"update lock held by {holders[0].service}"
+                if holders[0].kind is not EntryKind.FILE:
+                    reason += f" (a {holders[0].kind} at {holders[0].path.name})"
             self._status.set_update_status(uuid, app_plan.release_uuid, app_plan.status, reason)
             if app_plan.status is not UpdateStatus.REJECTED:
                 self._status.set_services(
@@ -289,7 +329,8 @@ class Reconciler:
 
     def _log_locks(self, locks: dict[int, list[LockHolder]]) -> None:
         seen = {
-            app_id: tuple(sorted(h.service for h in holders)) for app_id, holders in locks.items()
+            app_id: tuple(sorted((h.service, str(h.kind)) for h in holders))
+            for app_id, holders in locks.items()
         }
         if seen == self._locks_seen:
             return
@@ -297,6 +338,9 @@ class Reconciler:
             if seen[app_id] != self._locks_seen.get(app_id):
                 for holder in holders:
                     log.info("lock_held", **holder_fields(holder))
+                    if holder.kind is not EntryKind.FILE:
+                        # not a lock file but something at its name: held all the same
+                        log.warning("lock_entry_unexpected", **holder_fields(holder))
         for app_id in self._locks_seen.keys() - seen.keys():
             log.info("lock_released", app_id=app_id)
         self._locks_seen = seen

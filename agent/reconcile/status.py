@@ -221,6 +221,15 @@ class StatusBoard:
         self._notify()
         self._tell_listeners()
 
+    def set_reason(self, app_uuid: str, reason: str | None) -> None:
+        """Why the app is where it is (e.g. an apply pass failed), its status unchanged."""
+        view = self.apps.get(app_uuid)
+        if view is None or view.reason == reason:
+            return
+        self.apps[app_uuid] = replace(view, reason=reason)
+        self._persist()
+        self._notify()
+
     def set_current_release(self, app_uuid: str, release_uuid: str | None) -> None:
         view = self.apps.get(app_uuid)
         if view is not None and view.current_release_uuid is None and release_uuid:

@@ -6,6 +6,8 @@ import asyncio
 import os
 import socket
 import tempfile
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +16,14 @@ from types import SimpleNamespace
 import pytest
 
 from agent.reconcile.status import StatusBoard
-from agent.sdnotify import Notifier, Readiness, notify_loop, status_line, watchdog_interval_s
+from agent.sdnotify import (
+    Notifier,
+    Readiness,
+    notify_loop,
+    status_line,
+    watchdog_interval_s,
+    watchdog_loop,
+)
 from agent.store import Store
 
 
@@ -125,3 +134,77 @@ def test_notify_loop_says_ready_pings_and_stops(listener, tmp_path):
     assert "STATUS=Idle" in lines
     assert lines.count("WATCHDOG=1") >= 4
     assert lines[-1] == "STOPPING=1"
+
+
+def test_watchdog_pings_follow_their_own_schedule(listener):
+    """The n-th ping is due at start + n·interval: over 15 periods the pings average the
+    interval (no drift, no aliasing against the READY/STATUS ticks, which once made the gaps
+    1.5 and 0.5 periods)."""
+    path, sock = listener
+    reconciler, poller = fakes(polls=1)
+    interval = 0.2
+    arrivals: list[float] = []
+    done = threading.Event()
+
+    def read() -> None:  # as systemd does: at once (the queue holds only ~10 datagrams)
+        sock.settimeout(0.05)
+        while not done.is_set():
+            try:
+                data = sock.recv(4096).decode()
+            except TimeoutError:
+                continue
+            if "WATCHDOG=1" in data.splitlines():
+                arrivals.append(time.monotonic())
+
+    async def scenario() -> None:
+        readiness = Readiness(reconciler, poller, False)
+        task = asyncio.create_task(notify_loop(Notifier(path), board, readiness, interval))
+        await asyncio.sleep(interval * 15 + interval / 2)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    board = StatusBoard(Store(Path(tempfile.mkdtemp(prefix="da-s-", dir="/tmp"))))
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        asyncio.run(scenario())
+        time.sleep(0.1)
+    finally:
+        done.set()
+        reader.join()
+    assert len(arrivals) == 16, arrivals
+    mean_gap = (arrivals[-1] - arrivals[0]) / 15
+    assert mean_gap == pytest.approx(interval, rel=0.05)
+
+
+def test_the_watchdog_schedule_does_not_drift_or_burst(monkeypatch):
+    """On a fake clock: pings at exactly 0, 1, 2…·interval however late each wake-up is; after
+    the loop was blocked for longer than a period, one ping at once and then on schedule again
+    from there (no burst of catch-up pings)."""
+    now = [0.0]
+    sent: list[float] = []
+    wakeup_lateness = iter([0.3, 0.1, 0.0, 0.45, 2.5, 0.0, 0.2, 0.0])
+
+    async def fake_sleep(seconds: float) -> None:
+        now[0] += seconds + next(wakeup_lateness)
+        if len(sent) >= 8:
+            raise asyncio.CancelledError
+
+    class Recorder:
+        def send(self, *lines: str) -> bool:
+            sent.append(now[0])
+            return True
+
+    monkeypatch.setattr("agent.sdnotify.asyncio.sleep", fake_sleep)
+
+    async def scenario() -> None:
+        with pytest.raises(asyncio.CancelledError):
+            await watchdog_loop(Recorder(), 1.0, clock=lambda: now[0])
+
+    asyncio.run(scenario())
+    # due at 0, 1, 2, 3, 4 (each woken late, never drifting), then blocked: 4.45+1+2.5 -> at
+    # once, and due one period later again
+    assert sent[:5] == pytest.approx([0.0, 1.3, 2.1, 3.0, 4.45])
+    assert sent[5] == pytest.approx(7.5)  # due at 5, the loop was blocked until 7.5
+    assert sent[6] == pytest.approx(8.5)  # schedule restarted from 7.5
+    assert sent[7] == pytest.approx(9.7)
