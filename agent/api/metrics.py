@@ -16,64 +16,77 @@ import time
 from collections.abc import Iterator, MutableMapping
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.exposition import generate_latest
-
 from agent import __version__
 
 if TYPE_CHECKING:
+    from prometheus_client.core import GaugeMetricFamily, Metric
+    from prometheus_client.registry import CollectorRegistry
+
     from agent.daemon import Agent
 
-CONTENT_TYPE = CONTENT_TYPE_LATEST
+# prometheus_client (≈ 1 MB with what it imports) is loaded on the first scrape, not at start:
+# until then the flows are plain numbers. CONTENT_TYPE is prometheus_client's
+# CONTENT_TYPE_LATEST (checked by tests/unit/api/test_metrics.py).
+CONTENT_TYPE = "text/plain; version=1.0.0; charset=utf-8"
 _DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, math.inf)
 _OPEN_STATUSES = {"downloading", "downloaded", "applying changes"}
 
 
+class _Histogram:
+    """Bucket counts, sum and count of observations: a Prometheus histogram's numbers."""
+
+    def __init__(self, name: str, doc: str) -> None:
+        self.name, self.doc = name, doc
+        self.counts = [0] * len(_DURATION_BUCKETS)  # per bucket, not cumulative
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.total += value
+        for i, bound in enumerate(_DURATION_BUCKETS):
+            if value <= bound:
+                self.counts[i] += 1
+                break
+
+
 class AgentMetrics:
     def __init__(self, agent: Agent) -> None:
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.poll_events = Counter(
-            "device_agent_poll_events",
-            "Target-state polls that fetched a new target or failed",
-            ["outcome"],
-            registry=self.registry,
-        )
-        self.report_failures = Counter(
-            "device_agent_report_failures", "State reports that failed", registry=self.registry
-        )
-        self.download_bytes = Counter(
-            "device_agent_download_bytes", "Bytes downloaded by image pulls", registry=self.registry
-        )
-        self.apply_seconds = Histogram(
+        self._agent = agent
+        self._registry: CollectorRegistry | None = None
+        self.poll_events: dict[str, int] = {}  # outcome -> count (new_target, error)
+        self.report_failures = 0
+        self.download_bytes = 0
+        self.apply_seconds = _Histogram(
             "device_agent_apply_duration_seconds",
             "Time from a release's first update status to done",
-            buckets=_DURATION_BUCKETS,
-            registry=self.registry,
         )
-        self.lock_held_seconds = Histogram(
+        self.lock_held_seconds = _Histogram(
             "device_agent_lock_held_seconds",
             "How long an app held its update lock, as seen by the agent",
-            buckets=_DURATION_BUCKETS,
-            registry=self.registry,
         )
-        self.registry.register(_Levels(agent, self))
         self._pulled: dict[str, int] = {}  # image -> bytes seen so far in its current pull
         self._opened: dict[tuple[str, str], float] = {}  # (app, release) -> first status time
         self._locked: dict[Any, float] = {}  # app id -> when its lock was first seen
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        from prometheus_client.exposition import generate_latest
+
+        if self._registry is None:
+            from prometheus_client.registry import CollectorRegistry
+
+            self._registry = CollectorRegistry(auto_describe=False)
+            self._registry.register(_Flows(self))
+            self._registry.register(_Levels(self._agent, self))
+        return generate_latest(self._registry)
 
     def observe(self, event: MutableMapping[str, Any]) -> None:
         """A log event (see agent.logs.add_sink)."""
         name = event.get("event")
         if name == "target_fetched":
-            self.poll_events.labels("new_target").inc()
+            self.poll_events["new_target"] = self.poll_events.get("new_target", 0) + 1
         elif name == "poll_failed":
-            self.poll_events.labels("error").inc()
+            self.poll_events["error"] = self.poll_events.get("error", 0) + 1
         elif name == "report_failed":
-            self.report_failures.inc()
+            self.report_failures += 1
         elif name == "pull_started":
             self._pulled[str(event.get("image"))] = 0
         elif name == "download_progress":
@@ -81,7 +94,7 @@ class AgentMetrics:
             if isinstance(nbytes, int):
                 seen = self._pulled.get(image, 0)
                 if nbytes > seen:
-                    self.download_bytes.inc(nbytes - seen)
+                    self.download_bytes += nbytes - seen
                     self._pulled[image] = nbytes
         elif name == "update_status_changed":
             self._status_changed(event)
@@ -106,6 +119,48 @@ class AgentMetrics:
             self._opened.pop(key, None)
 
 
+class _Flows:
+    """The counted flows, as Prometheus families at scrape time."""
+
+    def __init__(self, metrics: AgentMetrics) -> None:
+        self._metrics = metrics
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        from prometheus_client.core import CounterMetricFamily
+
+        m = self._metrics
+        polls = CounterMetricFamily(
+            "device_agent_poll_events",
+            "Target-state polls that fetched a new target or failed",
+            labels=["outcome"],
+        )
+        for outcome, count in sorted(m.poll_events.items()):
+            polls.add_metric([outcome], count)
+        yield polls
+        yield CounterMetricFamily(
+            "device_agent_report_failures", "State reports that failed", m.report_failures
+        )
+        yield CounterMetricFamily(
+            "device_agent_download_bytes", "Bytes downloaded by image pulls", m.download_bytes
+        )
+        yield _histogram(m.apply_seconds)
+        yield _histogram(m.lock_held_seconds)
+
+
+def _histogram(h: _Histogram) -> Metric:
+    from prometheus_client.core import HistogramMetricFamily
+    from prometheus_client.utils import floatToGoString
+
+    cumulative, buckets = 0, []
+    for bound, count in zip(_DURATION_BUCKETS, h.counts, strict=True):
+        cumulative += count
+        buckets.append((floatToGoString(bound), cumulative))
+    return HistogramMetricFamily(h.name, h.doc, buckets=buckets, sum_value=h.total)
+
+
 class _Levels:
     """Read at scrape time, from the one source of truth."""
 
@@ -117,6 +172,8 @@ class _Levels:
         return []
 
     def collect(self) -> Iterator[Metric]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
         agent, now = self._agent, time.time()
         info = GaugeMetricFamily("device_agent_info", "The agent's version", labels=["version"])
         info.add_metric([__version__], 1)
@@ -209,6 +266,8 @@ class _Levels:
 
 
 def _age(name: str, doc: str, at: float | None, now: float) -> GaugeMetricFamily:
+    from prometheus_client.core import GaugeMetricFamily
+
     family = GaugeMetricFamily(name, doc)
     family.add_metric([], math.nan if at is None else max(0.0, now - at))
     return family

@@ -90,3 +90,23 @@ def test_levels_are_read_at_scrape_time():
     )
     assert 'device_agent_link_up{link="heartbeat"} 1.0' in text
     assert 'device_agent_link_up{link="cloudlink"} 0.0' in text
+
+
+def test_content_type_is_prometheus_clients_and_counting_needs_no_prometheus_client():
+    import subprocess
+    import sys
+
+    from prometheus_client import CONTENT_TYPE_LATEST
+
+    from agent.api.metrics import CONTENT_TYPE
+
+    assert CONTENT_TYPE == CONTENT_TYPE_LATEST
+    # counting log events must not load prometheus_client (≈ 1 MB): only a scrape does
+    code = (
+        "import sys; from agent.api.metrics import AgentMetrics; m = AgentMetrics(None); "
+        "m.observe({'event': 'target_fetched'}); "
+        "m.observe({'event': 'update_status_changed', 'app_uuid': 'a', 'release': 'r', "
+        "'status': 'done', 'since': 1.0}); print('prometheus_client' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
