@@ -9,6 +9,7 @@ have, 503 when the engine or the cloud can't be reached.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -18,6 +19,7 @@ from agent.api.keys import Scope
 
 MAX_BODY_BYTES = 2 * 1024 * 1024
 SCOPE_KEY = web.RequestKey("scope", Scope)
+_DECIMAL = re.compile(r"[0-9]{1,12}")  # ASCII only: '²'.isdigit() and '٣'.isdigit() are true
 
 
 class ApiError(Exception):
@@ -66,6 +68,8 @@ async def read_body(request: web.Request) -> dict[str, Any]:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, f"request body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:  # `[[[[...` deeper than the parser's stack
+        raise ApiError(400, "request body is not valid JSON: nested too deeply") from exc
     if not isinstance(body, dict):
         raise ApiError(400, f"request body must be a JSON object, got {type(body).__name__}")
     return body
@@ -88,14 +92,21 @@ def flag(body: dict[str, Any], name: str) -> bool:
     raise ApiError(400, f"'{name}' must be true or false, got {json.dumps(value)}")
 
 
+def decimal(text: str) -> int | None:
+    """A plain ASCII decimal (`"42"`), or None: no sign, no spaces, no `"²"` or other Unicode
+    digits that `str.isdigit` accepts and `int` refuses."""
+    return int(text) if _DECIMAL.fullmatch(text) else None
+
+
 def app_id_of(value: Any, what: str = "app id") -> int:
     """A positive integer app id from a path segment or a body field."""
     if isinstance(value, bool):
         raise ApiError(400, f"Invalid {what}: {json.dumps(value)}")
-    if isinstance(value, int) and value > 0:
+    if isinstance(value, int) and 0 < value < 2**31:
         return value
-    if isinstance(value, str) and value.isdigit() and 0 < int(value) < 2**31:
-        return int(value)
+    number = decimal(value) if isinstance(value, str) else None
+    if number is not None and 0 < number < 2**31:
+        return number
     if value is None:
         raise ApiError(400, f"Missing {what}")
     raise ApiError(400, f"Invalid {what}: {json.dumps(value)[:60]}")
@@ -114,8 +125,8 @@ def optional_int(body: dict[str, Any], name: str) -> int | None:
     value = body.get(name)
     if value is None or value == "":
         return None
-    if isinstance(value, str) and value.isdigit():
-        value = int(value)
+    if isinstance(value, str) and (number := decimal(value)) is not None:
+        value = number
     if not isinstance(value, int) or isinstance(value, bool) or value < 0 or value >= 2**31:
         raise ApiError(400, f"'{name}' must be a non-negative integer")
     return value
@@ -126,13 +137,8 @@ def scope_of(request: web.Request) -> Scope:
 
 
 def require_app_scope(request: web.Request, app_id: int) -> None:
-    """401 when the request's key is scoped to another app (as the reference answers)."""
+    """401 when the request's key is scoped to another app (as the reference answers). The
+    access table (agent/api/access.py) already enforced this before the handler ran; this is
+    the same rule again where an app is looked up, never a different one."""
     if not scope_of(request).allows(app_id):
         raise ApiError(401, "Unauthorized: this API key is scoped to another app")
-
-
-def require_device_scope(request: web.Request) -> None:
-    """403 for device-wide actions asked with an app-scoped key (the reference lets them
-    through; we don't)."""
-    if not scope_of(request).is_global:
-        raise ApiError(403, "Forbidden: device-wide actions need the device API key")

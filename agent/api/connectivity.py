@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from agent.api.common import require_device_scope, success
+from agent.api.common import success
 from agent.api.context import AGENT
 from agent.connectivity.monitor import ConnectivityView
 
@@ -44,7 +44,6 @@ async def current_view(request: web.Request) -> ConnectivityView:
 
 
 async def device_status(request: web.Request) -> web.Response:
-    require_device_scope(request)
     return success(device=device_status_body(await current_view(request)))
 
 

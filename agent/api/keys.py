@@ -9,6 +9,7 @@ created with them keep working. Looking a key up compares it against every known
 from __future__ import annotations
 
 import hmac
+import re
 import secrets
 from dataclasses import dataclass
 
@@ -51,7 +52,9 @@ class ApiKeys:
         self._global: str = str(saved.get("global") or "")
         apps = saved.get("apps") or {}
         self._apps: dict[int, str] = {
-            int(app_id): str(key) for app_id, key in apps.items() if str(app_id).isdigit() and key
+            int(app_id): str(key)
+            for app_id, key in apps.items()
+            if re.fullmatch(r"[0-9]{1,12}", str(app_id)) and key
         }
         if not self._global:
             self._global = new_key()
@@ -92,7 +95,8 @@ class ApiKeys:
 
     def lookup(self, key: str) -> Scope | None:
         """The scope of `key`, or None for an unknown key (constant time per known key)."""
-        candidate = key.encode()
+        # a header byte that isn't UTF-8 arrives as a lone surrogate: still just a wrong key
+        candidate = key.encode(errors="surrogatepass")
         found: Scope | None = None
         if hmac.compare_digest(candidate, self._global.encode()):
             found = GLOBAL

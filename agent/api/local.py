@@ -13,7 +13,6 @@ from agent.api.common import (
     flag,
     json_response,
     read_body,
-    require_device_scope,
     success,
 )
 from agent.api.context import AGENT
@@ -37,7 +36,6 @@ async def get_target_state(request: web.Request) -> web.Response:
 
 async def set_target_state(request: web.Request) -> web.Response:
     agent = request.app[AGENT]
-    require_device_scope(request)
     if not agent.local_mode:
         raise ApiError(400, NOT_LOCAL)
     # the converter is loaded on first use: idle devices never need it

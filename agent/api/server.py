@@ -15,8 +15,9 @@ from aiohttp import web
 
 from agent import logs
 from agent.api import local, streams, v1, v2
+from agent.api.access import check_table
 from agent.api.auth import Handler, auth_middleware
-from agent.api.common import MAX_BODY_BYTES, ApiError, json_response, require_device_scope
+from agent.api.common import MAX_BODY_BYTES, ApiError, json_response
 from agent.api.context import AGENT, HOST, HostActions
 from agent.api.metrics import CONTENT_TYPE, AgentMetrics
 from agent.errors import CloudError, EngineError, StoreError
@@ -52,7 +53,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         status = 503
         return json_response({"status": "failed", "message": str(exc)}, 503)
     except Exception as exc:
-        log.exception("api_error", method=request.method, path=request.path)
+        _log_unexpected(request, exc)
         return json_response({"status": "failed", "message": f"internal error: {exc!r}"}, 500)
     finally:
         quiet = request.method == "GET" and status < 400  # apps may poll: keep the log readable
@@ -65,6 +66,24 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         )
 
 
+_SEEN_ERRORS: dict[tuple[str, str], int] = {}  # (exception type, route) -> how many
+_MAX_KINDS = 100
+
+
+def _log_unexpected(request: web.Request, exc: Exception) -> None:
+    """A bug, never a client's fault: its stack is logged the first time per kind (exception
+    type and route), then only counted, so a client repeating the request can't flood the
+    log. The JSON 500 goes back every time."""
+    resource = request.match_info.route.resource
+    kind = (type(exc).__name__, resource.canonical if resource is not None else "?")
+    seen = _SEEN_ERRORS.get(kind, 0)
+    if seen == 0 and len(_SEEN_ERRORS) >= _MAX_KINDS:
+        return
+    _SEEN_ERRORS[kind] = seen + 1
+    if seen == 0:
+        log.exception("api_error", method=request.method, route=kind[1], error=kind[0])
+
+
 def make_app(agent: Agent, host: HostActions, metrics: AgentMetrics) -> web.Application:
     app = web.Application(
         middlewares=[errors, auth_middleware(agent.keys, lambda: agent.local_mode)],
@@ -74,7 +93,6 @@ def make_app(agent: Agent, host: HostActions, metrics: AgentMetrics) -> web.Appl
     app[HOST] = host
 
     async def prometheus(request: web.Request) -> web.Response:
-        require_device_scope(request)
         return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
     v1.add_routes(app)
@@ -82,6 +100,7 @@ def make_app(agent: Agent, host: HostActions, metrics: AgentMetrics) -> web.Appl
     local.add_routes(app)
     streams.add_routes(app)
     app.router.add_get("/metrics", prometheus)
+    check_table(app)
     return app
 
 

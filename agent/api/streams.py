@@ -1,130 +1,96 @@
 """Streaming routes: `/v2/local/logs` (every service's log as NDJSON, plus the agent's own
-system messages) and `/v2/journal-logs` (journalctl's output, where the host has journald)."""
+system messages) and `/v2/journal-logs` (journalctl's output, where the host has journald).
+
+Every stream is bounded: a cap on concurrent streams of each kind (429 beyond), a bounded queue
+per log client (agent/api/loghub.py), and the handler is cancelled when its client goes, which
+stops its followers or kills (and reaps) its journalctl.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import re
 import shutil
-import time
-from collections.abc import MutableMapping
-from typing import Any
+from collections.abc import AsyncIterator
 
 import structlog
 from aiohttp import web
 
-from agent import logs
-from agent.api import actions
 from agent.api.common import ApiError, flag, optional_int, optional_str, read_body, scope_of
 from agent.api.context import AGENT
-from agent.errors import EngineError
+from agent.api.loghub import LogHub, Subscriber, encode
 from agent.model import ContainerState
 
 log = structlog.get_logger("agent.api")
 
-RESCAN_S = 1.0
 NDJSON = "application/x-ndjson"
-# agent events a developer watching `balena push` output wants to see
-SYSTEM_EVENTS = {
-    "target_accepted": "target state accepted",
-    "update_status_changed": "update status",
-    "pull_started": "downloading image",
-    "pull_done": "downloaded image",
-    "pull_failed": "download failed",
-    "step_started": "",
-    "step_failed": "failed",
-    "app_action": "app action",
-    "service_action": "service action",
-}
+DISCONNECT_POLL_S = 0.5
+MAX_JOURNAL_STREAMS = 4
+JOURNALCTL = "journalctl"  # looked up on PATH
 JOURNAL_FORMATS = {
     "short", "short-iso", "short-precise", "short-monotonic", "short-unix", "verbose",
     "export", "json", "json-pretty", "json-sse", "cat", "with-unit",
 }  # fmt: skip
 _SAFE_ARG = re.compile(r"^[A-Za-z0-9@:+., _/-]{1,200}$")
+LOG_HUB: web.AppKey[LogHub] = web.AppKey("log_hub")
+JOURNALS: web.AppKey[set[asyncio.subprocess.Process]] = web.AppKey("journals")
 
 
-def _system_line(event: MutableMapping[str, Any]) -> dict[str, Any] | None:
-    name = event.get("event")
-    if name not in SYSTEM_EVENTS:
-        return None
-    details = " ".join(
-        f"{k}={v}" for k, v in event.items() if k not in ("event", "level", "timestamp")
-    )
-    prefix = SYSTEM_EVENTS[name]
-    return {
-        "message": f"{prefix}: {details}" if prefix else details,
-        "timestamp": int(time.time() * 1000),
-        "isSystem": True,
-    }
+def _gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+@contextlib.asynccontextmanager
+async def until_disconnected(request: web.Request) -> AsyncIterator[None]:
+    """Cancel the body of this block when the client goes, even while it waits for something
+    to send (aiohttp only notices a gone client when a write fails). Ends quietly then."""
+    task = asyncio.current_task()
+    assert task is not None
+    gone = False
+
+    async def watch() -> None:
+        nonlocal gone
+        # polled: aiohttp has no callback for a connection lost while nothing is written
+        while not _gone(request):  # noqa: ASYNC110
+            await asyncio.sleep(DISCONNECT_POLL_S)
+        gone = True
+        task.cancel()
+
+    watcher = asyncio.create_task(watch())
+    try:
+        yield
+    except asyncio.CancelledError:
+        if not gone:
+            raise
+        task.uncancel()
+    except ConnectionResetError:
+        pass  # a write found the client gone first
+    finally:
+        watcher.cancel()
 
 
 async def local_logs(request: web.Request) -> web.StreamResponse:
-    agent, scope = request.app[AGENT], scope_of(request)
+    scope = scope_of(request)
     only = request.query.get("serviceName")
-    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    started = time.time()
 
-    def system(event: MutableMapping[str, Any]) -> None:
-        line = _system_line(event)
-        if line is not None and only is None:
-            queue.put_nowait(line)
+    def wants(c: ContainerState) -> bool:
+        return scope.allows(c.app_id) and (only is None or c.service_name == only)
 
-    async def follow(c: ContainerState, since: float | None) -> None:
-        with contextlib.suppress(EngineError):
-            async for at, message in agent.engine.log_lines(c.id, since, follow=True):
-                queue.put_nowait(
-                    {
-                        "message": message,
-                        "timestamp": int(at * 1000),
-                        "serviceName": c.service_name,
-                        "serviceId": c.service_id,
-                        "appId": c.app_id,
-                        "isSystem": False,
-                    }
-                )
-
-    response = web.StreamResponse(headers={"Content-Type": f"{NDJSON}; charset=utf-8"})
-    await response.prepare(request)
-    await response.write(_line({"message": "Streaming logs", "isSystem": True}))
-    followers: dict[str, asyncio.Task[None]] = {}
-    logs.add_sink(system)
+    hub = request.app[LOG_HUB]
+    sub = Subscriber(wants, system=only is None)
+    hub.subscribe(sub)  # 429 when too many streams are open
     try:
-        first = True
-        while True:
-            try:
-                current = await actions.current_state(agent)
-            except EngineError:
-                current = None
-            for c in current.containers if current is not None else ():
-                if c.id in followers or not scope.allows(c.app_id):
-                    continue
-                if only is not None and c.service_name != only:
-                    continue
-                followers[c.id] = asyncio.create_task(follow(c, started if first else None))
-            first = False
-            deadline = time.monotonic() + RESCAN_S
-            while (left := deadline - time.monotonic()) > 0:
-                try:
-                    line = await asyncio.wait_for(queue.get(), timeout=left)
-                except TimeoutError:
-                    break
-                await response.write(_line(line))
-            if request.transport is None or request.transport.is_closing():
-                break
-    except ConnectionResetError:
-        pass  # the client went away
+        response = web.StreamResponse(headers={"Content-Type": f"{NDJSON}; charset=utf-8"})
+        async with until_disconnected(request):
+            await response.prepare(request)
+            await response.write(encode({"message": "Streaming logs", "isSystem": True}))
+            while True:
+                await response.write(await sub.next_batch())
     finally:
-        logs.remove_sink(system)
-        for task in followers.values():
-            task.cancel()
-        await asyncio.gather(*followers.values(), return_exceptions=True)
+        hub.unsubscribe(sub)
     return response
-
-
-def _line(data: dict[str, Any]) -> bytes:
-    return (json.dumps(data, separators=(",", ":")) + "\n").encode()
 
 
 async def journal_logs(request: web.Request) -> web.StreamResponse:
@@ -154,27 +120,42 @@ async def journal_logs(request: web.Request) -> web.StreamResponse:
             if len(container) == 64
             else f"CONTAINER_ID={container[:12]}"
         )
-    journalctl = shutil.which("journalctl")
+    journalctl = shutil.which(JOURNALCTL)
     if journalctl is None:
         raise ApiError(501, "this device has no journald (journalctl is not installed)")
+    running = request.app[JOURNALS]
+    if len(running) >= MAX_JOURNAL_STREAMS:
+        raise ApiError(
+            429, f"too many journal streams open (at most {MAX_JOURNAL_STREAMS}); retry later"
+        )
     proc = await asyncio.create_subprocess_exec(
-        journalctl, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
+        journalctl,
+        *args,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
     )
+    running.add(proc)
     content_type = NDJSON if fmt == "json" else "text/plain"
     response = web.StreamResponse(headers={"Content-Type": f"{content_type}; charset=utf-8"})
-    await response.prepare(request)
     assert proc.stdout is not None
     try:
-        while chunk := await proc.stdout.read(65536):
-            await response.write(chunk)
-    except ConnectionResetError:
-        pass  # the client went away
+        async with until_disconnected(request):
+            await response.prepare(request)
+            while chunk := await proc.stdout.read(65536):
+                await response.write(chunk)
     finally:
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
+        running.discard(proc)
+        await _end(proc)
     return response
+
+
+async def _end(proc: asyncio.subprocess.Process) -> None:
+    """Kill journalctl if it still runs and reap it (no zombie left behind)."""
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+    await asyncio.shield(proc.wait())
 
 
 def _safe(field: str, value: str) -> str:
@@ -184,5 +165,15 @@ def _safe(field: str, value: str) -> str:
 
 
 def add_routes(app: web.Application) -> None:
+    app[LOG_HUB] = hub = LogHub(app[AGENT])
+    journals: set[asyncio.subprocess.Process] = set()
+    app[JOURNALS] = journals
     app.router.add_get("/v2/local/logs", local_logs)
     app.router.add_post("/v2/journal-logs", journal_logs)
+
+    async def close(_app: web.Application) -> None:
+        await hub.close()
+        for proc in [*journals]:
+            await _end(proc)
+
+    app.on_shutdown.append(close)

@@ -15,7 +15,6 @@ from agent.api.common import (
     flag,
     json_response,
     read_body,
-    require_device_scope,
     scope_of,
     text_response,
 )
@@ -40,7 +39,6 @@ async def ping(_request: web.Request) -> web.Response:
 
 
 async def update(request: web.Request) -> web.Response:
-    require_device_scope(request)
     body = await read_body(request)
     force = flag(body, "force")
     if flag(body, "cancel"):
@@ -53,7 +51,6 @@ def device_action(action: str) -> Handler:
     """POST /v1/reboot, /v1/shutdown: 202 {Data, Error}, 423 while an app holds its lock."""
 
     async def handle(request: web.Request) -> web.Response:
-        require_device_scope(request)
         force = flag(await read_body(request), "force")
         if await actions.device_action_blocked(request.app[AGENT], force):
             raise ApiError(423, actions.LOCKED, body={"Data": "", "Error": actions.LOCKED})

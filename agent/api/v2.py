@@ -22,7 +22,6 @@ from agent.api.common import (
     optional_int,
     optional_str,
     read_body,
-    require_app_scope,
     scope_of,
     success,
     text_response,
@@ -102,7 +101,6 @@ def service_action(action: str) -> Handler:
         name, image_id = optional_str(body, "serviceName"), optional_int(body, "imageId")
         force = flag(body, "force")
         if name is None and image_id is None:
-            require_app_scope(request, app_id)
             raise ApiError(400, actions.NAME_REQUIRED)
         app, current = await actions.scoped_app(request, app_id)
         container = actions.pick_service(current, app, name, image_id)

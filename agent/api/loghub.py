@@ -1,0 +1,259 @@
+"""One follower per container, shared by every `/v2/local/logs` client, each with a bounded
+queue of its own.
+
+A client that reads slower than the services log (or not at all) loses lines, never the
+agent's memory: past `MAX_QUEUED_LINES` lines or `MAX_QUEUED_BYTES` bytes its newest lines are
+dropped and counted; when it catches up it gets a marker line saying how many, the log says so
+(at most every `DROP_LOG_EVERY_S` per client, and once when it leaves) and
+`device_agent_api_log_lines_dropped` counts them all. At most `MAX_STREAMS` clients at once
+(429 beyond). The hub runs only while someone listens: the last client to leave stops its scan
+and its followers (one engine log stream, hence one thread, per followed container).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, MutableMapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from agent import logs
+from agent.api import actions
+from agent.api.common import ApiError
+from agent.errors import EngineError
+from agent.model import ContainerState
+
+if TYPE_CHECKING:
+    from agent.daemon import Agent
+
+log = structlog.get_logger("agent.api")
+
+MAX_STREAMS = 8
+MAX_QUEUED_LINES = 1000
+MAX_QUEUED_BYTES = 512 * 1024
+DROP_LOG_EVERY_S = 10.0
+RESCAN_S = 1.0
+# agent events a developer watching `balena push` output wants to see
+SYSTEM_EVENTS = {
+    "target_accepted": "target state accepted",
+    "update_status_changed": "update status",
+    "pull_started": "downloading image",
+    "pull_done": "downloaded image",
+    "pull_failed": "download failed",
+    "step_started": "",
+    "step_failed": "failed",
+    "app_action": "app action",
+    "service_action": "service action",
+}
+
+
+@dataclass
+class DropStats:
+    lines: int = 0  # every line dropped for a slow client since start (read by /metrics)
+
+
+STATS = DropStats()
+
+
+def encode(data: dict[str, Any]) -> bytes:
+    return (json.dumps(data, separators=(",", ":")) + "\n").encode()
+
+
+class Subscriber:
+    """One client: which containers it wants, and its bounded queue of encoded lines."""
+
+    def __init__(self, wants: Callable[[ContainerState], bool], system: bool) -> None:
+        self.wants = wants
+        self.system = system  # also the agent's own messages
+        self.started = time.time()
+        self._lines: deque[bytes] = deque()
+        self._bytes = 0
+        self._ready = asyncio.Event()
+        self._dropped = 0  # since the last marker
+        self.dropped_total = 0
+        self._logged_total = 0
+        self._logged_at = 0.0
+
+    def offer(self, line: bytes) -> None:
+        if len(self._lines) >= MAX_QUEUED_LINES or self._bytes + len(line) > MAX_QUEUED_BYTES:
+            self._dropped += 1
+            self.dropped_total += 1
+            STATS.lines += 1
+            return
+        self._lines.append(line)
+        self._bytes += len(line)
+        self._ready.set()
+
+    async def next_batch(self) -> bytes:
+        """Every queued line (and a marker for lines dropped since the last batch)."""
+        await self._ready.wait()
+        self._ready.clear()
+        batch = b"".join(self._lines)
+        self._lines.clear()
+        self._bytes = 0
+        if self._dropped:
+            batch += encode(
+                {
+                    "message": f"{self._dropped} log lines dropped: this client reads slower "
+                    "than the services log",
+                    "timestamp": int(time.time() * 1000),
+                    "isSystem": True,
+                    "dropped": self._dropped,
+                }
+            )
+            self._dropped = 0
+            self.log_drops(final=False)
+        return batch
+
+    def log_drops(self, final: bool) -> None:
+        now = time.monotonic()
+        new = self.dropped_total - self._logged_total
+        if new and (final or now - self._logged_at >= DROP_LOG_EVERY_S):
+            log.warning("api_log_lines_dropped", dropped=new, total=self.dropped_total)
+            self._logged_total, self._logged_at = self.dropped_total, now
+
+
+class LogHub:
+    def __init__(self, agent: Agent) -> None:
+        self._agent = agent
+        self._subs: set[Subscriber] = set()
+        self._followers: dict[str, asyncio.Task[None]] = {}
+        self._scanner: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._seen: set[str] = set()  # containers seen by an earlier scan
+        self._last_at: dict[str, float] = {}  # container -> time of the last line followed
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
+
+    @property
+    def streams(self) -> int:
+        return len(self._subs)
+
+    @property
+    def followers(self) -> int:
+        return len(self._followers)
+
+    def subscribe(self, sub: Subscriber) -> None:
+        if len(self._subs) >= MAX_STREAMS:
+            raise ApiError(429, f"too many log streams open (at most {MAX_STREAMS}); retry later")
+        if not self._subs:
+            self._loop, self._loop_thread = asyncio.get_running_loop(), threading.get_ident()
+            logs.add_sink(self._system)
+            self._scanner = asyncio.create_task(self._scan_loop(), name="log-hub-scan")
+        self._subs.add(sub)
+        self._wake.set()
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        self._subs.discard(sub)
+        sub.log_drops(final=True)
+        if self._subs:
+            self._wake.set()  # followers nobody wants any more stop at the next scan
+            return
+        logs.remove_sink(self._system)
+        for task in [*self._followers.values(), *([self._scanner] if self._scanner else [])]:
+            task.cancel()
+        self._followers.clear()
+        self._scanner = None
+        self._seen.clear()
+        self._last_at.clear()
+
+    async def close(self) -> None:
+        for sub in list(self._subs):
+            self.unsubscribe(sub)
+
+    def _system(self, event: MutableMapping[str, Any]) -> None:
+        """A logging sink: may be called from any thread."""
+        name = event.get("event")
+        if name not in SYSTEM_EVENTS:
+            return
+        details = " ".join(
+            f"{k}={v}" for k, v in event.items() if k not in ("event", "level", "timestamp")
+        )
+        prefix = SYSTEM_EVENTS[name]
+        line = encode(
+            {
+                "message": f"{prefix}: {details}" if prefix else details,
+                "timestamp": int(time.time() * 1000),
+                "isSystem": True,
+            }
+        )
+        if threading.get_ident() == self._loop_thread:
+            self._offer_system(line)
+        elif self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed
+                self._loop.call_soon_threadsafe(self._offer_system, line)
+
+    def _offer_system(self, line: bytes) -> None:
+        for sub in self._subs:
+            if sub.system:
+                sub.offer(line)
+
+    async def _scan_loop(self) -> None:
+        first = True
+        while self._subs:
+            self._wake.clear()
+            try:
+                current = await actions.current_state(self._agent)
+            except EngineError:
+                current = None
+            if current is not None:
+                self._scan(current.containers, first)
+                first = False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), RESCAN_S)
+
+    def _scan(self, containers: Iterable[ContainerState], first: bool) -> None:
+        ids = {c.id for c in containers}
+        wanted: set[str] = set()
+        for c in containers:
+            subs = [s for s in self._subs if s.wants(c)]
+            if not subs:
+                continue
+            wanted.add(c.id)
+            if c.id in self._followers or not (c.running or c.id not in self._last_at):
+                continue
+            if c.id in self._last_at:  # it ran before: go on where it stopped
+                since: float | None = self._last_at[c.id]
+            elif first or c.id in self._seen:
+                since = min(s.started for s in subs)
+            else:  # new since the last scan: its whole log
+                since = None
+            self._followers[c.id] = asyncio.create_task(self._follow(c, since))
+        for cid in [cid for cid in self._followers if cid not in wanted]:
+            self._followers.pop(cid).cancel()
+        self._seen = ids
+        self._last_at = {k: v for k, v in self._last_at.items() if k in ids}
+
+    async def _follow(self, c: ContainerState, since: float | None) -> None:
+        self._last_at.setdefault(c.id, since or 0.0)
+        engine = self._agent.engine
+        try:
+            async for at, message in engine.log_lines(c.id, since, follow=True):
+                if since is not None and at <= since:
+                    continue  # docker's `since` is whole seconds: skip what came before
+                self._last_at[c.id] = at
+                line = encode(
+                    {
+                        "message": message,
+                        "timestamp": int(at * 1000),
+                        "serviceName": c.service_name,
+                        "serviceId": c.service_id,
+                        "appId": c.app_id,
+                        "isSystem": False,
+                    }
+                )
+                for sub in self._subs:
+                    if sub.wants(c):
+                        sub.offer(line)
+        except EngineError:
+            pass  # gone meanwhile
+        finally:
+            if self._followers.get(c.id) is asyncio.current_task():
+                del self._followers[c.id]
