@@ -13,7 +13,7 @@ Admin API (JSON in/out, no auth):
   GET  /admin/devices                        -> [summary + connectivity, ...]
   GET  /admin/devices/{uuid}[?since=T]       -> {uuid, name, target, raw_target, etag, polls,
         reports, current, apps_update_status, update_status_history, last_poll, fault, vpn,
-        connectivity, status_history}
+        trickle, connectivity, status_history}
         (?since=T keeps only polls/reports/history with t > T)
         connectivity: {status, legacy_status, heartbeat: {ok, last, interval_ms},
         cloudlink: {ok, enabled, kind, last_handshake}, reason, since, update_status,
@@ -22,6 +22,11 @@ Admin API (JSON in/out, no auth):
   PUT  /admin/devices/{uuid}/target?raw=1    any bytes, served verbatim -> {etag}
   POST /admin/devices/{uuid}/faults          {mode|null, count|null, retry_after|null}
   POST /admin/devices/{uuid}/clear-records   drops polls, reports, update status history
+  PUT  /admin/devices/{uuid}/trickle         {chunk_bytes, pause_ms?} | null -> {uuid, trickle}
+        send this device's answer bodies (state, tags) in pieces of chunk_bytes, pausing
+        pause_ms after each (chunked encoding); null: as the cloud-wide setting says
+  PUT  /admin/trickle                        {chunk_bytes, pause_ms?} | null: cloud-wide
+        (also --trickle CHUNK_BYTES:PAUSE_MS at start)
 
 Pages: GET / and /devices — the Devices page (HTML, refreshes every 2 s).
 Options for the cloud side of cloudlink: --wg-interface, --openvpn-status, --poll-interval-ms.

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from devcloud.connectivity import Connectivity
 from devcloud.server import DEFAULT_HOLD_SECONDS, make_app
-from devcloud.state import Cloud
+from devcloud.state import Cloud, Trickle
 
 log = logging.getLogger("devcloud")
 
@@ -28,6 +28,17 @@ def _device_arg(value: str) -> tuple[str, str, str | None]:
         raise argparse.ArgumentTypeError(f"expected UUID:KEY[:NAME], got {value!r}")
     name = parts[2] if len(parts) == 3 and parts[2] else None
     return parts[0], parts[1], name
+
+
+def _trickle_arg(value: str) -> Trickle:
+    """CHUNK_BYTES[:PAUSE_MS]."""
+    chunk, _, pause = value.partition(":")
+    try:
+        trickle = Trickle.from_json({"chunk_bytes": int(chunk), "pause_ms": float(pause or 0)})
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected CHUNK_BYTES[:PAUSE_MS]: {exc}") from None
+    assert trickle is not None
+    return trickle
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -69,6 +80,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "BALENA_SUPERVISOR_POLL_INTERVAL (default 900000); judges the heartbeat",
     )
     parser.add_argument(
+        "--trickle",
+        type=_trickle_arg,
+        metavar="CHUNK_BYTES[:PAUSE_MS]",
+        help="send answer bodies in pieces of CHUNK_BYTES with PAUSE_MS after each, as over a "
+        "slow link (changeable with PUT /admin/trickle)",
+    )
+    parser.add_argument(
         "--log-level",
         default="INFO",
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
@@ -88,7 +106,7 @@ def write_port_file(path: Path, port: int) -> None:
 
 
 async def serve(args: argparse.Namespace) -> None:
-    cloud = Cloud()
+    cloud = Cloud(trickle=args.trickle)
     for uuid, key, name in args.device:
         cloud.register(uuid, key, name)
     connectivity = Connectivity(

@@ -129,6 +129,17 @@ class DevCloudClient:
     def clear_fault(self, uuid: str) -> dict[str, Any]:
         return self.set_fault(uuid, None)
 
+    def set_trickle(
+        self, uuid: str | None, chunk_bytes: int | None, pause_ms: float = 0.0
+    ) -> dict[str, Any] | None:
+        """Send the answers of device `uuid` (None: of every device without its own setting)
+        in pieces of `chunk_bytes` with `pause_ms` after each; `chunk_bytes=None` turns it
+        off. Returns the setting now in force, as the cloud tells it."""
+        data = None if chunk_bytes is None else {"chunk_bytes": chunk_bytes, "pause_ms": pause_ms}
+        path = "/admin/trickle" if uuid is None else f"/admin/devices/{self._q(uuid)}/trickle"
+        result: dict[str, Any] | None = self._json("PUT", path, data)["trickle"]
+        return result
+
     def tags(self, uuid: str, set_to: dict[str, str] | None = None) -> dict[str, str]:
         """The device's tags; with `set_to`, set those first."""
         path = f"/admin/devices/{self._q(uuid)}/tags"

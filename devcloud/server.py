@@ -27,11 +27,13 @@ from devcloud.state import (
     Device,
     Fault,
     ReportError,
+    Trickle,
     Vpn,
     etag_for,
     validate_report,
 )
 from devcloud.tags import add_tag_routes
+from devcloud.trickle import send_body
 
 log = logging.getLogger("devcloud")
 
@@ -170,9 +172,7 @@ async def get_state(request: web.Request) -> web.StreamResponse:
         cloud.record_poll(device, 304, t)
         return web.Response(status=304, headers={"ETag": etag})
     cloud.record_poll(device, 200, t)
-    return web.Response(
-        body=body, status=200, content_type="application/json", headers={"ETag": etag}
-    )
+    return await send_body(request, cloud.trickle_for(device), body, headers={"ETag": etag})
 
 
 async def _faulted_poll(
@@ -318,6 +318,31 @@ async def admin_set_fault(request: web.Request) -> web.Response:
     return _json({"uuid": device.uuid, "fault": device.view()["fault"]})
 
 
+def _trickle_body(data: Any) -> Trickle | None:
+    try:
+        return Trickle.from_json(data)
+    except ValueError as exc:
+        _admin_error(400, str(exc))
+
+
+async def admin_set_trickle(request: web.Request) -> web.Response:
+    """PUT /admin/devices/{uuid}/trickle {chunk_bytes, pause_ms} | null: how this device's
+    answers are sent (null: as the cloud-wide setting says)."""
+    device = _admin_device(request)
+    device.trickle = _trickle_body(await _json_body(request))
+    log.info("trickle for %s set to %s", device.uuid, device.trickle)
+    return _json({"uuid": device.uuid, "trickle": device.view()["trickle"]})
+
+
+async def admin_set_cloud_trickle(request: web.Request) -> web.Response:
+    """PUT /admin/trickle {chunk_bytes, pause_ms} | null: the setting for every device
+    without its own."""
+    cloud = request.app[CLOUD_KEY]
+    cloud.trickle = _trickle_body(await _json_body(request))
+    log.info("cloud-wide trickle set to %s", cloud.trickle)
+    return _json({"trickle": cloud.trickle.to_json() if cloud.trickle else None})
+
+
 async def admin_clear_records(request: web.Request) -> web.Response:
     device = _admin_device(request)
     device.clear_records()
@@ -350,6 +375,8 @@ def make_app(
     app.router.add_put("/admin/devices/{uuid}/target", admin_set_target)
     app.router.add_post("/admin/devices/{uuid}/faults", admin_set_fault)
     app.router.add_post("/admin/devices/{uuid}/clear-records", admin_clear_records)
+    app.router.add_put("/admin/devices/{uuid}/trickle", admin_set_trickle)
+    app.router.add_put("/admin/trickle", admin_set_cloud_trickle)
     add_tag_routes(app, cloud)
     add_page_routes(app)
     return app

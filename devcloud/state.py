@@ -125,6 +125,40 @@ class Vpn:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
 
+@dataclass(frozen=True)
+class Trickle:
+    """Send answer bodies `chunk_bytes` at a time with `pause_ms` between pieces (chunked
+    transfer encoding): a slow or TLS link, where a body never arrives in one piece."""
+
+    chunk_bytes: int
+    pause_ms: float = 0.0
+
+    MAX_PAUSE_MS = 10_000.0
+
+    @classmethod
+    def from_json(cls, data: Any) -> Trickle | None:
+        """`{"chunk_bytes": int >= 1, "pause_ms"?: number >= 0}` or null (off); ValueError
+        says what is wrong."""
+        if data is None:
+            return None
+        if not isinstance(data, dict):
+            raise ValueError("trickle must be null or an object {chunk_bytes, pause_ms}")
+        chunk = data.get("chunk_bytes")
+        if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+            raise ValueError("trickle.chunk_bytes must be an integer >= 1")
+        pause = data.get("pause_ms", 0)
+        if (
+            isinstance(pause, bool)
+            or not isinstance(pause, int | float)
+            or not 0 <= pause <= cls.MAX_PAUSE_MS
+        ):
+            raise ValueError(f"trickle.pause_ms must be a number in 0..{cls.MAX_PAUSE_MS:g}")
+        return cls(chunk, float(pause))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"chunk_bytes": self.chunk_bytes, "pause_ms": self.pause_ms}
+
+
 @dataclass
 class Device:
     uuid: str
@@ -139,6 +173,7 @@ class Device:
     update_status_history: list[UpdateStatusEvent] = field(default_factory=list)
     fault: Fault | None = None
     vpn: Vpn | None = None
+    trickle: Trickle | None = None  # how this device's answers are sent (None: the cloud's)
 
     # -- target document ------------------------------------------------------------------
     def document(self) -> bytes:
@@ -249,6 +284,7 @@ class Device:
             "last_poll": self.last_poll,
             "fault": asdict(self.fault) if self.fault is not None else None,
             "vpn": self.vpn.to_json() if self.vpn is not None else None,
+            "trickle": self.trickle.to_json() if self.trickle is not None else None,
         }
 
     def summary(self) -> dict[str, Any]:
@@ -318,6 +354,12 @@ class Cloud:
     """All devices the cloud knows, by uuid."""
 
     devices: dict[str, Device] = field(default_factory=dict)
+    trickle: Trickle | None = None  # for devices without their own setting
+
+    def trickle_for(self, device: Device | None) -> Trickle | None:
+        if device is not None and device.trickle is not None:
+            return device.trickle
+        return self.trickle
 
     def register(
         self, uuid: str, api_key: str, name: str | None = None, vpn: Vpn | None = None

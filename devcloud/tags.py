@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from devcloud.state import Cloud, Device
+from devcloud.trickle import send_json
 
 _UUID_FILTER = re.compile(r"^(?:device/)?uuid eq '([^']+)'$")
 
@@ -63,17 +64,19 @@ def _filtered_uuid(request: web.Request) -> str:
     return match.group(1)
 
 
-async def get_device(request: web.Request) -> web.Response:
+async def get_device(request: web.Request) -> web.StreamResponse:
     uuid = _filtered_uuid(request)
-    _authed(request, uuid)
+    device = _authed(request, uuid)
     tags = request.app[TAGS_KEY]
-    return web.json_response({"d": [{"id": tags.device_id(uuid)}]})
+    trickle = request.app[CLOUD_REF_KEY].trickle_for(device)
+    return await send_json(request, trickle, {"d": [{"id": tags.device_id(uuid)}]})
 
 
-async def get_tags(request: web.Request) -> web.Response:
+async def get_tags(request: web.Request) -> web.StreamResponse:
     uuid = _filtered_uuid(request)
-    _authed(request, uuid)
-    return web.json_response({"d": request.app[TAGS_KEY].of(uuid)})
+    device = _authed(request, uuid)
+    trickle = request.app[CLOUD_REF_KEY].trickle_for(device)
+    return await send_json(request, trickle, {"d": request.app[TAGS_KEY].of(uuid)})
 
 
 async def post_tag(request: web.Request) -> web.Response:

@@ -17,6 +17,7 @@ import aiohttp
 
 from agent import __version__
 from agent.errors import CloudError
+from agent.httpbody import BodyTooLarge, read_whole
 
 REQUEST_TIMEOUT_S = 59.0
 MAX_TARGET_BYTES = 16 * 1024 * 1024
@@ -85,7 +86,7 @@ class CloudClient:
                 raw = await self._read_ok(resp, "fetch target state")
                 try:
                     body = json.loads(raw)
-                except ValueError as exc:
+                except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep
                     raise CloudError(
                         f"target state is not valid JSON ({exc})",
                         status=resp.status,
@@ -125,7 +126,7 @@ class CloudClient:
             return None  # only reads carry an answer we need (pine answers writes variously)
         try:
             return json.loads(raw)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise CloudError(f"{path.split('?')[0]}: answer is not JSON") from exc
 
     async def device_tags(self) -> list[dict[str, Any]]:
@@ -158,10 +159,17 @@ class CloudClient:
             await self._odata("POST", "/v6/device_tag", body)
 
     async def _read_ok(self, resp: aiohttp.ClientResponse, what: str) -> bytes:
-        raw = await resp.content.read(MAX_TARGET_BYTES + 1)
-        self.bytes_received += len(raw)
-        if len(raw) > MAX_TARGET_BYTES:
-            raise CloudError(f"{what}: answer larger than {MAX_TARGET_BYTES} bytes")
+        """The whole body of a 2xx answer (up to MAX_TARGET_BYTES); else a CloudError with
+        the status, a snippet of the body and Retry-After."""
+        try:
+            raw = await read_whole(resp, MAX_TARGET_BYTES)
+        except BodyTooLarge as exc:
+            self.bytes_received += exc.read
+            if resp.status < 300:
+                raise CloudError(f"{what}: {exc}", status=resp.status) from exc
+            raw = b""  # an error answer: its status says enough
+        else:
+            self.bytes_received += len(raw)
         if resp.status >= 300:
             snippet = raw[:200].decode(errors="replace").strip()
             raise CloudError(

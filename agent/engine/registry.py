@@ -7,6 +7,7 @@ answers None, and the pull goes ahead unchecked — a size check must never bloc
 
 from __future__ import annotations
 
+import json
 import platform
 import re
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import aiohttp
 import structlog
 
+from agent.httpbody import BodyTooLarge, read_whole
 from agent.model.current import split_image_ref
 
 log = structlog.get_logger("agent.registry")
@@ -28,6 +30,8 @@ _ACCEPT = ", ".join(
 )
 _ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "armv6l": "arm"}
 _CHALLENGE_RE = re.compile(r'(\w+)="([^"]*)"')
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024  # what registries themselves accept for a manifest
+MAX_TOKEN_BYTES = 1024 * 1024
 
 
 def _registry_base(repo: str) -> tuple[str, str]:
@@ -67,7 +71,16 @@ async def download_size(ref: str, timeout_s: float = 10.0) -> int | None:
                     return None
             layers = manifest.get("layers") or []
             return sum(int(layer.get("size", 0)) for layer in layers) or None
-    except (TimeoutError, aiohttp.ClientError, ValueError, KeyError, TypeError) as exc:
+    except (
+        TimeoutError,
+        aiohttp.ClientError,
+        BodyTooLarge,
+        ValueError,  # incl. JSON errors
+        RecursionError,  # JSON nested too deep
+        KeyError,
+        TypeError,
+        AttributeError,  # a list entry that isn't an object
+    ) as exc:
         log.debug("registry_size_unknown", image=ref, error=str(exc))
         return None
 
@@ -84,10 +97,13 @@ async def _get_manifest(
                 return None
             headers["Authorization"] = f"Bearer {token}"
             async with session.get(url, headers=headers) as again:
-                return await again.json(content_type=None) if again.status == 200 else None
+                if again.status != 200:
+                    return None
+                data = json.loads(await read_whole(again, MAX_MANIFEST_BYTES))
+                return data if isinstance(data, dict) else None
         if resp.status != 200:
             return None
-        data = await resp.json(content_type=None)
+        data = json.loads(await read_whole(resp, MAX_MANIFEST_BYTES))
         return data if isinstance(data, dict) else None
 
 
@@ -101,6 +117,8 @@ async def _anonymous_token(session: aiohttp.ClientSession, challenge: str) -> st
     async with session.get(realm, params=params) as resp:
         if resp.status != 200:
             return None
-        body = await resp.json(content_type=None)
+        body = json.loads(await read_whole(resp, MAX_TOKEN_BYTES))
+    if not isinstance(body, dict):
+        return None
     token = body.get("token") or body.get("access_token")
     return str(token) if token else None
