@@ -284,3 +284,20 @@ def test_a_marker_file_of_another_uid_is_an_apps_lock(lock_root):
     os.chown(path, 1000, 1000)
     assert [h.path for h in held_locks(lock_dir)[9]] == [path]
     assert clear_own_stale_locks(lock_dir) == []
+
+
+@pytest.mark.parametrize("swap", ["fifo", "symlink"])
+def test_an_entry_swapped_after_lstat_is_neither_blocked_on_nor_followed(lock_root, swap):
+    """The app may replace the agent's file between the lstat and the open: O_NONBLOCK and
+    O_NOFOLLOW plus the fstat check make that a 'not ours', never a hang or a followed link."""
+    lock_dir, secret, _sockets = lock_root
+    AgentLocks.take(lock_dir, 9, ["main"])
+    path = lock_dir / "9" / "main" / "updates.lock"
+    seen = os.lstat(path)
+    path.unlink()
+    if swap == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to(secret)
+    assert promptly(lambda: _is_own(path, seen)) is False
+    assert_secret_untouched(secret)
