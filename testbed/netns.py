@@ -102,6 +102,7 @@ class NetLab:
         self._procs: list[subprocess.Popen[bytes]] = []
         self._logs: list[IO[bytes]] = []
         self._cleanups: list[Callable[[], None]] = []
+        self._counters = 0
         with _lab_lock():
             used = {_subnet_of(lab_id) for lab_id in _lab_ids(self.ip)}
             free = [x for x in range(1, 255) if x not in used]
@@ -279,8 +280,25 @@ class NetLab:
         self._rule(ns, "-A", "INPUT", "-i", veth, "-j", "DROP")
 
     def restore(self, ns: str) -> None:
-        """Remove every rule `drop`/`cut_all` added in `ns`."""
+        """Remove every rule `drop`/`cut_all`/`count` added in `ns`."""
         self._rule(ns, "-F")
+
+    def count(self, ns: str, *match: str) -> Callable[[], int]:
+        """Count the packets arriving in `ns` that match (iptables INPUT match arguments, e.g.
+        `"-p", "icmp", "--icmp-type", "echo-request"`); returns a reader of the count so far.
+        Nothing is dropped; `restore(ns)` removes the counter."""
+        self._counters += 1
+        tag = f"da-count-{self._counters}"
+        self._rule(ns, "-A", "INPUT", *match, "-m", "comment", "--comment", tag)
+
+        def read() -> int:
+            out = self.run(ns, [self.iptables, "-w", "5", "-L", "INPUT", "-v", "-x", "-n"]).stdout
+            for line in out.splitlines():
+                if f"/* {tag} */" in line:
+                    return int(line.split()[0])
+            raise TestbedError(f"counter {tag} is gone from {self.ns(ns)}")
+
+        return read
 
     # -- teardown ---------------------------------------------------------------------------
     def stop(self) -> None:

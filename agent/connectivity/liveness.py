@@ -32,17 +32,21 @@ class Look:
 
 
 def look(tracker: Tracker, now: float, rx: int, period_s: float) -> Look:
-    """Counters read at `now`: rx grew → alive, no probe; else probe unless one went out less
-    than a period ago (the monitor's timer waits a period after a probe's answer; pokes between
-    two ticks send nothing). A counter that went backwards (the interface was recreated) is a
-    new baseline, not a proof; a clock that went backwards doesn't hold probes back."""
+    """Counters read at `now`: rx grew → alive, no probe; else probe — unless traffic or an
+    answer proved the tunnel less than a period ago, or a probe went out less than a period ago
+    (pokes between two timer ticks send nothing). A counter that went backwards (the interface
+    was recreated) is a new baseline, not a proof; a clock that went backwards doesn't hold
+    probes back."""
     grew = tracker.rx is not None and rx > tracker.rx
     if grew:
         return Look(replace(tracker, rx=rx, alive=True, proven_at=now, detail="traffic"), False)
     tracker = replace(tracker, rx=rx)
-    last = tracker.probed_at
-    due = last is None or now - last >= period_s or now < last
+    due = _elapsed(tracker.proven_at, now, period_s) and _elapsed(tracker.probed_at, now, period_s)
     return Look(tracker, due)
+
+
+def _elapsed(since: float | None, now: float, period_s: float) -> bool:
+    return since is None or now - since >= period_s or now < since
 
 
 def sent(tracker: Tracker, now: float) -> Tracker:

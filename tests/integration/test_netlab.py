@@ -6,6 +6,7 @@ Detection times (a cut → the devcloud's status changes) are printed (`-s`) as
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import threading
 import time
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from agent.connectivity.probe import ProbeMethod, ProbeResult, iface_ipv4, send_probe
 from devcloud.client import DevCloudClient
 from testbed import TestbedError
 from testbed._util import cmdline
@@ -110,6 +112,30 @@ def test_dropping_the_wireguard_port_stops_rx_on_the_cloud_side(lab: NetLab) -> 
     assert wg.peer("cloud").rx_bytes == frozen
     lab.restore("device")
     wait_until("rx moves again", 5, lambda: wg.peer("cloud").rx_bytes > frozen)
+
+
+def test_tunnel_probe_is_answered_through_the_tunnel_and_not_when_blocked(lab: NetLab) -> None:
+    """The agent's probe (agent/connectivity/probe.py) from the device namespace to the cloud
+    end's tunnel address: an ICMP echo, or a TCP SYN answered by a RST, proves the tunnel; a
+    firewall dropping the tunnel's UDP leaves both unanswered."""
+    wg = WireGuardLink(lab, keepalive_s=1)
+    assert lab.call_in("device", lambda: iface_ipv4(wg.device_iface)) == (wg.device_tunnel_ip, 30)
+    icmp, tcp = ProbeMethod("icmp"), ProbeMethod("tcp", 9)
+
+    def probe(method: ProbeMethod) -> ProbeResult:
+        return lab.call_in(
+            "device",
+            lambda: asyncio.run(send_probe(method, wg.cloud_tunnel_ip, 1.0, wg.device_iface)),
+        )
+
+    assert probe(icmp) == ProbeResult(True, f"ICMP echo to {wg.cloud_tunnel_ip} answered")
+    assert probe(tcp).ok and "RST" in probe(tcp).detail
+    lab.drop("device", proto="udp", dport=wg.cloud_port)
+    for method in (icmp, tcp):
+        result = probe(method)
+        assert not result.ok and result.detail.startswith("no answer"), result
+    lab.restore("device")
+    wait_until("the tunnel answers again", 10, lambda: probe(icmp).ok)
 
 
 def test_openvpn_connected_via_management(lab: NetLab) -> None:

@@ -29,6 +29,13 @@ def test_growing_rx_proves_the_tunnel_without_a_packet():
     assert not grew.send_probe and grew.tracker.alive and grew.tracker.proven_at == 101.0
 
 
+def test_no_probe_while_traffic_proved_the_tunnel_within_the_period():
+    t = look(Tracker(), 0.0, 500, PERIOD).tracker
+    t = look(t, 1.0, 600, PERIOD).tracker  # traffic
+    assert not look(t, 1.05, 600, PERIOD).send_probe  # a poke right after: nothing to ask
+    assert look(t, 2.0, 600, PERIOD).send_probe  # a period of silence: ask
+
+
 def test_still_rx_sends_one_probe_a_period_and_its_answer_decides():
     t = look(Tracker(), 0.0, 500, PERIOD).tracker
     step = look(t, 10.0, 500, PERIOD)
@@ -67,6 +74,7 @@ def test_at_most_one_packet_a_period_and_none_while_rx_grows(steps, period):
     """Any rhythm of looks (timer ticks and pokes), any counters, any answers."""
     t, now, rx = Tracker(), 0.0, 0
     sends: list[float] = []
+    proofs: list[float] = []  # rx growth or an answer
     for gap, growth, ok in steps:
         now += gap
         grew = t.rx is not None and growth > 0
@@ -75,10 +83,16 @@ def test_at_most_one_packet_a_period_and_none_while_rx_grows(steps, period):
         t = step.tracker
         if grew:
             assert not step.send_probe and t.alive
+            proofs.append(now)
         if step.send_probe:
+            assert not proofs or now - proofs[-1] >= period  # traffic proved it lately: none
             sends.append(now)
             t = answered(sent(t, now), now, ok, "x")
             assert t.alive is ok
+            if ok:
+                proofs.append(now)
+        elif not grew and proofs and now - proofs[-1] < period:
+            assert t.alive  # a recent proof holds between two probes
     assert all(b - a >= period for a, b in itertools.pairwise(sends))
 
 
