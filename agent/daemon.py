@@ -4,6 +4,7 @@ shutdown. Stopping the agent never stops the apps: their containers keep running
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -224,6 +225,10 @@ class Agent:
     # --- life cycle ---------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
+        if os.environ.get("DEVICE_AGENT_SLOW_CALLBACK_MS"):  # test only: agent/loopmonitor.py
+            from agent import loopmonitor
+
+            loopmonitor.install_from_env(asyncio.get_running_loop())
         log.info(
             "agent_starting",
             version=__version__,

@@ -17,7 +17,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, ClassVar
 
 from devcloud.client import DevCloudClient
 
@@ -111,6 +111,12 @@ class ApiAnswer:
 class AgentProcess:
     """One device: a config.json, a data dir, a lock dir and the agent process."""
 
+    # Test suites set this (tests/integration/conftest.py: 50 ms): the agent then runs its loop
+    # in asyncio debug mode and logs every callback that blocks it longer, with the stack
+    # (agent/loopmonitor.py); `slow_callbacks()` lists them. None: off (demo, benchmarks).
+    loop_monitor_ms: float | None = None
+    started: ClassVar[list[AgentProcess]] = []  # every agent started, in order (for the check)
+
     def __init__(
         self,
         root: Path,
@@ -157,6 +163,10 @@ class AgentProcess:
             raise TestbedError("agent already running")
         self.write_config()
         self._log = self.log_path.open("ab")
+        monitor = {}
+        if self.loop_monitor_ms is not None:
+            monitor = {"DEVICE_AGENT_SLOW_CALLBACK_MS": str(self.loop_monitor_ms)}
+        AgentProcess.started.append(self)
         self._proc = subprocess.Popen(
             [
                 *self.command_prefix,
@@ -168,7 +178,7 @@ class AgentProcess:
                 str(self.config_path),
             ],
             cwd=REPO_ROOT,
-            env={**_python_env(), **self.env},
+            env={**_python_env(), **monitor, **self.env},
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
@@ -306,6 +316,11 @@ class AgentProcess:
 
     def events_named(self, name: str) -> list[dict[str, Any]]:
         return [e for e in self.events() if e.get("event") == name]
+
+    def slow_callbacks(self) -> list[dict[str, Any]]:
+        """What blocked the agent's event loop (see `loop_monitor_ms`), except the test hook
+        that blocks it on purpose."""
+        return [e for e in self.events_named("slow_callback") if not e.get("deliberate")]
 
     def log_tail(self, lines: int = 40) -> str:
         try:

@@ -16,6 +16,7 @@ from tests.integration.conftest import (  # noqa: F401  (re-exported fixtures an
     devcloud,
     device,
     images,
+    no_slow_callbacks,
     pytest_runtest_makereport,
 )
 

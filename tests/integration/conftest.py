@@ -18,6 +18,28 @@ from testbed import PrivateEngine, Registry, ThrottledProxy, image_ref_via, publ
 from testbed.processes import AgentProcess, DevCloudProcess
 
 MIB = 1024 * 1024
+SLOW_CALLBACK_MS = 50.0
+# every agent these suites start watches its own loop: see no_slow_callbacks below
+AgentProcess.loop_monitor_ms = SLOW_CALLBACK_MS
+
+
+@pytest.fixture(autouse=True)
+def no_slow_callbacks() -> Iterator[None]:
+    """Fail the test if an agent it started blocked its event loop for more than
+    SLOW_CALLBACK_MS (asyncio debug mode; agent/loopmonitor.py logs `slow_callback` with the
+    stack of the blocking call), as Home Assistant fails tests on blocking calls in its loop."""
+    first = len(AgentProcess.started)
+    yield
+    found = []
+    for agent in dict.fromkeys(AgentProcess.started[first:]):
+        found += [(agent, e) for e in agent.slow_callbacks()]
+    if found:
+        report = "\n\n".join(
+            f"{agent.log_path}: blocked {e.get('blocking_ms')} ms in {e.get('callback')}\n"
+            f"{e.get('stack')}"
+            for agent, e in found
+        )
+        pytest.fail(f"the agent's event loop was blocked:\n{report}", pytrace=False)
 
 
 @pytest.fixture(scope="session")

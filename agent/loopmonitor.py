@@ -1,0 +1,181 @@
+"""TEST ONLY: find what blocks the event loop, with its stack. Off unless
+$DEVICE_AGENT_SLOW_CALLBACK_MS is set (the integration and fault suites set it to 50); never set
+on a device.
+
+When on, the loop runs in asyncio's debug mode with `slow_callback_duration` at the threshold,
+and a monitor thread watches every callback the loop runs (`asyncio.Handle._run` is wrapped to
+publish which callback runs since when). Every `TICK_S` the thread samples the main thread's
+stack (`sys._current_frames()`); once a callback has run longer than the threshold it logs one
+`slow_callback` event with the stack seen most often while it ran — the blocking call, not just
+asyncio's "Executing <Handle> took 0.1 s" line.
+
+False positives on a loaded machine: what counts is the callback's time *minus the time its
+thread spent waiting for a CPU* (the run-queue delay from /proc/self/task/<tid>/schedstat). A
+callback that sleeps, waits on a socket, a file, a lock or a child process is off the CPU but
+not runnable, so that time counts; a callback that was merely preempted by other processes on a
+busy 2-core machine is runnable, so that time does not. CPU time spent by the callback counts
+(a long computation blocks the loop as surely as a sleep). Without schedstat, wall time is used.
+
+A C call that holds the GIL (e.g. parsing a huge JSON document) can't be sampled while it runs:
+the wrapper then sees, at the end of the callback, that it used more CPU than the threshold
+and logs the event with the callback's own description (debug mode adds where it was created).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import asyncio.events
+import collections
+import os
+import sys
+import threading
+import time
+from types import FrameType
+from typing import Any
+
+import structlog
+
+log = structlog.get_logger("agent.loopmonitor")
+
+ENV = "DEVICE_AGENT_SLOW_CALLBACK_MS"
+TICK_S = 0.005
+MAX_STACK = 40  # frames kept in a logged stack
+
+
+def _runqueue_wait_s(tid: int) -> float | None:
+    """Seconds thread `tid` has spent runnable but waiting for a CPU, or None if unknown."""
+    try:
+        with open(f"/proc/self/task/{tid}/schedstat", "rb") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def format_stack(frame: FrameType | None, outermost: Any = None) -> str:
+    """Innermost call last, with qualified function names; frames from `outermost` (a code
+    object: the monitor's wrapper around the callback) outwards are the loop's own: left out."""
+    lines: list[str] = []
+    while frame is not None and len(lines) < MAX_STACK:
+        code = frame.f_code
+        if code is outermost:
+            break
+        lines.append(f'  File "{code.co_filename}", line {frame.f_lineno}, in {code.co_qualname}')
+        frame = frame.f_back
+    return "\n".join(reversed(lines))
+
+
+class LoopMonitor:
+    def __init__(self, threshold_s: float) -> None:
+        self.threshold_s = threshold_s
+        self.reported = 0
+        self._current: tuple[int, float, float, Any] | None = None  # seq, wall, cpu, handle
+        self._seq = 0
+        self._reported_seq = -1
+        self._main_ident = threading.get_ident()
+        self._main_tid = threading.get_native_id()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="loop-monitor", daemon=True)
+        self._original: Any = None
+        self._wrapper_code: Any = None
+
+    def install(self, loop: asyncio.AbstractEventLoop) -> None:
+        loop.set_debug(True)
+        loop.slow_callback_duration = self.threshold_s
+        self._original = original = asyncio.events.Handle._run
+        monitor = self
+
+        def _run(handle: asyncio.Handle) -> None:
+            monitor._seq += 1
+            seq = monitor._seq
+            cpu0 = time.thread_time()
+            monitor._current = (seq, time.perf_counter(), cpu0, handle)
+            try:
+                original(handle)
+            finally:
+                monitor._current = None
+                cpu = time.thread_time() - cpu0
+                if cpu > monitor.threshold_s and monitor._reported_seq != seq:
+                    monitor._report(seq, handle, cpu, cpu, None, "(not sampled: held the GIL)")
+
+        self._wrapper_code = _run.__code__
+        asyncio.events.Handle._run = _run  # type: ignore[method-assign,assignment]
+        self._thread.start()
+        log.warning("loop_monitor_on", threshold_ms=round(self.threshold_s * 1000))
+
+    def uninstall(self) -> None:
+        self._stop.set()
+        if self._original is not None:
+            asyncio.events.Handle._run = self._original  # type: ignore[method-assign]
+            self._original = None
+        if self._thread.is_alive():
+            self._thread.join(1.0)
+
+    def _watch(self) -> None:
+        watched = -1
+        base_wall = base_wait = 0.0
+        stacks: collections.Counter[str] = collections.Counter()
+        while not self._stop.wait(TICK_S):
+            current = self._current
+            if current is None:
+                continue
+            seq, started, _cpu0, handle = current
+            if seq != watched:  # a callback we have not seen yet: start watching it
+                watched = seq
+                base_wall = time.perf_counter()
+                base_wait = _runqueue_wait_s(self._main_tid) or 0.0
+                stacks.clear()
+                continue
+            if self._reported_seq == seq:
+                continue
+            frame = sys._current_frames().get(self._main_ident)
+            if self._current is None or self._current[0] != seq:
+                continue  # it ended while we looked
+            stacks[format_stack(frame, self._wrapper_code)] += 1
+            now = time.perf_counter()
+            wait_now = _runqueue_wait_s(self._main_tid)
+            waited = 0.0 if wait_now is None else max(0.0, wait_now - base_wait)
+            wall = now - started
+            effective = (base_wall - started) + (now - base_wall - waited)
+            if effective > self.threshold_s:
+                stack = stacks.most_common(1)[0][0]
+                self._report(seq, handle, wall, effective, waited, stack)
+
+    def _report(
+        self,
+        seq: int,
+        handle: Any,
+        wall: float,
+        effective: float,
+        waited: float | None,
+        stack: str,
+    ) -> None:
+        self._reported_seq = seq
+        self.reported += 1
+        try:
+            what = repr(handle)[:2000]
+        except Exception:  # a repr must never break the monitor
+            what = type(handle).__name__
+        log.error(
+            "slow_callback",
+            callback=what,
+            ran_ms=round(wall * 1000, 1),
+            blocking_ms=round(effective * 1000, 1),
+            cpu_wait_ms=None if waited is None else round(waited * 1000, 1),
+            threshold_ms=round(self.threshold_s * 1000),
+            deliberate="install_test_hooks.<locals>.block" in stack,  # the SIGUSR2 test hook
+            stack=stack,
+        )
+
+
+def install_from_env(loop: asyncio.AbstractEventLoop) -> LoopMonitor | None:
+    """The monitor, if $DEVICE_AGENT_SLOW_CALLBACK_MS asks for it (test only)."""
+    raw = os.environ.get(ENV, "")
+    try:
+        threshold_ms = float(raw)
+    except ValueError:
+        return None
+    if not threshold_ms > 0:
+        return None
+    monitor = LoopMonitor(threshold_ms / 1000.0)
+    monitor.install(loop)
+    return monitor

@@ -1,0 +1,117 @@
+"""The test-only loop monitor: a callback that blocks the loop is logged with the stack of the
+blocking call; awaiting is not blocking; time spent waiting for a CPU on a busy machine is not
+counted."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+
+from agent.loopmonitor import ENV, LoopMonitor, install_from_env
+
+
+def run_with_monitor(body: Callable[[], Any], threshold_s: float = 0.05) -> list[Any]:
+    async def main() -> None:
+        monitor = LoopMonitor(threshold_s)
+        monitor.install(asyncio.get_running_loop())
+        try:
+            await asyncio.sleep(0)  # the callbacks from here on are watched
+            await body()
+            await asyncio.sleep(0.02)
+        finally:
+            monitor.uninstall()
+
+    with capture_logs() as logs:
+        asyncio.run(main())
+    return [e for e in logs if e["event"] == "slow_callback"]
+
+
+def reads_a_slow_device() -> None:
+    time.sleep(0.15)  # stands for a blocking read
+
+
+def burns_cpu(seconds: float) -> None:
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
+
+
+def test_a_blocking_call_is_reported_with_its_stack():
+    async def handler() -> None:
+        await asyncio.sleep(0)
+        reads_a_slow_device()
+
+    slow = run_with_monitor(handler)
+    assert len(slow) == 1, slow
+    event = slow[0]
+    assert "reads_a_slow_device" in event["stack"].splitlines()[-1]  # the innermost frame
+    assert "test_a_blocking_call_is_reported_with_its_stack.<locals>.handler" in event["stack"]
+    assert "base_events.py" not in event["stack"]  # the loop's own frames are left out
+    assert event["blocking_ms"] > 50 and not event["deliberate"]
+
+
+def test_awaiting_is_not_blocking():
+    async def handler() -> None:
+        for _ in range(5):
+            await asyncio.sleep(0.05)
+        await asyncio.to_thread(time.sleep, 0.2)  # blocking, but in a thread
+
+    assert run_with_monitor(handler) == []
+
+
+def test_a_long_computation_blocks_too():
+    async def handler() -> None:
+        burns_cpu(0.12)
+
+    slow = run_with_monitor(handler)
+    assert len(slow) == 1 and "burns_cpu" in slow[0]["stack"]
+
+
+@pytest.fixture
+def cpu_hog() -> Iterator[int]:
+    """A busy process pinned to the CPU this test pins itself to."""
+    cpu = sorted(os.sched_getaffinity(0))[0]
+    before = os.sched_getaffinity(0)
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    os.sched_setaffinity(hog.pid, {cpu})
+    os.sched_setaffinity(0, {cpu})
+    try:
+        yield cpu
+    finally:
+        os.sched_setaffinity(0, before)
+        hog.kill()
+        hog.wait()
+
+
+def test_waiting_for_a_cpu_is_not_counted(cpu_hog):
+    """35 ms of work sharing one CPU with a busy process takes ~70 ms of wall time: over the
+    50 ms threshold by the clock, but the loop was not blocked by the callback."""
+    walls: list[float] = []
+
+    async def handler() -> None:
+        for _ in range(3):
+            start = time.perf_counter()
+            burns_cpu(0.035)
+            walls.append(time.perf_counter() - start)
+            await asyncio.sleep(0)
+
+    slow = run_with_monitor(handler)
+    assert max(walls) > 0.05, f"the hog did not slow the callback down: {walls}"
+    assert slow == [], slow
+
+
+def test_off_unless_asked(monkeypatch):
+    monkeypatch.delenv(ENV, raising=False)
+
+    async def main() -> Any:
+        return install_from_env(asyncio.get_running_loop())
+
+    assert asyncio.run(main()) is None
