@@ -3,6 +3,10 @@
 Every write goes to a temp file in the same directory, is fsynced, renamed over the old file
 and the directory fsynced — so after a power cut a key holds either the old or the new value,
 never a torn one. A failed write (full disk) raises `StoreError` and leaves the old value.
+
+A file that can't be used — torn, not JSON, or JSON of the wrong shape for its key (the shapes
+are in agent/shapes.py) — is set aside as `<key>.corrupt` for a human, logged with what is
+wrong, and read as the caller's default.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from typing import Any
 
 import structlog
 
-from agent import testhooks
+from agent import shapes, testhooks
 from agent.errors import StoreError
 
 log = structlog.get_logger("agent.store")
@@ -40,18 +44,29 @@ class Store:
         return self.root / f"{key}.json"
 
     def get(self, key: str, default: Any = None) -> Any:
+        """The value stored under `key`; `default` when there is none or it can't be used."""
         path = self._path(key)
         try:
             with path.open("rb") as fh:
-                return json.load(fh)
+                value = json.load(fh)
         except FileNotFoundError:
             return default
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:
             # a corrupt file can only come from outside interference: keep it for a human
             log.error("store_unreadable", key=key, path=str(path), error=str(exc))
-            with contextlib.suppress(OSError):
-                path.rename(path.with_suffix(".corrupt"))
+            self._set_aside(path)
             return default
+        wrong = shapes.problem(key, value)
+        if wrong is not None:
+            log.error("store_wrong_shape", key=key, path=str(path), error=wrong)
+            self._set_aside(path)
+            return default
+        return value
+
+    @staticmethod
+    def _set_aside(path: Path) -> None:
+        with contextlib.suppress(OSError):
+            path.rename(path.with_suffix(".corrupt"))
 
     def put(self, key: str, value: Any) -> None:
         path = self._path(key)
