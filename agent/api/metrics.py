@@ -148,6 +148,13 @@ class _Flows:
         )
         yield _histogram(m.apply_seconds)
         yield _histogram(m.lock_held_seconds)
+        from agent.api.loghub import STATS
+
+        yield CounterMetricFamily(
+            "device_agent_api_log_lines_dropped",
+            "Log lines dropped for /v2/local/logs clients reading slower than the services log",
+            STATS.lines,
+        )
 
 
 def _histogram(h: _Histogram) -> Metric:

@@ -19,6 +19,7 @@ from agent.api.metrics import AgentMetrics
 from agent.api.server import make_app
 from agent.host import RecordingHost
 from agent.model.current import ContainerState, ContainerStatus, CurrentState
+from tests.unit.api.test_metrics import fake_agent as metrics_agent
 from tests.unit.api.test_server import fake_agent
 
 LINES = 60_000
@@ -150,6 +151,13 @@ def test_a_client_that_never_reads_costs_a_bounded_queue_and_drops_are_counted(t
                 elif not line["isSystem"]:
                     received += 1
         assert received + dropped == LINES and dropped > 0
+        scraped = AgentMetrics(metrics_agent()).render().decode()  # what /metrics serves
+        counted = next(
+            float(line.split()[1])
+            for line in scraped.splitlines()
+            if line.startswith("device_agent_api_log_lines_dropped_total ")
+        )
+        assert counted - dropped_before == dropped
         sock.close()
         await wait_for(lambda: app[streams.LOG_HUB].streams == 0 and engine.open == 0, 5)
 
