@@ -32,6 +32,7 @@ from ..container_agent import ContainerAgent
 from ..image import build
 from ..processes import AgentProcess, DevCloudProcess
 from . import apply as apply_bench
+from . import memory
 from . import planner as planner_bench
 from .device import Device
 
@@ -82,7 +83,11 @@ def run_device(
     proxy = ThrottledProxy(cloud_proc.url.removeprefix("http://")).start()
     endpoint = f"http://{proxy.address}"
     agent: AgentProcess
-    if mode == "native":
+    if mode == "native" and "soak" in only and args.soak_trace:
+        agent = memory.TracedAgent(
+            root, uuid=uuid, api_key=key, api_endpoint=endpoint, docker_host=env["engine"].host
+        )
+    elif mode == "native":
         agent = AgentProcess(
             root, uuid=uuid, api_key=key, api_endpoint=endpoint, docker_host=env["engine"].host
         )
@@ -106,6 +111,10 @@ def run_device(
         if "idle" in only or "memory" in only:
             out["idle_15min"] = dev.idle(900.0, args.window)
             log(f"{mode}: idle at 15 min {out['idle_15min']}, load {loadavg()}")
+            if "memory" in only and mode == "native":
+                out["idle_vs_floor"] = memory.side_by_side(dev.pid)
+                floor = {k: v for k, v in out["idle_vs_floor"].items() if k != "samples"}
+                log(f"{mode}: idle RSS side by side with the floor {floor}, load {loadavg()}")
         if "idle" in only or "traffic" in only:
             out["idle_10s"] = dev.idle(10.0, args.window)
             log(f"{mode}: idle at 10 s {out['idle_10s']}, load {loadavg()}")
@@ -157,8 +166,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", type=parse_only, default=list(SECTIONS),
                         help=f"comma-separated subset of {','.join(SECTIONS)}")  # fmt: skip
     parser.add_argument("--window", type=float, default=120.0, help="idle CPU/traffic window (s)")
-    parser.add_argument("--soak-cycles", type=int, default=10_000)
-    parser.add_argument("--soak-minutes", type=float, default=10.0, help="soak time bound")
+    parser.add_argument("--soak-cycles", type=int, default=11_000,
+                        help="1,000 to warm up + 10,000 measured")  # fmt: skip
+    parser.add_argument("--soak-minutes", type=float, default=30.0, help="soak time bound")
+    flag = argparse.BooleanOptionalAction
+    parser.add_argument(
+        "--soak-trace",
+        action=flag,
+        default=True,
+        help="tracemalloc in the soak: top allocation sites, 1000 vs end",
+    )
+    parser.add_argument(
+        "--precompile",
+        action=flag,
+        default=True,
+        help="write the agent's bytecode first, as installed agents have it",
+    )
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=15.0,
+        help="s between an empty agent's first poll and its RSS reading",
+    )
     parser.add_argument("--apply-sizes", type=parse_sizes, default=[1, 10, 50])
     parser.add_argument("--reps", type=int, default=3, help="apply repetitions per size")
     parser.add_argument("--payload-mb", type=float, default=2.0, help="random MiB per image")
@@ -176,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     if not needs_device and "apply" not in only:
         print(json.dumps(results, indent=2, default=str))
         return 0
+    if args.precompile:
+        results["machine"]["agent_precompiled"] = memory.precompile()
     roots = [Path(tempfile.mkdtemp(prefix=p, dir="/tmp")) for p in ("da-e-", "da-r-", "da-c-")]
     engine, registry = PrivateEngine(roots[0]), Registry(roots[1])
     cloud_proc = DevCloudProcess(roots[2])
@@ -203,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
             for mode in modes:
                 results[mode] = run_device(mode, only, args, env)
                 print(json.dumps({mode: results[mode]}), flush=True)
+        if "memory" in only:
+            results["empty_agents"] = memory.empty_agents(engine.host, cloud_proc, args.settle, log)
         client.close()
     finally:
         cloud_proc.stop()

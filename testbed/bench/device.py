@@ -8,8 +8,10 @@ are counted from the devcloud's records of polls and reports.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from devcloud.client import DevCloudClient
@@ -20,9 +22,11 @@ from ..processes import AgentProcess
 from ..registry import ThrottledProxy
 from ..targets import app, device_target, service
 from .common import cpu_s, mean_poll_interval_s, per_day, rss_mb
+from .memory import TracedAgent, Tracer, compare
 
 APP = "benchapp"
 DEFAULT_POLL_S = 900.0
+SOAK_TARGET_MB = 0.5  # RSS growth after the first 1,000 cycles (issue 10)
 
 
 def target_for(
@@ -163,11 +167,20 @@ class Device:
                     }
         return out
 
-    def soak(self, cycles: int, max_s: float, sample_every: int = 500) -> dict[str, Any]:
-        """`cycles` poll/report cycles (see docs/benchmarks.md), bounded by `max_s` seconds."""
+    def soak(
+        self, cycles: int, max_s: float, sample_every: int = 500, warm: int = 1000
+    ) -> dict[str, Any]:
+        """`cycles` poll/report cycles (see docs/benchmarks.md), bounded by `max_s` seconds.
+        With a traced agent (memory.TracedAgent), tracemalloc starts at cycle 0 and the live
+        allocations after `warm` cycles are compared with those at the end."""
         self.set_poll(900_000)
         time.sleep(2)
         key = self.agent.api_key()
+        tracer = None
+        if isinstance(self.agent, TracedAgent):
+            tracer = Tracer(self.pid, self.agent.trace_dir)
+            tracer.mark()  # tracing starts
+        marks: dict[str, Path] = {}
         samples: list[tuple[int, float]] = [(0, round(rss_mb(self.pid), 1))]
         polls0 = len(self.cloud.device(self.uuid)["polls"])
         reports0 = len(self.cloud.device(self.uuid)["reports"])
@@ -176,6 +189,9 @@ class Device:
         while done < cycles and time.monotonic() - start < max_s:
             done += 1
             key = self._cycle(done, key)
+            if tracer is not None and done == warm:
+                time.sleep(2)  # the cycle's report out, as at the end
+                marks["warm"] = tracer.mark()
             if done % sample_every == 0:
                 samples.append((done, round(rss_mb(self.pid), 1)))
                 self.log(
@@ -185,7 +201,15 @@ class Device:
         time.sleep(5)  # let the last report go out
         view = self.cloud.device(self.uuid)
         final = round(rss_mb(self.pid), 1)
-        warm = next((rss for n, rss in samples if n >= 1000), samples[0][1])
+        traced: dict[str, Any] = {}
+        if tracer is not None and "warm" in marks:
+            marks["end"] = tracer.mark()
+            traced = compare(marks["warm"], marks["end"])
+            traced["tracemalloc_own_mb"] = {
+                k: round(json.loads(p.with_suffix(".json").read_text())["overhead"] / 2**20, 1)
+                for k, p in marks.items()
+            }
+        warm_rss = next((rss for n, rss in samples if n >= warm), samples[0][1])
         return {
             "cycles": done,
             "cycles_asked": cycles,
@@ -193,11 +217,14 @@ class Device:
             "polls": len(view["polls"]) - polls0,
             "reports": len(view["reports"]) - reports0,
             "rss_start_mb": samples[0][1],
-            "rss_after_1000_mb": warm,
+            "rss_after_1000_mb": warm_rss,
             "rss_end_mb": final,
             "growth_mb": round(final - samples[0][1], 1),
-            "growth_after_1000_mb": round(final - warm, 1),
+            "growth_after_1000_mb": round(final - warm_rss, 1),
+            "target_met": final - warm_rss <= SOAK_TARGET_MB,
+            "traced": tracer is not None,
             "samples": samples,
+            **({"tracemalloc": traced} if traced else {}),
         }
 
     def _cycle(self, n: int, key: str) -> str:
