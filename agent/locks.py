@@ -32,6 +32,8 @@ from pathlib import Path
 
 import structlog
 
+from agent.errors import AgentError
+
 log = structlog.get_logger("agent.locks")
 
 LOCK_FILES = ("updates.lock", "resin-updates.lock")
@@ -99,7 +101,7 @@ def holder_fields(holder: LockHolder) -> dict[str, object]:
     }
 
 
-class LockHeld(Exception):
+class LockHeld(AgentError):
     """An app holds its update lock: its containers must not be touched now."""
 
     def __init__(self, holder: LockHolder) -> None:

@@ -28,7 +28,6 @@ from agent.errors import (
     InsufficientSpace,
     NotFound,
     PullError,
-    StoreError,
 )
 from agent.locks import AgentLocks, LockHeld, clear_handover, holder_fields
 from agent.model import AppSpec, CurrentState, ServiceSpec
@@ -55,7 +54,7 @@ from agent.reconcile.steps import (
     step_app_id,
     step_service,
 )
-from agent.store import Store
+from agent.store import LatestWriter, Store
 
 log = structlog.get_logger("agent.executor")
 
@@ -96,6 +95,9 @@ class ManagedImages:
     def __init__(self, store: Store) -> None:
         self._store = store
         self.ids: set[str] = set(store.get(self.KEY, []) or [])
+        self._writer = LatestWriter(  # written off the event loop
+            store, self.KEY, lambda exc: log.error("images_persist_failed", error=str(exc))
+        )
 
     def add(self, image_id: str) -> None:
         if image_id not in self.ids:
@@ -108,10 +110,10 @@ class ManagedImages:
             self._save()
 
     def _save(self) -> None:
-        try:
-            self._store.put(self.KEY, sorted(self.ids))
-        except StoreError as exc:
-            log.error("images_persist_failed", error=str(exc))
+        self._writer.write(sorted(self.ids))
+
+    async def flush(self) -> None:
+        await self._writer.flush()
 
 
 def describe(step: Step) -> str:
@@ -165,6 +167,11 @@ class Executor:
                 elif isinstance(result, BaseException):
                     raise result
         held, skipped = await self._take_locks(others)
+        # an app whose lock couldn't be taken fails this pass (retried with backoff), rather
+        # than the loop planning the same steps again at once
+        for app_id, error in skipped.items():
+            first = next(s for s in others if step_app_id(s) == app_id)
+            failures.append(StepFailure(first, error))
         bound = asyncio.Semaphore(START_CONCURRENCY)
         try:
             for batch in batches([s for s in others if step_app_id(s) not in skipped]):
@@ -192,7 +199,9 @@ class Executor:
                 return StepFailure(step, exc)
         return None
 
-    async def _take_locks(self, steps: Sequence[Step]) -> tuple[list[AgentLocks], set[int]]:
+    async def _take_locks(
+        self, steps: Sequence[Step]
+    ) -> tuple[list[AgentLocks], dict[int, AgentError]]:
         """Take the update lock of every app whose containers these steps stop or start, so
         the app can't grab it halfway. An app that holds it already keeps its containers."""
         services: dict[int, set[str]] = {}
@@ -201,7 +210,7 @@ class Executor:
             if app_id is not None:
                 services.setdefault(app_id, set()).add(step_service(step) or "")
         held: list[AgentLocks] = []
-        skipped: set[int] = set()
+        skipped: dict[int, AgentError] = {}
         for app_id, names in sorted(services.items()):
             names.discard("")
             try:
@@ -210,11 +219,11 @@ class Executor:
                 )
             except LockHeld as exc:
                 log.info("lock_held", **holder_fields(exc.holder))
-                skipped.add(app_id)
+                skipped[app_id] = exc
                 continue
             except OSError as exc:
                 log.error("lock_take_failed", app_id=app_id, error=str(exc))
-                skipped.add(app_id)
+                skipped[app_id] = AgentError(f"could not take the update lock: {exc}")
                 continue
             held.append(locks)
         return held, skipped

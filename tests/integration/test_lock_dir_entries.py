@@ -146,3 +146,33 @@ def test_odd_entries_at_the_handover_names_neither_crash_nor_hold_the_update(
     assert secret.read_bytes() == MARKER
     wait_until(lambda: device.agent.api("GET", "/ping", key=None, timeout=2).status == 200, 5)
     assert device.agent.running
+
+
+def test_a_forced_update_removes_odd_lock_entries_it_can_and_backs_off_on_the_rest(
+    device: Device, images: Images
+) -> None:
+    secret = host_secret(device)
+    before = deploy_first(device, images)
+    exec_ok(device, "main", f"ln -s {secret} /tmp/balena/updates.lock")  # removable: the link
+    exec_ok(device, "aux", "mkdir -p /tmp/resin/resin-updates.lock/inside")  # left, like rmdir
+    forced = release(
+        images, "r2", 2, images.main_v3, config={"BALENA_SUPERVISOR_OVERRIDE_LOCK": "1"}
+    )
+    with Pinger(device) as pinger:
+        device.cloud.set_target(device.uuid, forced)
+        overridden = device.agent.wait_for_event("lock_overridden", 20, service="main")
+        assert overridden["kind"] == "symlink"
+        kept = device.agent.wait_for_event("lock_not_removed", 5, service="aux")
+        assert kept["kind"] == "directory" and kept["path"].endswith("/resin-updates.lock")
+        passes = len(device.agent.events_named("apply_pass"))
+        time.sleep(3)
+        again = len(device.agent.events_named("apply_pass")) - passes
+        assert again <= 3, f"{again} apply passes in 3 s: retries must back off"
+        assert_responsive(device)
+        assert ids(device) == before, "the app's containers were touched while it was locked"
+        assert all(cs[0].status == "running" for cs in device.by_service().values())
+        exec_ok(device, "aux", "rm -rf /tmp/resin/resin-updates.lock")
+        wait_status(device, "r2", "done", timeout=20)
+    assert pinger.failures == [], pinger.failures
+    assert secret.read_bytes() == MARKER, "the symlink's target was touched"
+    assert ids(device)["main"] != before["main"]
