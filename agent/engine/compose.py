@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.model import AppSpec, ServiceSpec
+from agent.model.compose_values import RESERVED_MOUNTS, parse_port
 from agent.model.current import (
     LABEL_APP_ID,
     LABEL_APP_UUID,
@@ -26,7 +27,7 @@ from agent.model.current import (
 )
 from agent.model.target import service_networks
 
-LOCK_MOUNTS = ("/tmp/balena", "/tmp/resin")
+LOCK_MOUNTS = RESERVED_MOUNTS
 SUPERVISOR_API_LABEL = "io.balena.features.supervisor-api"
 
 
@@ -110,9 +111,9 @@ def container_spec(
         "hostname": comp.hostname,
         "tty": comp.tty,
         "stop_signal": comp.stop_signal,
-        "stop_timeout": int(comp.stop_grace_period_s)
-        if comp.stop_grace_period_s is not None
-        else None,
+        "stop_timeout": (
+            int(comp.stop_grace_period_s) if comp.stop_grace_period_s is not None else None
+        ),
         "ports": exposed or None,
         "healthcheck": _healthcheck(service),
     }
@@ -160,10 +161,10 @@ def supervisor_api_env(app: AppSpec, service: ServiceSpec, device: DeviceContext
 
 
 def _bind(app_id: int, spec: str) -> str:
+    """A named volume gets its app's prefix; an anonymous one is just a container path. (Host
+    bind mounts never get here: the model leaves them out, as the reference does.)"""
     source, _, rest = spec.partition(":")
-    if not rest:  # anonymous volume: just a container path
-        return spec
-    if source.startswith(("/", ".", "~")):
+    if not rest:
         return spec
     return f"{volume_engine_name(app_id, source)}:{rest}"
 
@@ -173,30 +174,31 @@ def restart_policy(restart: str) -> dict[str, Any]:
     if name == "no":
         return {"Name": "no"}
     policy: dict[str, Any] = {"Name": name}
-    if name == "on-failure" and count.isdigit():
+    if name == "on-failure" and count.isascii() and count.isdigit():
         policy["MaximumRetryCount"] = int(count)
     return policy
 
 
+PortBinding = tuple[str, int | None] | int | None
+
+
 def parse_ports(
     ports: tuple[str, ...],
-) -> tuple[list[tuple[int, str]], dict[str, list[tuple[str, int] | int | None]]]:
-    """`"8080:80/udp"`, `"127.0.0.1:8080:80"`, `"80"` → exposed ports and port bindings."""
+) -> tuple[list[tuple[int, str]], dict[str, list[PortBinding]]]:
+    """`"8080:80/udp"`, `"127.0.0.1:8000-8002:8000-8002"`, `"80"` → exposed ports and port
+    bindings, one per port of a range (the model has validated every entry)."""
     exposed: list[tuple[int, str]] = []
-    bindings: dict[str, list[tuple[str, int] | int | None]] = {}
+    bindings: dict[str, list[PortBinding]] = {}
     for spec in ports:
-        body, _, proto = spec.partition("/")
-        proto = proto or "tcp"
-        parts = body.split(":")
-        container_port = int(parts[-1])
-        exposed.append((container_port, proto))
-        key = f"{container_port}/{proto}"
-        if len(parts) == 1:
-            bindings.setdefault(key, []).append(None)
-        elif len(parts) == 2:
-            bindings.setdefault(key, []).append(int(parts[0]) if parts[0] else None)
-        else:
-            bindings.setdefault(key, []).append((parts[0], int(parts[1])))
+        ports_range = parse_port(spec)
+        proto = ports_range.protocol
+        for container_port, host_port in ports_range.bindings():
+            if (container_port, proto) not in exposed:
+                exposed.append((container_port, proto))
+            binding: PortBinding = host_port
+            if ports_range.host_ip:
+                binding = (ports_range.host_ip, host_port)
+            bindings.setdefault(f"{container_port}/{proto}", []).append(binding)
     return exposed, bindings
 
 

@@ -10,19 +10,30 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
 from agent.errors import TargetStateError
+from agent.model.compose_values import (
+    RESERVED_MOUNTS,
+    parse_duration_value,
+    parse_port,
+    parse_volume,
+    tmpfs_target,
+)
 
-SERVICE_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+SERVICE_NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")  # used with fullmatch
+# engine object names are `{appId}_{name}` (volumes) or contain the release uuid (containers)
+ENGINE_NAME_PART_RE = re.compile(r"[a-zA-Z0-9_.-]+")
+RESTART_RE = re.compile(r"no|always|unless-stopped|on-failure(?::[0-9]{1,9})?")
+MAX_RETRIES = 2**31 - 1
 DEPENDS_CONDITIONS = frozenset(
     {"service_started", "service_healthy", "service_completed_successfully"}
 )
-RESTART_POLICIES = frozenset({"no", "always", "on-failure", "unless-stopped"})
 
 # compose keys we understand; anything else is ignored with a warning (as the reference does)
 KNOWN_COMPOSE_KEYS = frozenset(
@@ -109,7 +120,9 @@ class Composition:
     tmpfs: tuple[str, ...] = ()
     read_only: bool = False
     dns: tuple[str, ...] = ()
-    ignored_keys: tuple[str, ...] = ()
+    # compose keys (and host bind mounts, as `volumes: <spec>`) left out, as the reference
+    # does; logged as `compose_keys_ignored`. They don't shape the container: not hashed.
+    ignored_keys: tuple[str, ...] = field(default=(), metadata={"hash": False})
 
     def named_volumes(self) -> tuple[str, ...]:
         """Volume names referenced by `name:/path[:mode]` entries (not bind mounts)."""
@@ -149,9 +162,10 @@ class ServiceSpec:
             "io.resin.update.handover-timeout"
         )
         try:
-            return max(0.0, float(raw) / 1000.0) if raw else 60.0
+            seconds = float(raw) / 1000.0 if raw else 60.0
         except ValueError:
             return 60.0
+        return max(0.0, seconds) if math.isfinite(seconds) else 60.0
 
     def config_hash(self) -> str:
         return self._config_hash
@@ -244,13 +258,27 @@ def parse_target(body: Any, device_uuid: str) -> TargetState:
     apps_raw = device.get("apps", {})
     if not isinstance(apps_raw, dict):
         raise TargetStateError("target 'apps' must be an object keyed by app uuid")
-    apps = {str(uuid): _parse_app(str(uuid), raw) for uuid, raw in apps_raw.items()}
+    apps = _unique_ids({str(uuid): _parse_app(str(uuid), raw) for uuid, raw in apps_raw.items()})
     return TargetState(
         device_uuid=device_uuid,
         name=str(device.get("name", "")),
         config={str(k): _scalar_str(v) for k, v in config.items()},
         apps=apps,
     )
+
+
+def _unique_ids(apps: dict[str, AppSpec]) -> dict[str, AppSpec]:
+    """Apps sharing an id would share engine objects (`{appId}_default`...): all rejected."""
+    by_id: dict[int, list[str]] = {}
+    for uuid, app in apps.items():
+        if app.id > 0:
+            by_id.setdefault(app.id, []).append(uuid)
+    for app_id, uuids in by_id.items():
+        if len(uuids) > 1:
+            for uuid in uuids:
+                reason = f"app {apps[uuid].name}: app id {app_id} is shared by apps {sorted(uuids)}"
+                apps[uuid] = replace(apps[uuid], release=None, rejection=reason)
+    return apps
 
 
 def _parse_app(uuid: str, raw: Any) -> AppSpec:
@@ -268,8 +296,8 @@ def _parse_app(uuid: str, raw: Any) -> AppSpec:
         release_uuid=release_uuid,
     )
     try:
-        if not _is_int(app_id):
-            raise TargetStateError(f"app {name}: 'id' must be an integer")
+        if not _is_positive_int(app_id):
+            raise TargetStateError(f"app {name}: 'id' must be a positive integer")
         if not isinstance(releases, dict):
             raise TargetStateError(f"app {name}: 'releases' must be an object")
         if len(releases) > 1:
@@ -279,15 +307,17 @@ def _parse_app(uuid: str, raw: Any) -> AppSpec:
             release = _parse_release(name, str(release_uuid), releases[release_uuid])
         return AppSpec(id=int(app_id), release=release, **base)  # type: ignore[arg-type]
     except TargetStateError as exc:
-        safe_id = app_id if isinstance(app_id, int) else 0
+        safe_id = app_id if _is_positive_int(app_id) else 0
         return AppSpec(id=safe_id, rejection=str(exc), **base)  # type: ignore[arg-type]
 
 
 def _parse_release(app: str, uuid: str, raw: Any) -> ReleaseSpec:
     if not isinstance(raw, dict):
         raise TargetStateError(f"app {app}: release {uuid} is not an object")
-    if not _is_int(raw.get("id")):
-        raise TargetStateError(f"app {app}: release {uuid} has no integer 'id'")
+    if not ENGINE_NAME_PART_RE.fullmatch(uuid):
+        raise TargetStateError(f"app {app}: release {uuid!r}: invalid release uuid")
+    if not _is_positive_int(raw.get("id")):
+        raise TargetStateError(f"app {app}: release {uuid} has no positive integer 'id'")
     services_raw = raw.get("services", {})
     if not isinstance(services_raw, dict):
         raise TargetStateError(f"app {app}: 'services' must be an object keyed by service name")
@@ -320,16 +350,22 @@ def _parse_release(app: str, uuid: str, raw: Any) -> ReleaseSpec:
 
 def _parse_service(app: str, name: str, raw: Any) -> ServiceSpec:
     where = f"app {app}: service {name}"
-    if not SERVICE_NAME_RE.match(name):
-        raise TargetStateError(f"{where}: invalid service name")
+    if not SERVICE_NAME_RE.fullmatch(name):
+        raise TargetStateError(f"app {app}: service {name!r}: invalid service name")
     if not isinstance(raw, dict):
         raise TargetStateError(f"{where}: not an object")
     image = raw.get("image")
-    if not isinstance(image, str) or not image.strip() or any(c.isspace() for c in image):
+    if (
+        not isinstance(image, str)
+        or not image.strip()
+        or not image.strip().isascii()
+        or not image.strip().isprintable()
+        or any(c.isspace() for c in image.strip())
+    ):
         raise TargetStateError(f"{where}: 'image' must be a non-empty image reference")
     for key in ("id", "image_id"):
-        if key in raw and not _is_int(raw[key]):
-            raise TargetStateError(f"{where}: '{key}' must be an integer")
+        if key in raw and not _is_positive_int(raw[key]):
+            raise TargetStateError(f"{where}: '{key}' must be a positive integer")
     running = raw.get("running", True)
     if not isinstance(running, bool):
         raise TargetStateError(f"{where}: 'running' must be true or false")
@@ -351,9 +387,10 @@ def _parse_service(app: str, name: str, raw: Any) -> ServiceSpec:
 
 
 def _parse_composition(where: str, raw: dict[str, Any]) -> Composition:
-    restart = str(raw.get("restart", "always"))
-    if restart.split(":")[0] not in RESTART_POLICIES:
-        raise TargetStateError(f"{where}: unknown restart policy {restart!r}")
+    restart = raw.get("restart")
+    restart = "always" if restart is None else restart
+    if not isinstance(restart, str) or not RESTART_RE.fullmatch(restart):
+        raise TargetStateError(f"{where}: restart: unknown restart policy {restart!r}")
     depends = raw.get("depends_on", [])
     if isinstance(depends, list):
         dep_pairs = [(_str(d, f"{where}: depends_on"), "service_started") for d in depends]
@@ -372,11 +409,18 @@ def _parse_composition(where: str, raw: dict[str, Any]) -> Composition:
     network_mode = raw.get("network_mode")
     if network_mode is not None and not isinstance(network_mode, str):
         raise TargetStateError(f"{where}: network_mode must be a string")
+    working_dir = _opt_str(raw.get("working_dir"), f"{where}: working_dir")
+    if working_dir is not None and not working_dir.startswith("/"):
+        raise TargetStateError(f"{where}: working_dir: {working_dir!r} is not an absolute path")
+    volumes, ignored_binds = _volumes(raw.get("volumes", []), where)
+    tmpfs = _strs(_as_list(raw.get("tmpfs", [])), f"{where}: tmpfs")
+    _check_mount_points(volumes, tmpfs, where)
+    ports = raw.get("ports", [])
     return Composition(
         command=_cmd(raw.get("command"), f"{where}: command"),
         entrypoint=_cmd(raw.get("entrypoint"), f"{where}: entrypoint"),
-        ports=tuple(_port(p, where) for p in _list(raw.get("ports", []), f"{where}: ports")),
-        volumes=_strs(raw.get("volumes", []), f"{where}: volumes"),
+        ports=tuple(_port(p, where) for p in _list(ports, f"{where}: ports")),
+        volumes=volumes,
         restart=restart,
         network_mode=network_mode,
         networks=tuple(sorted(_strs(networks, f"{where}: networks"))),
@@ -388,7 +432,7 @@ def _parse_composition(where: str, raw: dict[str, Any]) -> Composition:
         healthcheck=_healthcheck(raw.get("healthcheck"), where),
         init=None if raw.get("init") is None else _bool(raw["init"], f"{where}: init"),
         user=_opt_str(raw.get("user"), f"{where}: user"),
-        working_dir=_opt_str(raw.get("working_dir"), f"{where}: working_dir"),
+        working_dir=working_dir,
         hostname=_opt_str(raw.get("hostname"), f"{where}: hostname"),
         stop_signal=_opt_str(raw.get("stop_signal"), f"{where}: stop_signal"),
         stop_grace_period_s=(
@@ -398,11 +442,49 @@ def _parse_composition(where: str, raw: dict[str, Any]) -> Composition:
         ),
         tty=_bool(raw.get("tty", False), f"{where}: tty"),
         extra_hosts=_strs(raw.get("extra_hosts", []), f"{where}: extra_hosts"),
-        tmpfs=_strs(_as_list(raw.get("tmpfs", [])), f"{where}: tmpfs"),
+        tmpfs=tmpfs,
         read_only=_bool(raw.get("read_only", False), f"{where}: read_only"),
         dns=_strs(_as_list(raw.get("dns", [])), f"{where}: dns"),
-        ignored_keys=tuple(sorted(k for k in raw if k not in KNOWN_COMPOSE_KEYS)),
+        ignored_keys=tuple(
+            sorted(k for k in raw if k not in KNOWN_COMPOSE_KEYS)
+            + [f"volumes: {spec}" for spec in ignored_binds]
+        ),
     )
+
+
+def _volumes(raw: Any, where: str) -> tuple[tuple[str, ...], list[str]]:
+    """The volume specs to mount, and the host bind mounts left out (as the reference does)."""
+    kept: list[str] = []
+    ignored: list[str] = []
+    for value in _list(raw, f"{where}: volumes"):
+        try:
+            entry = parse_volume(value)
+        except ValueError as exc:
+            raise TargetStateError(f"{where}: volumes: {exc}") from None
+        if entry.spec is not None:
+            kept.append(entry.spec)
+        if entry.ignored is not None:
+            ignored.append(entry.ignored)
+    return tuple(kept), ignored
+
+
+def _check_mount_points(volumes: tuple[str, ...], tmpfs: tuple[str, ...], where: str) -> None:
+    """The engine refuses two mounts on one path, the agent's lock dirs included."""
+    seen = {path: "the agent's update-lock mount" for path in RESERVED_MOUNTS}
+    targets: list[tuple[str, str]] = []
+    for spec in volumes:
+        target = parse_volume(spec).target
+        assert target is not None
+        targets.append(("volumes", target))
+    for spec in tmpfs:
+        try:
+            targets.append(("tmpfs", tmpfs_target(spec)))
+        except ValueError as exc:
+            raise TargetStateError(f"{where}: tmpfs: {exc}") from None
+    for key, path in targets:
+        if path in seen:
+            raise TargetStateError(f"{where}: {key}: {path} is already used by {seen[path]}")
+        seen[path] = key
 
 
 def _healthcheck(raw: Any, where: str) -> Healthcheck | None:
@@ -417,44 +499,54 @@ def _healthcheck(raw: Any, where: str) -> Healthcheck | None:
         test_t: tuple[str, ...] = ("CMD-SHELL", test)
     elif isinstance(test, list) and test and all(isinstance(t, str) for t in test):
         test_t = tuple(test)
+        if test_t[0] not in ("NONE", "CMD", "CMD-SHELL") or (
+            test_t[0] != "NONE" and len(test_t) < 2
+        ):
+            raise TargetStateError(
+                f"{where}: healthcheck.test: a list must be [NONE] or [CMD|CMD-SHELL, ...]"
+            )
     else:
         raise TargetStateError(f"{where}: healthcheck.test must be a string or a list")
+    retries = raw.get("retries")
+    if retries is None or not _is_int(retries):
+        retries = 3
+    elif not 0 <= retries <= MAX_RETRIES:
+        raise TargetStateError(f"{where}: healthcheck.retries: {retries} is out of range")
     return Healthcheck(
         test=test_t,
-        interval_s=parse_duration(raw.get("interval", "30s"), f"{where}: healthcheck.interval"),
-        timeout_s=parse_duration(raw.get("timeout", "30s"), f"{where}: healthcheck.timeout"),
-        retries=raw["retries"] if _is_int(raw.get("retries")) else 3,
-        start_period_s=parse_duration(
+        interval_s=_probe_duration(raw.get("interval", "30s"), f"{where}: healthcheck.interval"),
+        timeout_s=_probe_duration(raw.get("timeout", "30s"), f"{where}: healthcheck.timeout"),
+        retries=retries,
+        start_period_s=_probe_duration(
             raw.get("start_period", "0s"), f"{where}: healthcheck.start_period"
         ),
     )
 
 
-_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|us|h|m|s)")
-_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001, "us": 0.000001}
+def _probe_duration(value: Any, where: str) -> float:
+    seconds = parse_duration(value, where)
+    if 0 < seconds < 0.001:  # the engine's minimum
+        raise TargetStateError(f"{where}: {value!r} is below 1ms (use 0 for the default)")
+    return seconds
 
 
 def parse_duration(value: Any, where: str) -> float:
-    """Compose durations: `1m30s`, `500ms`, `10s`, or a bare number of seconds."""
-    if isinstance(value, bool):
-        raise TargetStateError(f"{where}: not a duration")
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        text = value.strip()
-        if _DURATION_RE.sub("", text) == "" and text:
-            return sum(float(n) * _UNITS[u] for n, u in _DURATION_RE.findall(text))
-        try:
-            return float(text)
-        except ValueError:
-            pass
-    raise TargetStateError(f"{where}: {value!r} is not a duration")
+    """Compose durations: `1m30s`, `500ms`, `10s`, or a bare number of seconds; finite and
+    non-negative (see `compose_values.parse_duration_value`)."""
+    try:
+        return parse_duration_value(value)
+    except ValueError as exc:
+        raise TargetStateError(f"{where}: {exc}") from None
 
 
 def _parse_volume(app: str, name: str, raw: Any) -> VolumeSpec:
     raw = raw or {}
     if not isinstance(raw, dict):
         raise TargetStateError(f"app {app}: volume {name} must be an object")
+    if not ENGINE_NAME_PART_RE.fullmatch(name):
+        raise TargetStateError(
+            f"app {app}: volume {name!r}: invalid name (letters, digits, '_', '.', '-' only)"
+        )
     return VolumeSpec(
         name=name,
         driver=str(raw.get("driver", "local")),
@@ -498,6 +590,10 @@ def _check_dependency_cycles(app: str, services: Mapping[str, ServiceSpec]) -> N
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_positive_int(value: Any) -> bool:
+    return _is_int(value) and value > 0
 
 
 def _scalar_str(value: Any) -> str:
@@ -545,11 +641,11 @@ def _cmd(value: Any, where: str) -> tuple[str, ...] | None:
 
 
 def _port(value: Any, where: str) -> str:
-    if _is_int(value):
-        return str(value)
-    if isinstance(value, str) and re.fullmatch(r"[0-9.:\-]+(/(tcp|udp|sctp))?", value):
-        return value
-    raise TargetStateError(f"{where}: bad port mapping {value!r}")
+    try:
+        parse_port(value)
+    except ValueError as exc:
+        raise TargetStateError(f"{where}: ports: {exc}") from None
+    return str(value)
 
 
 def _str_map(value: Any, where: str) -> dict[str, str]:
@@ -572,7 +668,11 @@ def _obj(raw: dict[str, Any], key: str, app: str) -> dict[str, Any]:
 
 def _jsonable(value: Any) -> Any:
     if hasattr(value, "__dataclass_fields__"):
-        return {k: _jsonable(getattr(value, k)) for k in value.__dataclass_fields__}
+        return {
+            k: _jsonable(getattr(value, k))
+            for k, f in value.__dataclass_fields__.items()
+            if f.metadata.get("hash", True)
+        }
     if isinstance(value, tuple | list):
         return [_jsonable(v) for v in value]
     if isinstance(value, Mapping):

@@ -75,7 +75,8 @@ def test_two_networks_connect_the_second_before_start():
 def test_ports_and_restart():
     exposed, bindings = parse_ports(("8080:80", "53/udp", "127.0.0.1:9000:9001"))
     assert exposed == [(80, "tcp"), (53, "udp"), (9001, "tcp")]
-    assert bindings == {"80/tcp": [8080], "53/udp": [None], "9001/tcp": [("127.0.0.1", 9000)]}
+    # a lone container port is published on the same host port, as the reference does
+    assert bindings == {"80/tcp": [8080], "53/udp": [53], "9001/tcp": [("127.0.0.1", 9000)]}
     assert restart_policy("on-failure:3") == {"Name": "on-failure", "MaximumRetryCount": 3}
     assert restart_policy("no") == {"Name": "no"}
 
@@ -122,3 +123,60 @@ def test_supervisor_api_env_only_for_the_label():
 def test_supervisor_api_host_is_localhost_on_the_host_network():
     env = _with_labels({"io.balena.features.supervisor-api": "true"}, network_mode="host")
     assert env["BALENA_SUPERVISOR_ADDRESS"] == "http://127.0.0.1:48484"
+
+
+def test_a_port_range_maps_each_port_of_the_range():
+    spec = make({"ports": ["8000-8002:8000-8002", "127.0.0.1:9000-9001:7000-7001/udp"]})
+    assert spec.create["ports"] == [
+        (8000, "tcp"),
+        (8001, "tcp"),
+        (8002, "tcp"),
+        (7000, "udp"),
+        (7001, "udp"),
+    ]
+    assert spec.host_config["port_bindings"] == {
+        "8000/tcp": [8000],
+        "8001/tcp": [8001],
+        "8002/tcp": [8002],
+        "7000/udp": [("127.0.0.1", 9000)],
+        "7001/udp": [("127.0.0.1", 9001)],
+    }
+
+
+def test_ranges_random_host_ports_ipv6_and_repeated_container_ports():
+    exposed, bindings = parse_ports(("9000-9001", ":80", "[::1]::81", "8080:80", "::1:8443:443"))
+    assert exposed == [(9000, "tcp"), (9001, "tcp"), (80, "tcp"), (81, "tcp"), (443, "tcp")]
+    assert bindings == {
+        "9000/tcp": [9000],
+        "9001/tcp": [9001],
+        "80/tcp": [None, 8080],  # an empty host port: the engine picks one
+        "81/tcp": [("::1", None)],
+        "443/tcp": [("::1", 8443)],
+    }
+
+
+def test_host_bind_mounts_never_reach_the_engine():
+    spec = make(
+        {
+            "volumes": [
+                "/:/host",
+                "/var/run/docker.sock:/var/run/docker.sock",
+                "./src:/src",
+                {"type": "bind", "source": "/etc", "target": "/etc2"},
+                "data:/data:ro",
+                "/cache",
+            ]
+        },
+        volumes={"data": {}},
+    )
+    assert spec.host_config["binds"] == [
+        "5_data:/data:ro",
+        "/cache",
+        "/tmp/locks/5/main:/tmp/balena",
+        "/tmp/locks/5/main:/tmp/resin",
+    ]
+
+
+def test_stop_grace_period_in_whole_seconds():
+    assert make({"stop_grace_period": "1m30.9s"}).create["stop_timeout"] == 90
+    assert "stop_timeout" not in make({}).create

@@ -1,0 +1,385 @@
+"""Whatever the cloud sends, nothing but a rejection comes out of it: arbitrary service
+compositions (plausible and junk values for every compose key the model knows, unknown keys,
+bad names, bad ids) go through parse_target → the planner (against the simulated engine) →
+the container spec → the Docker SDK's own config builders (pure, no request). The only
+failure allowed is a `TargetStateError` for a broken document or an app's `rejection`; a
+rejected app is reported `rejected` and the valid app beside it is brought up all the same."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import docker
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from agent.engine.compose import DeviceContext, container_spec
+from agent.errors import TargetStateError
+from agent.model import CurrentState, TargetState, UpdateStatus, parse_target
+from agent.model.target import KNOWN_COMPOSE_KEYS
+from agent.reconcile.planner import plan
+from agent.reconcile.steps import PlanContext, Start
+from tests.unit.reconcile.factories import container, image
+from tests.unit.reconcile.sim import apply_all
+
+DEV = "dev1"
+GOOD_UUID = "good-app"
+DEVICE = DeviceContext(
+    "dev1",
+    "raspberrypi4-64",
+    Path("/tmp/locks"),
+    "0.1.0",
+    api_port=48484,
+    app_api_keys={2**50: "k"},
+)
+
+
+class RecordingClient(docker.APIClient):
+    """The SDK's own create_container, up to the request: the body it would post is checked
+    to be JSON the engine can decode (no NaN/inf) instead of being sent."""
+
+    def create_container_from_config(
+        self, config: dict[str, Any], name: str | None = None, platform: str | None = None
+    ) -> dict[str, Any]:
+        json.dumps(config, allow_nan=False)
+        return {"Id": "recorded"}
+
+
+# with a version given, the client never talks to an engine
+SDK = RecordingClient(base_url="unix:///nonexistent/docker.sock", version="1.41")
+
+# --- values ---------------------------------------------------------------------------------
+
+
+def mostly(
+    good: st.SearchStrategy[Any], bad: st.SearchStrategy[Any], odds: int = 7
+) -> st.SearchStrategy[Any]:
+    """`good` about `odds` times for one `bad`: enough valid apps get through to reach the
+    container spec builder."""
+    # (hypothesis favours the ends of a range, and one_of would pick `bad` half the time)
+    return st.integers(0, odds).flatmap(lambda n: bad if n == odds // 2 else good)
+
+
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(),  # nan and ±inf included
+    st.text(max_size=12),
+)
+json_values = st.recursive(
+    scalars,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+names = st.sampled_from(["web", "db", "main", "data", "front", "default"])
+bad_names = st.sampled_from(["web\n", "", "-x", "a b", "wéb", "x/y", "a:b"])
+ids = mostly(
+    st.integers(min_value=1, max_value=2**40),
+    st.sampled_from([0, -1, True, "1", 1.5, None, 2**80]),
+    odds=40,
+)
+port_junk = st.one_of(
+    st.integers(min_value=-2, max_value=70000),
+    st.text(alphabet="0123456789:-./[]aftu", max_size=14),
+    st.sampled_from(["1.5", ":", "", "8000-8002:8000-8001", "8002-8000", "²", "1:2:3", "70000"]),
+    st.builds(
+        lambda ip, h, he, c, ce, proto: f"{ip}{h}{he}:{c}{ce}{proto}",
+        st.sampled_from(["", "127.0.0.1:", "[::1]:", "::1:", "1.2.3:", ":"]),
+        st.sampled_from(["", "0", "8000", "65535", "65536", "99999999"]),
+        st.sampled_from(["", "-8002", "-7999", "-8001"]),
+        st.sampled_from(["0", "1", "8000", "65535", "70000"]),
+        st.sampled_from(["", "-8002", "-7999", "-8001"]),
+        st.sampled_from(["", "/tcp", "/udp", "/sctp", "/icmp", "/"]),
+    ),
+)
+
+
+@st.composite
+def valid_ports(draw: st.DrawFn) -> Any:
+    port = draw(st.integers(1, 65000))
+    count = draw(st.integers(1, 3))
+    rng = str(port) if count == 1 else f"{port}-{port + count - 1}"
+    proto = draw(st.sampled_from(["", "/tcp", "/udp"]))
+    shape = draw(st.integers(0, 4))
+    if shape == 0:
+        return port if count == 1 and not proto else rng + proto
+    host = draw(st.integers(0, 65000))
+    host_rng = str(host) if count == 1 else f"{host}-{host + count - 1}"
+    ip = draw(st.sampled_from(["", "127.0.0.1:", "[::1]:", "0.0.0.0:"]))
+    if shape == 1:
+        return f"{ip}:{rng}{proto}" if ip else f":{rng}{proto}"  # the engine picks host ports
+    return f"{ip}{host_rng}:{rng}{proto}"
+
+
+durations = mostly(
+    st.one_of(
+        st.floats(min_value=0, max_value=1e6),
+        st.integers(min_value=0, max_value=10**6),
+        st.sampled_from(["1m30s", "10s", "500ms", "0", "1.5h", "2"]),
+    ),
+    st.one_of(
+        st.floats(),
+        st.integers(min_value=-(2**70), max_value=2**70),
+        st.sampled_from(["inf", "nan", "1e999", "-1s", "0.5us", "9" * 400, "-0.1"]),
+        st.text(alphabet="0123456789.hmsun-e ", max_size=10),
+    ),
+)
+volumes = mostly(
+    st.sampled_from(
+        [
+            "data:/data",
+            "data:/data:ro",
+            "data:/data:rw,nocopy",
+            "/anon",
+            "/:/host",
+            "/var/run/docker.sock:/var/run/docker.sock",
+            "./x:/x",
+            "~/y:/y",
+            {"type": "bind", "source": "/", "target": "/host"},
+        ]
+    ),
+    st.one_of(
+        st.sampled_from(["anon", ":/x", "data:/a:b:c", "other:/o", "data:/tmp/balena", "data:x"]),
+        st.fixed_dictionaries({"type": st.sampled_from(["volume", "tmpfs"])}),
+        st.text(alphabet="/:.~dat", max_size=10),
+    ),
+)
+short_text = st.text(max_size=8)
+text_lists = st.lists(short_text, max_size=2)
+healthchecks = st.fixed_dictionaries(
+    {"test": mostly(st.sampled_from(["true", ["CMD", "true"], ["NONE"]]), json_values)},
+    optional={
+        "interval": durations,
+        "timeout": durations,
+        "start_period": durations,
+        "retries": mostly(st.integers(0, 10), st.integers(min_value=-2, max_value=2**64)),
+        "disable": st.booleans(),
+    },
+)
+# a plausible value for every compose key the model knows (junk comes one time in eight)
+PLAUSIBLE: dict[str, Any] = {
+    "command": st.one_of(short_text, text_lists),
+    "entrypoint": st.one_of(short_text, text_lists),
+    "ports": st.lists(mostly(valid_ports(), port_junk), min_size=1, max_size=3),
+    "expose": st.lists(st.integers(1, 9000), max_size=2),
+    "volumes": st.lists(volumes, min_size=1, max_size=3),
+    "restart": mostly(
+        st.sampled_from(["no", "always", "on-failure", "on-failure:3", "unless-stopped"]),
+        st.sampled_from(["on-failure:²", "always:1", "", "sometimes"]),
+    ),
+    "network_mode": st.sampled_from(["host", "none", "bridge", "service:db"]),
+    "networks": st.one_of(st.lists(names, max_size=2), st.dictionaries(names, st.none())),
+    "privileged": st.booleans(),
+    "cap_add": text_lists,
+    "cap_drop": text_lists,
+    "devices": st.lists(st.sampled_from(["/dev/i2c-1", "/dev/a:/dev/b:rw", "x:y:z:w"])),
+    "depends_on": st.one_of(
+        st.lists(names, max_size=2),
+        st.dictionaries(
+            names,
+            st.fixed_dictionaries({"condition": st.sampled_from(["service_started", "x"])}),
+        ),
+    ),
+    "healthcheck": healthchecks,
+    "init": st.booleans(),
+    "user": short_text,
+    "working_dir": mostly(st.just("/app"), st.sampled_from(["app", ""])),
+    "hostname": short_text,
+    "stop_signal": st.sampled_from(["SIGTERM", "SIGINT", "x"]),
+    "stop_grace_period": durations,
+    "tty": st.booleans(),
+    "environment": st.dictionaries(short_text, short_text, max_size=2),
+    "labels": st.dictionaries(short_text, short_text, max_size=2),
+    "image": short_text,
+    "running": st.booleans(),
+    "tmpfs": mostly(st.sampled_from(["/run", ["/run", "/cache:size=1m"]]), st.just("run")),
+    "extra_hosts": st.lists(st.sampled_from(["a:1.2.3.4", "b=5.6.7.8", "junk"]), max_size=2),
+    "dns": st.one_of(short_text, text_lists),
+    "read_only": st.booleans(),
+    "shm_size": st.sampled_from(["64m", 1024, "x"]),
+    "mem_limit": st.sampled_from(["64m", 1024, "x"]),
+    "sysctls": st.dictionaries(short_text, short_text, max_size=2),
+    "security_opt": text_lists,
+    "group_add": text_lists,
+    "ulimits": st.dictionaries(short_text, st.integers(), max_size=2),
+    "pid": st.sampled_from(["host", ""]),
+    "ipc": st.sampled_from(["host", "private"]),
+    "domainname": short_text,
+    "oom_kill_disable": st.booleans(),
+    "cpu_shares": st.integers(),
+    "cpuset": short_text,
+}
+any_key = st.sampled_from([*sorted(KNOWN_COMPOSE_KEYS), "junk", "x-custom", "build"])
+# the keys whose values need more than a type check: drawn more often
+hole_key = st.sampled_from(
+    ["ports", "volumes", "stop_grace_period", "healthcheck", "restart", "tmpfs", "working_dir"]
+)
+
+
+@st.composite
+def compositions(draw: st.DrawFn) -> dict[str, Any]:
+    comp: dict[str, Any] = {}
+    keys = draw(st.lists(any_key, max_size=3)) + draw(st.lists(hole_key, min_size=1, max_size=3))
+    for key in dict.fromkeys(keys):
+        plausible = PLAUSIBLE.get(key, json_values)
+        comp[key] = draw(mostly(plausible, json_values))
+    return comp
+
+
+labels = st.dictionaries(
+    st.sampled_from(
+        [
+            "io.balena.update.strategy",
+            "io.balena.update.handover-timeout",
+            "io.balena.features.supervisor-api",
+            "my.label",
+        ]
+    ),
+    mostly(
+        st.sampled_from(["hand-over", "kill-then-download", "1", "nan", "inf", "-5", "1e999"]),
+        scalars,
+    ),
+    max_size=3,
+)
+
+
+@st.composite
+def services(draw: st.DrawFn) -> dict[str, Any]:
+    svc: dict[str, Any] = {
+        "id": draw(ids),
+        "image_id": draw(ids),
+        "image": draw(mostly(st.sampled_from(["reg/a:1", "reg/b:2", "alpine"]), scalars, 20)),
+        "composition": draw(compositions()),
+    }
+    if draw(st.booleans()):
+        svc["labels"] = draw(labels)
+    if draw(st.booleans()):
+        env_values = mostly(st.one_of(st.text(max_size=5), st.integers(), st.floats()), scalars, 20)
+        svc["environment"] = draw(st.dictionaries(st.text(max_size=5), env_values, max_size=3))
+    if draw(st.booleans()):
+        svc["running"] = draw(mostly(st.booleans(), scalars, 20))
+    return svc
+
+
+@st.composite
+def apps(draw: st.DrawFn) -> dict[str, Any]:
+    service_map = draw(
+        st.dictionaries(mostly(names, bad_names, 20), services(), min_size=1, max_size=3)
+    )
+    release = {
+        "id": draw(ids),
+        "services": service_map,
+        "volumes": draw(
+            mostly(
+                st.dictionaries(mostly(names, bad_names, 20), st.none()).map(
+                    lambda v: {**v, "data": None}
+                ),
+                json_values,
+                20,
+            )
+        ),
+        "networks": draw(
+            mostly(
+                st.just({n: {} for n in ("data", "default", "front", "web", "db", "main")}),
+                json_values,
+                20,
+            )
+        ),
+    }
+    release_uuid = draw(mostly(st.sampled_from(["r1", "r2"]), st.just("r/3"), 20))
+    return {"id": draw(ids), "name": "gen", "releases": {release_uuid: release}}
+
+
+GOOD_ID = 2**50  # never generated: an id shared by two apps rejects both
+GOOD_APP = {
+    "id": GOOD_ID,
+    "name": "good",
+    "releases": {
+        "g1": {"id": 1, "services": {"main": {"id": 1, "image_id": 1, "image": "good:1"}}}
+    },
+}
+
+# --- the chain --------------------------------------------------------------------------------
+
+
+def build_in_sdk(app: Any, step: Start) -> None:
+    """The container spec of a Start step, through the SDK's config builders, as JSON the
+    engine can decode (no NaN/inf)."""
+    assert app.release is not None
+    spec = container_spec(app, step.service, DEVICE, app.release.uuid, app.release.id)
+    host_config = SDK.create_host_config(
+        **{**spec.host_config, "network_mode": spec.host_config.get("network_mode")}
+    )
+    networking = None
+    if spec.primary_network:
+        networking = SDK.create_networking_config(
+            {spec.primary_network: SDK.create_endpoint_config(aliases=list(spec.aliases))}
+        )
+    SDK.create_container(**spec.create, host_config=host_config, networking_config=networking)
+
+
+def drive(tgt: TargetState) -> None:
+    """Plan and apply against the simulated engine for a few passes, building the container
+    spec of every service started; the valid app must come up whatever its neighbours are."""
+    current = CurrentState(
+        containers=tuple(
+            container(f"old-{n}", uuid, "web", app_id=app.id or 99)
+            for n, (uuid, app) in enumerate(sorted(tgt.apps.items()))
+        ),
+        images=(image("old:1"),),
+    )
+    good_started = False
+    for _ in range(6):
+        p = plan(current, tgt, PlanContext())
+        for uuid, app in tgt.apps.items():
+            if app.rejection is not None:
+                assert p.apps[uuid].status == UpdateStatus.REJECTED
+                assert p.apps[uuid].reason == app.rejection
+        for step in p.steps:
+            touched = getattr(step, "container", None)
+            if touched is not None:  # a rejected app's running containers are left alone
+                assert not tgt.apps[touched.app_uuid].rejected, step
+            if isinstance(step, Start):
+                build_in_sdk(tgt.apps[step.app.uuid], step)
+                comp = step.service.composition
+                for key in ("ports", "volumes", "healthcheck", "stop_grace_period_s"):
+                    if getattr(comp, key):
+                        event(f"started with {key}")
+                good_started = good_started or step.app.uuid == GOOD_UUID
+        if not p.steps:
+            break
+        current = apply_all(current, p.steps)
+    assert good_started, "the valid app never started"
+
+
+@settings(
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(generated=st.dictionaries(st.sampled_from(["a1", "a2", "a3"]), apps(), max_size=3))
+def test_nothing_but_a_rejection_escapes(generated: dict[str, Any]) -> None:
+    body = {DEV: {"name": "dev", "config": {}, "apps": {**generated, GOOD_UUID: GOOD_APP}}}
+    tgt = parse_target(body, DEV)  # the document itself is sound: never refused whole
+    assert tgt.apps[GOOD_UUID].rejection is None
+    for uuid, app in tgt.apps.items():
+        if uuid != GOOD_UUID:
+            event("app rejected" if app.rejection else "app accepted")
+    drive(tgt)
+
+
+@settings(max_examples=150, deadline=None)
+@given(body=json_values, apps_value=json_values)
+def test_broken_documents_are_refused_with_a_target_error(body: Any, apps_value: Any) -> None:
+    for doc in (body, {DEV: body}, {DEV: {"apps": apps_value}}, {DEV: {"apps": {"a": body}}}):
+        try:
+            tgt = parse_target(doc, DEV)
+        except TargetStateError:
+            continue
+        for app in tgt.apps.values():
+            assert app.rejection is not None or app.release is None or app.id > 0
