@@ -359,10 +359,11 @@ def _obj(raw: dict[str, Any], key: str, app: str) -> dict[str, Any]:
 
 def _jsonable(value: Any) -> Any:
     if hasattr(value, "__dataclass_fields__"):
+        # a field marked `hash: False` always counts as its default: it never changes a hash,
+        # and hashes of configs without it stay what they were
         return {
-            k: _jsonable(getattr(value, k))
+            k: _jsonable(getattr(value, k) if f.metadata.get("hash", True) else f.default)
             for k, f in value.__dataclass_fields__.items()
-            if f.metadata.get("hash", True)
         }
     if isinstance(value, tuple | list):
         return [_jsonable(v) for v in value]

@@ -28,7 +28,6 @@ from agent.errors import (
     InsufficientSpace,
     NotFound,
     PullError,
-    StoreError,
 )
 from agent.locks import AgentLocks, LockHeld, clear_handover, holder_fields
 from agent.model import AppSpec, CurrentState, ServiceSpec
@@ -55,7 +54,7 @@ from agent.reconcile.steps import (
     step_app_id,
     step_service,
 )
-from agent.store import Store
+from agent.store import LatestWriter, Store
 
 log = structlog.get_logger("agent.executor")
 
@@ -96,6 +95,9 @@ class ManagedImages:
     def __init__(self, store: Store) -> None:
         self._store = store
         self.ids: set[str] = set(store.get(self.KEY, []) or [])
+        self._writer = LatestWriter(  # written off the event loop
+            store, self.KEY, lambda exc: log.error("images_persist_failed", error=str(exc))
+        )
 
     def add(self, image_id: str) -> None:
         if image_id not in self.ids:
@@ -108,10 +110,10 @@ class ManagedImages:
             self._save()
 
     def _save(self) -> None:
-        try:
-            self._store.put(self.KEY, sorted(self.ids))
-        except StoreError as exc:
-            log.error("images_persist_failed", error=str(exc))
+        self._writer.write(sorted(self.ids))
+
+    async def flush(self) -> None:
+        await self._writer.flush()
 
 
 def describe(step: Step) -> str:

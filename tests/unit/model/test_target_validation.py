@@ -226,3 +226,12 @@ def test_volume_and_release_names_fit_engine_names():
 def test_working_dir_must_be_absolute():
     reason = rejection({"web": svc(working_dir="app")})
     assert "service web: working_dir" in reason
+
+
+def test_ignored_keys_leave_the_config_hash_as_it_was():
+    """Containers made by an earlier agent keep their hash (no restart on upgrade), and keys
+    the agent ignores never change it."""
+    plain = accepted({"web": svc()}).services["web"]
+    junk = accepted({"web": svc(junk=1, **{"x-custom": {"a": 1}})}).services["web"]
+    assert junk.composition.ignored_keys == ("junk", "x-custom")
+    assert plain.config_hash() == junk.config_hash() == "5e125cd10f475d6b"  # as before
