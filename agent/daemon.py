@@ -4,6 +4,7 @@ shutdown. Stopping the agent never stops the apps: their containers keep running
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -264,6 +265,10 @@ class Agent:
         log.info("agent_stopping")
         await self.api.stop()
         await self.supervisor.drain(SHUTDOWN_GRACE_S)
+        with contextlib.suppress(TimeoutError):  # the latest status and images on disk
+            await asyncio.wait_for(
+                asyncio.gather(self.status.flush(), self.images.flush()), SHUTDOWN_GRACE_S
+            )
         await self.reporter.flush(timeout=2.0)
         await self.client.close()
         self.engine.close()

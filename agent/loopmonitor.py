@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import asyncio.events
 import collections
+import linecache
 import os
 import sys
 import threading
@@ -38,7 +39,7 @@ import structlog
 log = structlog.get_logger("agent.loopmonitor")
 
 ENV = "DEVICE_AGENT_SLOW_CALLBACK_MS"
-TICK_S = 0.005
+TICK_S = 0.01  # sampling period (each sample takes the GIL from the loop for a moment)
 MAX_STACK = 40  # frames kept in a logged stack
 
 
@@ -98,6 +99,7 @@ class LoopMonitor:
                     monitor._report(seq, handle, cpu, cpu, None, "(not sampled: held the GIL)")
 
         self._wrapper_code = _run.__code__
+        _warm_linecache()  # before anything is watched
         asyncio.events.Handle._run = _run  # type: ignore[method-assign,assignment]
         self._thread.start()
         log.warning("loop_monitor_on", threshold_ms=round(self.threshold_s * 1000))
@@ -112,9 +114,12 @@ class LoopMonitor:
 
     def _watch(self) -> None:
         watched = -1
-        base_wall = base_wait = 0.0
+        base_wall = base_wait = held = 0.0
         stacks: collections.Counter[str] = collections.Counter()
         while not self._stop.wait(TICK_S):
+            # from here to the next wait this thread holds the GIL, which the loop may be
+            # waiting for: that time (`held`) is the monitor's, not the callback's
+            woke = time.perf_counter()
             current = self._current
             if current is None:
                 continue
@@ -123,10 +128,11 @@ class LoopMonitor:
                 watched = seq
                 base_wall = time.perf_counter()
                 base_wait = _runqueue_wait_s(self._main_tid) or 0.0
+                held = 0.0
                 stacks.clear()
                 continue
-            if self._reported_seq == seq:
-                continue
+            if self._reported_seq == seq or woke - started < self.threshold_s / 2:
+                continue  # short so far: don't take the GIL from it to sample
             frame = sys._current_frames().get(self._main_ident)
             if self._current is None or self._current[0] != seq:
                 continue  # it ended while we looked
@@ -135,10 +141,11 @@ class LoopMonitor:
             wait_now = _runqueue_wait_s(self._main_tid)
             waited = 0.0 if wait_now is None else max(0.0, wait_now - base_wait)
             wall = now - started
-            effective = (base_wall - started) + (now - base_wall - waited)
+            effective = (base_wall - started) + (now - base_wall - waited - held)
             if effective > self.threshold_s:
                 stack = stacks.most_common(1)[0][0]
                 self._report(seq, handle, wall, effective, waited, stack)
+            held += time.perf_counter() - woke
 
     def _report(
         self,
@@ -163,8 +170,29 @@ class LoopMonitor:
             cpu_wait_ms=None if waited is None else round(waited * 1000, 1),
             threshold_ms=round(self.threshold_s * 1000),
             deliberate="install_test_hooks.<locals>.block" in stack,  # the SIGUSR2 test hook
+            debug_overhead=_debug_overhead(stack),
             stack=stack,
         )
+
+
+def _warm_linecache() -> None:
+    """asyncio's debug mode records where each future is created, reading the source lines
+    (traceback.extract_stack via linecache): read the loaded modules' files here, in the
+    monitor's thread, rather than the first time the loop needs them."""
+    for module in list(sys.modules.values()):
+        path = getattr(module, "__file__", None)
+        if isinstance(path, str) and path.endswith(".py"):
+            linecache.getlines(path)
+
+
+def _debug_overhead(stack: str) -> bool:
+    """True when the sampled stack ends in asyncio's debug-mode bookkeeping (the monitor's
+    own cost, not the agent's)."""
+    lines = stack.splitlines()
+    for i, line in enumerate(lines):
+        if "/asyncio/" in line and i + 1 < len(lines) and "traceback.py" in lines[i + 1]:
+            return True
+    return False
 
 
 def install_from_env(loop: asyncio.AbstractEventLoop) -> LoopMonitor | None:

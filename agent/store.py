@@ -11,11 +11,13 @@ wrong, and read as the caller's default.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,7 @@ class Store:
         except OSError as exc:
             raise StoreError(f"cannot create data dir {root}: {exc.strerror}") from exc
         self._cleanup_temps()
+        self._locks: dict[str, asyncio.Lock] = {}
 
     def _path(self, key: str) -> Path:
         if not _KEY_RE.match(key):
@@ -69,8 +72,21 @@ class Store:
             path.rename(path.with_suffix(".corrupt"))
 
     def put(self, key: str, value: Any) -> None:
+        """Write `value` durably, in this thread (two fsyncs: from the event loop, use
+        `put_async` or a `LatestWriter`)."""
+        self._write(key, _encode(value))
+
+    async def put_async(self, key: str, value: Any) -> None:
+        """`put` in a worker thread, so the event loop never waits on the disk. `value` is
+        encoded at once (later changes to it are not written); writes of one key happen in
+        the order of the calls. Raises StoreError like `put`."""
+        data = _encode(value)
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:  # FIFO: the last call's value is the one left on disk
+            await asyncio.to_thread(self.put, key, _Encoded(data))
+
+    def _write(self, key: str, data: bytes) -> None:
         path = self._path(key)
-        data = json.dumps(value, separators=(",", ":"), sort_keys=True).encode()
         tmp: str | None = None
         try:
             fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp", dir=self.root)
@@ -105,6 +121,56 @@ class Store:
         for tmp in self.root.glob(".*.tmp"):
             with contextlib.suppress(OSError):
                 tmp.unlink()
+
+
+def _encode(value: Any) -> bytes:
+    if isinstance(value, _Encoded):
+        return bytes(value)
+    return json.dumps(value, separators=(",", ":"), sort_keys=True).encode()
+
+
+class LatestWriter:
+    """Keeps one key on disk up to date with the latest value, off the event loop: `write`
+    returns at once and the value is written by a background task through `put_async`;
+    values written while a write is in flight are coalesced (only the latest is written
+    next). Without a running loop (start-up, tests) `write` writes in place. A failed write
+    goes to `on_error`. `flush` waits until the latest value is on disk (shutdown)."""
+
+    def __init__(self, store: Store, key: str, on_error: Callable[[StoreError], None]) -> None:
+        self._store = store
+        self._key = key
+        self._on_error = on_error
+        self._pending: list[Any] = []  # [value] when one waits to be written
+        self._task: asyncio.Task[None] | None = None
+
+    def write(self, value: Any) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            try:
+                self._store.put(self._key, value)
+            except StoreError as exc:
+                self._on_error(exc)
+            return
+        self._pending[:] = [_encode(value)]
+        if self._task is None or self._task.done():
+            self._task = loop.create_task(self._drain(), name=f"store-{self._key}")
+
+    async def _drain(self) -> None:
+        while self._pending:
+            data = self._pending.pop()
+            try:
+                await self._store.put_async(self._key, _Encoded(data))
+            except StoreError as exc:
+                self._on_error(exc)
+
+    async def flush(self) -> None:
+        while self._task is not None and not self._task.done():
+            await asyncio.shield(self._task)
+
+
+class _Encoded(bytes):
+    """A value `LatestWriter` encoded already (snapshot taken at `write`)."""
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -319,8 +319,12 @@ class AgentProcess:
 
     def slow_callbacks(self) -> list[dict[str, Any]]:
         """What blocked the agent's event loop (see `loop_monitor_ms`), except the test hook
-        that blocks it on purpose."""
-        return [e for e in self.events_named("slow_callback") if not e.get("deliberate")]
+        that blocks it on purpose and asyncio's debug-mode bookkeeping."""
+        return [
+            e
+            for e in self.events_named("slow_callback")
+            if not e.get("deliberate") and not e.get("debug_overhead")
+        ]
 
     def log_tail(self, lines: int = 40) -> str:
         try:

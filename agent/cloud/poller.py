@@ -101,7 +101,7 @@ class Poller:
         self._failures = 0
         self._status.mark_poll(True)
         if self._unsaved is not None:
-            self._persist(self._unsaved, retry=True)
+            await self._persist(self._unsaved, retry=True)
         if not fetch.changed:
             self.last_outcome = "not modified"
             log.debug("poll_not_modified", etag=fetch.etag)
@@ -110,17 +110,17 @@ class Poller:
             log.info("target_fetched", etag=fetch.etag, bytes=fetch.nbytes)
             if self._accept(fetch.body, "cloud"):
                 self.etag = fetch.etag
-                self._persist(SavedTarget(fetch.etag, fetch.body), retry=False)
+                await self._persist(SavedTarget(fetch.etag, fetch.body), retry=False)
             else:
                 self.etag = None
         return interval + poll_jitter(interval, self._rng)
 
-    def _persist(self, target: SavedTarget, retry: bool) -> None:
+    async def _persist(self, target: SavedTarget, retry: bool) -> None:
         """Persist an accepted target with its ETag. When that fails (a full data dir) the
         target is still applied, and the write is tried again after each poll until it
         succeeds: a restart must never fall back to an older target than the one applied."""
         try:
-            self._store.put(STORE_KEY, {"etag": target.etag, "body": target.body})
+            await self._store.put_async(STORE_KEY, {"etag": target.etag, "body": target.body})
         except StoreError as exc:
             if not retry:
                 log.error("target_persist_failed", error=str(exc), retry="after each poll")

@@ -134,7 +134,9 @@ class Reporter:
         if METRIC_KEYS & changes.keys():
             self._metrics_sent_wall = time.time()
         try:
-            self._store.put(STORE_KEY, {"acked": self.acked, "metrics_at": self._metrics_sent_wall})
+            await self._store.put_async(
+                STORE_KEY, {"acked": self.acked, "metrics_at": self._metrics_sent_wall}
+            )
         except StoreError as exc:
             log.error("report_cache_persist_failed", error=str(exc))
         self._status.mark_report(True)

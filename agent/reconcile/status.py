@@ -20,10 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from agent.errors import StoreError
 from agent.model import AppSpec, ContainerStatus, CurrentState, ServiceStatus, UpdateStatus
 from agent.reconcile.steps import AppPlan
-from agent.store import Store
+from agent.store import LatestWriter, Store
 
 if TYPE_CHECKING:
     from agent.connectivity.monitor import ConnectivityView
@@ -97,6 +96,9 @@ class StatusBoard:
         self.listeners: list[Callable[[], None]] = []
         self._seq = 0
         self.changed = asyncio.Event()
+        self._writer = LatestWriter(
+            store, STORE_KEY, lambda exc: log.error("status_persist_failed", error=str(exc))
+        )
         self._load()
 
     # --- persistence --------------------------------------------------------------------------
@@ -136,10 +138,11 @@ class StatusBoard:
             },
             "last_poll": self.last_poll,
         }
-        try:
-            self._store.put(STORE_KEY, data)
-        except StoreError as exc:
-            log.error("status_persist_failed", error=str(exc))
+        self._writer.write(data)  # off the event loop (a background write)
+
+    async def flush(self) -> None:
+        """Wait until the latest status is on disk (shutdown)."""
+        await self._writer.flush()
 
     def _tell_listeners(self) -> None:
         for listener in self.listeners:
