@@ -319,11 +319,12 @@ class AgentProcess:
 
     def slow_callbacks(self) -> list[dict[str, Any]]:
         """What blocked the agent's event loop (see `loop_monitor_ms`), except the test hook
-        that blocks it on purpose and asyncio's debug-mode bookkeeping."""
+        that blocks it on purpose, asyncio's debug-mode bookkeeping and kernel stalls inside
+        asyncio's own non-blocking calls (agent/loopmonitor.py)."""
         return [
             e
             for e in self.events_named("slow_callback")
-            if not e.get("deliberate") and not e.get("debug_overhead")
+            if not (e.get("deliberate") or e.get("debug_overhead") or e.get("loop_internal"))
         ]
 
     def log_tail(self, lines: int = 40) -> str:
