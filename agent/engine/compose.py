@@ -97,6 +97,8 @@ def container_spec(
     binds = [_bind(app.id, v) for v in comp.volumes]
     binds += [f"{lock_host_dir}:{mount}" for mount in LOCK_MOUNTS]
     exposed, port_bindings = parse_ports(comp.ports)
+    if comp.network_mode == "host":  # the engine discards published ports there; the SDK refuses
+        port_bindings = {}
     networks = [network_engine_name(app.id, n) for n in service_networks(service)]
     network_mode = comp.network_mode or (networks[0] if networks else None)
     create: dict[str, Any] = {

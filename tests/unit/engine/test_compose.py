@@ -180,3 +180,9 @@ def test_host_bind_mounts_never_reach_the_engine():
 def test_stop_grace_period_in_whole_seconds():
     assert make({"stop_grace_period": "1m30.9s"}).create["stop_timeout"] == 90
     assert "stop_timeout" not in make({}).create
+
+
+def test_ports_on_the_host_network_are_exposed_but_not_published():
+    spec = make({"network_mode": "host", "ports": ["8080:80"]})
+    assert spec.create["ports"] == [(80, "tcp")]
+    assert "port_bindings" not in spec.host_config

@@ -217,7 +217,7 @@ PLAUSIBLE: dict[str, Any] = {
 any_key = st.sampled_from([*sorted(KNOWN_COMPOSE_KEYS), "junk", "x-custom", "build"])
 # the keys whose values need more than a type check: drawn more often
 hole_key = st.sampled_from(
-    ["ports", "volumes", "stop_grace_period", "healthcheck", "restart", "tmpfs", "working_dir"]
+    ["ports", "volumes", "stop_grace_period", "healthcheck", "restart", "tmpfs", "network_mode"]
 )
 
 
