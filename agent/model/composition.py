@@ -179,7 +179,11 @@ def parse_composition(where: str, raw: dict[str, Any]) -> Composition:
             else parse_duration(raw["stop_grace_period"], f"{where}: stop_grace_period")
         ),
         tty=_bool(raw.get("tty", False), f"{where}: tty"),
-        extra_hosts=_strs(raw.get("extra_hosts", []), f"{where}: extra_hosts"),
+        # `host=ip` (compose-go's form) as the engine wants it, `host:ip`, as the reference does
+        extra_hosts=tuple(
+            h.replace("=", ":", 1)
+            for h in _strs(raw.get("extra_hosts", []), f"{where}: extra_hosts")
+        ),
         tmpfs=tmpfs,
         read_only=_bool(raw.get("read_only", False), f"{where}: read_only"),
         dns=_strs(_as_list(raw.get("dns", [])), f"{where}: dns"),

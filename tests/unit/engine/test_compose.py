@@ -186,3 +186,8 @@ def test_ports_on_the_host_network_are_exposed_but_not_published():
     spec = make({"network_mode": "host", "ports": ["8080:80"]})
     assert spec.create["ports"] == [(80, "tcp")]
     assert "port_bindings" not in spec.host_config
+
+
+def test_extra_hosts_in_either_compose_form():
+    spec = make({"extra_hosts": ["db=10.0.0.2", "cache:10.0.0.3"]})
+    assert spec.host_config["extra_hosts"] == ["db:10.0.0.2", "cache:10.0.0.3"]
