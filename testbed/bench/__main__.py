@@ -121,6 +121,12 @@ def run_device(
         if "soak" in only and mode == "native":
             out["soak"] = dev.soak(args.soak_cycles, args.soak_minutes * 60)
             log(f"{mode}: soak {out['soak']}, load {loadavg()}")
+            traced = out["soak"].get("tracemalloc")
+            if traced:
+                log(f"tracemalloc, cycle 1000 → end: {traced['traced_growth_kb']} kB traced growth")
+                for row in traced["top_sites"]:
+                    log(f"  {row['size_diff_kb']:+8.1f} kB {row['count_diff']:+6d} blocks "
+                        f"{row['site']}  via {', '.join(row.get('via', [])) or '-'}")  # fmt: skip
         agent.stop()
     finally:
         agent.kill()
