@@ -161,12 +161,14 @@ def parse_duration_value(value: Any) -> float:
 
 @dataclass(frozen=True)
 class VolumeEntry:
-    """One compose `volumes` entry: `spec` to mount (normalized short syntax), or `ignored`
-    (a host bind mount, which the reference never honours from compose: host access comes
-    only from `io.balena.features.*` labels)."""
+    """One compose `volumes` entry: `spec` to mount (normalized short syntax), `tmpfs` (a long
+    syntax `type: tmpfs` entry, as a `tmpfs` one), or `ignored` (a host bind mount, which the
+    reference never honours from compose: host access comes only from `io.balena.features.*`
+    labels)."""
 
     spec: str | None = None
     target: str | None = None
+    tmpfs: str | None = None
     ignored: str | None = None
 
 
@@ -175,9 +177,7 @@ def parse_volume(value: Any) -> VolumeEntry:
     mount (`/host:/path`, `./dir:/path`, `~/dir:/path`, or long syntax with `type: bind`) is
     ignored, as the reference does; anything else raises."""
     if isinstance(value, dict):
-        if value.get("type") == "bind":
-            return VolumeEntry(ignored=_describe(value))
-        raise ValueError(f"long volume syntax is not supported: {_describe(value)}")
+        return _long_volume(value)
     if not isinstance(value, str):
         raise ValueError(f"expected a string, got {type(value).__name__}")
     parts = [p.strip() for p in value.split(":")]
@@ -196,6 +196,48 @@ def parse_volume(value: Any) -> VolumeEntry:
         if not all(mode in VOLUME_MODES for mode in modes):
             raise ValueError(f"bad volume {value!r}: unknown mode {parts[2]!r}")
     return VolumeEntry(spec=":".join(parts), target=path)
+
+
+def _long_volume(value: dict[str, Any]) -> VolumeEntry:
+    """Long syntax (`{type, source, target, read_only, volume: {nocopy}, tmpfs: {size}}`, keys
+    snake_case or camelCase) in its short form."""
+    kind = value.get("type")
+    if kind == "bind":
+        return VolumeEntry(ignored=_describe(value))
+    if kind not in ("volume", "tmpfs"):
+        raise ValueError(f"bad volume {_describe(value)}: type must be volume, bind or tmpfs")
+    target = value.get("target")
+    if not isinstance(target, str):
+        raise ValueError(f"bad volume {_describe(value)}: 'target' must be a string")
+    path = _container_path(target.strip(), _describe(value))
+    read_only = value.get("read_only", value.get("readOnly", False))
+    if not isinstance(read_only, bool):
+        raise ValueError(f"bad volume {_describe(value)}: 'read_only' must be true or false")
+    if kind == "tmpfs":
+        return VolumeEntry(tmpfs=_long_tmpfs(value, path, read_only))
+    source = value.get("source")
+    options = ["ro"] if read_only else []
+    volume_opts = value.get("volume")
+    if isinstance(volume_opts, dict) and volume_opts.get("nocopy") is True:
+        options.append("nocopy")
+    if source is None or source == "":
+        if options:
+            raise ValueError(f"bad volume {_describe(value)}: options need a named volume")
+        return VolumeEntry(spec=path, target=path)
+    if not isinstance(source, str) or source.strip().startswith(("/", ".", "~")):
+        raise ValueError(f"bad volume {_describe(value)}: 'source' must be a volume name")
+    spec = f"{source.strip()}:{target.strip()}" + (f":{','.join(options)}" if options else "")
+    return VolumeEntry(spec=spec, target=path)
+
+
+def _long_tmpfs(value: dict[str, Any], path: str, read_only: bool) -> str:
+    """A long syntax `type: tmpfs` entry as a `tmpfs` one: `/path[:size=N][,ro]`."""
+    opts = value.get("tmpfs")
+    size = opts.get("size") if isinstance(opts, dict) else None
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
+        raise ValueError(f"bad volume {_describe(value)}: tmpfs.size must be a number of bytes")
+    options = ([] if size is None else [f"size={size}"]) + (["ro"] if read_only else [])
+    return f"{path}:{','.join(options)}" if options else path
 
 
 def _container_path(path: str, spec: str) -> str:

@@ -150,8 +150,8 @@ def parse_composition(where: str, raw: dict[str, Any]) -> Composition:
     working_dir = _opt_str(raw.get("working_dir"), f"{where}: working_dir")
     if working_dir is not None and not working_dir.startswith("/"):
         raise TargetStateError(f"{where}: working_dir: {working_dir!r} is not an absolute path")
-    volumes, ignored_binds = _volumes(raw.get("volumes", []), where)
-    tmpfs = _strs(_as_list(raw.get("tmpfs", [])), f"{where}: tmpfs")
+    volumes, volume_tmpfs, ignored_binds = _volumes(raw.get("volumes", []), where)
+    tmpfs = _strs(_as_list(raw.get("tmpfs", [])), f"{where}: tmpfs") + volume_tmpfs
     _check_mount_points(volumes, tmpfs, where)
     ports = raw.get("ports", [])
     return Composition(
@@ -194,9 +194,11 @@ def parse_composition(where: str, raw: dict[str, Any]) -> Composition:
     )
 
 
-def _volumes(raw: Any, where: str) -> tuple[tuple[str, ...], list[str]]:
-    """The volume specs to mount, and the host bind mounts left out (as the reference does)."""
+def _volumes(raw: Any, where: str) -> tuple[tuple[str, ...], tuple[str, ...], list[str]]:
+    """The volume specs to mount, the tmpfs mounts given in long syntax, and the host bind
+    mounts left out (as the reference does)."""
     kept: list[str] = []
+    tmpfs: list[str] = []
     ignored: list[str] = []
     for value in _list(raw, f"{where}: volumes"):
         try:
@@ -205,9 +207,11 @@ def _volumes(raw: Any, where: str) -> tuple[tuple[str, ...], list[str]]:
             raise TargetStateError(f"{where}: volumes: {exc}") from None
         if entry.spec is not None:
             kept.append(entry.spec)
+        if entry.tmpfs is not None:
+            tmpfs.append(entry.tmpfs)
         if entry.ignored is not None:
             ignored.append(entry.ignored)
-    return tuple(kept), ignored
+    return tuple(kept), tuple(tmpfs), ignored
 
 
 def _check_mount_points(volumes: tuple[str, ...], tmpfs: tuple[str, ...], where: str) -> None:

@@ -141,11 +141,23 @@ volumes = mostly(
             "./x:/x",
             "~/y:/y",
             {"type": "bind", "source": "/", "target": "/host"},
+            {"type": "volume", "source": "data", "target": "/lv", "read_only": True},
+            {"type": "volume", "target": "/lanon"},
+            {"type": "tmpfs", "target": "/lt", "tmpfs": {"size": 1024}},
         ]
     ),
     st.one_of(
         st.sampled_from(["anon", ":/x", "data:/a:b:c", "other:/o", "data:/tmp/balena", "data:x"]),
-        st.fixed_dictionaries({"type": st.sampled_from(["volume", "tmpfs"])}),
+        st.fixed_dictionaries(
+            {"type": st.sampled_from(["volume", "tmpfs", "bind", "npipe"])},
+            optional={
+                "source": json_values,
+                "target": st.sampled_from(["/data", "/tmp/balena", "x"]) | json_values,
+                "read_only": json_values,
+                "volume": json_values,
+                "tmpfs": st.fixed_dictionaries({"size": json_values}) | json_values,
+            },
+        ),
         st.text(alphabet="/:.~dat", max_size=10),
     ),
 )

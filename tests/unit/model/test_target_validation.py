@@ -197,7 +197,13 @@ def test_host_bind_mounts_are_left_out_and_listed_as_ignored():
         ("data:/data:bogus", "mode"),
         ("data:/tmp/balena", "update-lock"),
         ("data:/tmp/resin/", "update-lock"),
-        ({"type": "volume", "source": "data", "target": "/data"}, "long volume syntax"),
+        ({"type": "volume", "source": "/etc", "target": "/data"}, "volume name"),
+        ({"type": "volume", "target": "/data", "read_only": True}, "named volume"),
+        ({"type": "volume", "source": "data", "target": "data"}, "absolute"),
+        ({"type": "volume", "source": "data", "target": "/d", "read_only": "yes"}, "read_only"),
+        ({"type": "tmpfs", "target": "/t", "tmpfs": {"size": -1}}, "tmpfs.size"),
+        ({"type": "npipe", "target": "/p"}, "type must be"),
+        ({"source": "data", "target": "/p"}, "type must be"),
         (5, "expected a string"),
     ],
 )
@@ -235,3 +241,34 @@ def test_ignored_keys_leave_the_config_hash_as_it_was():
     junk = accepted({"web": svc(junk=1, **{"x-custom": {"a": 1}})}).services["web"]
     assert junk.composition.ignored_keys == ("junk", "x-custom")
     assert plain.config_hash() == junk.config_hash() == "5e125cd10f475d6b"  # as before
+
+
+def test_long_volume_syntax_in_its_short_form():
+    comp = (
+        accepted(
+            {
+                "web": svc(
+                    volumes=[
+                        {"type": "volume", "source": "data", "target": "/data", "read_only": True},
+                        {
+                            "type": "volume",
+                            "source": "data",
+                            "target": "/d2",
+                            "volume": {"nocopy": True},
+                        },
+                        {"type": "volume", "target": "/anon"},
+                        {"type": "tmpfs", "target": "/scratch", "tmpfs": {"size": 1048576}},
+                        {"type": "bind", "source": "/var/run/docker.sock", "target": "/s"},
+                    ]
+                )
+            },
+            volumes={"data": {}},
+        )
+        .services["web"]
+        .composition
+    )
+    assert comp.volumes == ("data:/data:ro", "data:/d2:nocopy", "/anon")
+    assert comp.tmpfs == ("/scratch:size=1048576",)
+    assert comp.ignored_keys == (
+        "volumes: {'type': 'bind', 'source': '/var/run/docker.sock', 'target': '/s'}",
+    )
