@@ -127,6 +127,8 @@ class Composition:
 def parse_composition(where: str, raw: dict[str, Any]) -> Composition:
     restart = raw.get("restart")
     restart = "always" if restart is None else restart
+    if isinstance(restart, str):
+        restart = restart.strip().lower()  # as the reference reads it
     if not isinstance(restart, str) or not RESTART_RE.fullmatch(restart):
         raise TargetStateError(f"{where}: restart: unknown restart policy {restart!r}")
     depends = raw.get("depends_on", [])

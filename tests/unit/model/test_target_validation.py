@@ -158,7 +158,7 @@ def test_service_and_image_ids_must_be_positive_integers(key, bad_id):
     assert "service web" in reason and f"'{key}'" in reason, reason
 
 
-@pytest.mark.parametrize("restart", ["on-failure:²", "always:5", "on-failure:", "Always", 5])
+@pytest.mark.parametrize("restart", ["on-failure:²", "always:5", "on-failure:", "", "x", 5])
 def test_restart_policies_are_checked_whole(restart):
     reason = rejection({"web": svc(restart=restart)})
     assert "service web" in reason and "restart" in reason, reason
@@ -272,3 +272,13 @@ def test_long_volume_syntax_in_its_short_form():
     assert comp.ignored_keys == (
         "volumes: {'type': 'bind', 'source': '/var/run/docker.sock', 'target': '/s'}",
     )
+
+
+def test_restart_policies_read_as_the_reference_does():
+    for given, stored in [
+        (" Always ", "always"),
+        ("ON-FAILURE:3", "on-failure:3"),
+        (None, "always"),
+    ]:
+        comp = accepted({"web": svc(restart=given)}).services["web"].composition
+        assert comp.restart == stored
