@@ -189,19 +189,18 @@ def parse_ports(
 ) -> tuple[list[tuple[int, str]], dict[str, list[PortBinding]]]:
     """`"8080:80/udp"`, `"127.0.0.1:8000-8002:8000-8002"`, `"80"` → exposed ports and port
     bindings, one per port of a range (the model has validated every entry)."""
-    exposed: list[tuple[int, str]] = []
+    exposed: dict[tuple[int, str], None] = {}  # ordered, each port once (a range may be long)
     bindings: dict[str, list[PortBinding]] = {}
     for spec in ports:
         ports_range = parse_port(spec)
         proto = ports_range.protocol
         for container_port, host_port in ports_range.bindings():
-            if (container_port, proto) not in exposed:
-                exposed.append((container_port, proto))
+            exposed[(container_port, proto)] = None
             binding: PortBinding = host_port
             if ports_range.host_ip:
                 binding = (ports_range.host_ip, host_port)
             bindings.setdefault(f"{container_port}/{proto}", []).append(binding)
-    return exposed, bindings
+    return list(exposed), bindings
 
 
 def _healthcheck(service: ServiceSpec) -> dict[str, Any] | None:

@@ -191,3 +191,9 @@ def test_ports_on_the_host_network_are_exposed_but_not_published():
 def test_extra_hosts_in_either_compose_form():
     spec = make({"extra_hosts": ["db=10.0.0.2", "cache:10.0.0.3"]})
     assert spec.host_config["extra_hosts"] == ["db:10.0.0.2", "cache:10.0.0.3"]
+
+
+def test_the_widest_range_is_built_port_by_port():
+    exposed, bindings = parse_ports(("1-65535:1-65535/udp",))
+    assert len(exposed) == len(bindings) == 65535
+    assert bindings["65535/udp"] == [65535]
