@@ -138,7 +138,7 @@ def parse_composition(where: str, raw: dict[str, Any]) -> Composition:
         dep_pairs = []
         for dep, spec in depends.items():
             cond = spec.get("condition", "service_started") if isinstance(spec, dict) else None
-            if cond not in DEPENDS_CONDITIONS:
+            if not isinstance(cond, str) or cond not in DEPENDS_CONDITIONS:
                 raise TargetStateError(f"{where}: depends_on {dep}: bad condition {cond!r}")
             dep_pairs.append((str(dep), str(cond)))
     else:

@@ -330,21 +330,32 @@ def _parse_network(app: str, name: str, raw: Any) -> NetworkSpec:
 
 
 def _check_dependency_cycles(app: str, services: Mapping[str, ServiceSpec]) -> None:
-    state: dict[str, int] = {}
-
-    def visit(name: str, path: tuple[str, ...]) -> None:
-        if state.get(name) == 2:
-            return
-        if state.get(name) == 1:
-            cycle = " -> ".join((*path, name))
-            raise TargetStateError(f"app {app}: depends_on cycle {cycle}")
-        state[name] = 1
-        for dep, _ in services[name].composition.depends_on:
-            visit(dep, (*path, name))
-        state[name] = 2
-
-    for name in services:
-        visit(name, ())
+    """Depth-first, without recursion: a chain of thousands of services is just a long loop."""
+    done: set[str] = set()
+    for root in services:
+        if root in done:
+            continue
+        path: list[str] = [root]
+        on_path = {root}
+        stack = [iter([dep for dep, _ in services[root].composition.depends_on])]
+        while stack:
+            dep = next(stack[-1], None)
+            if dep is None:
+                stack.pop()
+                done.add(path[-1])
+                on_path.discard(path.pop())
+                continue
+            if dep in on_path:
+                names = [*path[path.index(dep) :], dep]
+                if len(names) > 10:  # a reason for the dashboard, not a dump
+                    names = [*names[:5], f"... ({len(names) - 8} more)", *names[-3:]]
+                cycle = " -> ".join(names)
+                raise TargetStateError(f"app {app}: depends_on cycle {cycle}")
+            if dep in done:
+                continue
+            path.append(dep)
+            on_path.add(dep)
+            stack.append(iter([d for d, _ in services[dep].composition.depends_on]))
 
 
 # --- small validators -------------------------------------------------------------------------

@@ -282,3 +282,19 @@ def test_restart_policies_read_as_the_reference_does():
     ]:
         comp = accepted({"web": svc(restart=given)}).services["web"].composition
         assert comp.restart == stored
+
+
+def test_depends_on_conditions_of_any_shape():
+    for condition in [[], {}, 5, None, "x"]:
+        reason = rejection({"web": svc(depends_on={"db": {"condition": condition}}), "db": svc()})
+        assert "service web: depends_on db: bad condition" in reason
+
+
+def test_a_long_depends_on_chain_or_cycle_is_no_recursion():
+    n = 5000
+    chain = {f"s{i}": svc(depends_on=[f"s{i + 1}"] if i + 1 < n else []) for i in range(n)}
+    assert len(accepted(chain).services) == n
+    chain[f"s{n - 1}"] = svc(depends_on=["s0"])
+    reason = rejection(chain)
+    assert "depends_on cycle s0 -> s1 -> s2 -> s3 -> s4 -> ... (4993 more) -> " in reason
+    assert reason.endswith("-> s4998 -> s4999 -> s0") and len(reason) < 200, reason
