@@ -16,6 +16,8 @@ from typing import Any
 # the engine keeps durations as int64 nanoseconds
 MAX_DURATION_S = (2**63 - 1) // 1_000_000_000
 MAX_PORT = 65535
+# longer port or duration texts are junk; the cap also keeps the regular expressions linear
+MAX_TEXT = 64
 # mounted into every container by the agent (the update-lock dirs)
 RESERVED_MOUNTS = ("/tmp/balena", "/tmp/resin")
 VOLUME_MODES = frozenset(
@@ -75,6 +77,8 @@ def parse_port(value: Any) -> PortRange:
         value = str(value)
     if not isinstance(value, str):
         raise ValueError(f"bad port mapping {value!r}: expected a string or a number")
+    if len(value) > MAX_TEXT:
+        raise ValueError(f"bad port mapping {value[:MAX_TEXT]!r}...: too long")
     m = _PORT_RE.fullmatch(value)
     if m is None:
         raise ValueError(f"bad port mapping {value!r}")
@@ -146,6 +150,8 @@ def parse_duration_value(value: Any) -> float:
         seconds = value
     elif isinstance(value, str):
         text = value.strip()
+        if len(text) > MAX_TEXT:
+            raise ValueError(f"{value[:MAX_TEXT]!r}... is not a duration (too long)")
         if _NUMBER_RE.fullmatch(text):
             seconds = float(text)
         elif text and _DURATION_PART_RE.sub("", text) == "":

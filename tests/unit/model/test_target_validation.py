@@ -298,3 +298,13 @@ def test_a_long_depends_on_chain_or_cycle_is_no_recursion():
     reason = rejection(chain)
     assert "depends_on cycle s0 -> s1 -> s2 -> s3 -> s4 -> ... (4993 more) -> " in reason
     assert reason.endswith("-> s4998 -> s4999 -> s0") and len(reason) < 200, reason
+
+
+def test_long_texts_are_refused_at_once():
+    for composition, key in [
+        ({"stop_grace_period": "1" * 20000 + "x"}, "stop_grace_period"),
+        ({"ports": ["1" * 20000 + "x"]}, "ports"),
+    ]:
+        reason = rejection({"web": svc(**composition)})
+        assert "service web" in reason and key in reason and "too long" in reason
+        assert len(reason) < 200
