@@ -3,28 +3,28 @@ $DEVICE_AGENT_SLOW_CALLBACK_MS is set (the integration and fault suites set it t
 on a device.
 
 When on, the loop runs in asyncio's debug mode with `slow_callback_duration` at the threshold,
-and a monitor thread watches every callback the loop runs (`asyncio.Handle._run` is wrapped to
-publish which callback runs since when). Every `TICK_S` the thread samples the main thread's
-stack (`sys._current_frames()`); once a callback has run longer than the threshold it logs one
-`slow_callback` event with the stack seen most often while it ran — the blocking call, not just
-asyncio's "Executing <Handle> took 0.1 s" line.
+and every callback the loop runs goes through a wrapper (`asyncio.Handle._run`) that publishes
+which callback runs since when. A monitor thread samples the loop thread's stack
+(`sys._current_frames()`) every `TICK_S` once a callback has run half the threshold. When a
+callback that ran longer than the threshold ends, it is judged; if it blocked the loop, one
+`slow_callback` event is logged with the stack sampled most often while it ran — the blocking
+call, not just asyncio's "Executing <Handle> took 0.1 s" line. A callback still running after
+`HANG_FACTOR` × the threshold is reported at once (it may never end).
 
-False positives on a loaded machine: what counts is the callback's time *minus the time its
-thread spent waiting for a CPU* (the run-queue delay from /proc/self/task/<tid>/schedstat). A
-callback that sleeps, waits on a socket, a file, a lock or a child process is off the CPU but
-not runnable, so that time counts; a callback that was merely preempted by other processes on a
-busy 2-core machine is runnable, so that time does not. CPU time spent by the callback counts
-(a long computation blocks the loop as surely as a sleep). Without schedstat, wall time is used.
-The monitor samples only callbacks that have run half the threshold already, and the time its
-own thread holds the GIL (which the loop may wait for) is not the callback's either.
+False positives on a loaded machine: what counts is the callback's wall time *minus the time
+its thread spent waiting for a CPU* — the run-queue delay from /proc/self/task/<tid>/schedstat,
+read (one pread) by the loop's thread as each callback starts and ends, so it is exact — and
+minus the time the monitor's thread held the GIL during its samples. A callback that sleeps,
+waits on a socket, a file, a lock or a child process is off the CPU but not runnable, so that
+time counts; a callback that was merely preempted by other processes on a busy 2-core machine
+is runnable, so that time does not. CPU time spent by the callback counts (a long computation
+blocks the loop as surely as a sleep). Without schedstat, wall time is used.
 
 Also left out of failures (logged, flagged): the SIGUSR2 test hook (`deliberate`), asyncio's
 debug-mode bookkeeping (`debug_overhead`) and stacks that end inside asyncio's own non-blocking
 socket calls (`loop_internal`: the kernel stalled the thread, the agent did not block).
-
-A C call that holds the GIL (e.g. parsing a huge JSON document) can't be sampled while it runs:
-the wrapper then sees, at the end of the callback, that it used more CPU than the threshold
-and logs the event with the callback's own description (debug mode adds where it was created).
+A C call that holds the GIL throughout can't be sampled: the event then says so, and its
+`callback` (debug mode adds where it was created) tells what ran.
 """
 
 from __future__ import annotations
@@ -46,15 +46,14 @@ log = structlog.get_logger("agent.loopmonitor")
 
 ENV = "DEVICE_AGENT_SLOW_CALLBACK_MS"
 TICK_S = 0.01  # sampling period (each sample takes the GIL from the loop for a moment)
+HANG_FACTOR = 10  # a callback still running after 10 × the threshold is reported at once
 MAX_STACK = 40  # frames kept in a logged stack
 
 
-def _runqueue_wait_s(tid: int) -> float | None:
-    """Seconds thread `tid` has spent runnable but waiting for a CPU, or None if unknown."""
+def _open_schedstat(tid: int) -> int | None:
     try:
-        with open(f"/proc/self/task/{tid}/schedstat", "rb") as f:
-            return int(f.read().split()[1]) / 1e9
-    except (OSError, ValueError, IndexError):
+        return os.open(f"/proc/self/task/{tid}/schedstat", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
         return None
 
 
@@ -75,15 +74,30 @@ class LoopMonitor:
     def __init__(self, threshold_s: float) -> None:
         self.threshold_s = threshold_s
         self.reported = 0
-        self._current: tuple[int, float, float, Any] | None = None  # seq, wall, cpu, handle
+        self._current: tuple[int, float, Any] | None = None  # seq, start, handle
         self._seq = 0
         self._reported_seq = -1
+        # the monitor thread's samples of the callback `_sampled_seq`, and the time it held the
+        # GIL meanwhile (which the loop may have waited for: the monitor's time, not the loop's)
+        self._sampled_seq = -1
+        self._stacks: collections.Counter[str] = collections.Counter()
+        self._held = 0.0
         self._main_ident = threading.get_ident()
-        self._main_tid = threading.get_native_id()
+        self._schedstat = _open_schedstat(threading.get_native_id())
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="loop-monitor", daemon=True)
         self._original: Any = None
         self._wrapper_code: Any = None
+
+    def _runqueue_wait_s(self) -> float | None:
+        """Seconds the loop's thread has spent runnable but waiting for a CPU (exact when
+        read from the loop's own thread: its waits so far are all accounted), or None."""
+        if self._schedstat is None:
+            return None
+        try:
+            return int(os.pread(self._schedstat, 128, 0).split()[1]) / 1e9
+        except (OSError, ValueError, IndexError):
+            return None
 
     def install(self, loop: asyncio.AbstractEventLoop) -> None:
         loop.set_debug(True)
@@ -94,15 +108,16 @@ class LoopMonitor:
         def _run(handle: asyncio.Handle) -> None:
             monitor._seq += 1
             seq = monitor._seq
-            cpu0 = time.thread_time()
-            monitor._current = (seq, time.perf_counter(), cpu0, handle)
+            wait0 = monitor._runqueue_wait_s()  # one pread, ~0.5 µs
+            start = time.perf_counter()
+            monitor._current = (seq, start, handle)
             try:
                 original(handle)
             finally:
                 monitor._current = None
-                cpu = time.thread_time() - cpu0
-                if cpu > monitor.threshold_s and monitor._reported_seq != seq:
-                    monitor._report(seq, handle, cpu, cpu, None, "(not sampled: held the GIL)")
+                wall = time.perf_counter() - start
+                if wall > monitor.threshold_s and monitor._reported_seq != seq:
+                    monitor._finish(seq, handle, wall, wait0)
 
         self._wrapper_code = _run.__code__
         _warm_linecache()  # before anything is watched
@@ -117,41 +132,53 @@ class LoopMonitor:
             self._original = None
         if self._thread.is_alive():
             self._thread.join(1.0)
+        if self._schedstat is not None:
+            os.close(self._schedstat)
+            self._schedstat = None
+
+    def _finish(self, seq: int, handle: Any, wall: float, wait0: float | None) -> None:
+        """In the loop's thread, as a callback that ran longer than the threshold ends:
+        report it unless waiting for a CPU (or for the monitor's GIL) explains the excess."""
+        wait1 = self._runqueue_wait_s()
+        waited = wait1 - wait0 if wait0 is not None and wait1 is not None else None
+        sampled = self._sampled_seq == seq
+        held = self._held if sampled else 0.0
+        effective = wall - (waited or 0.0) - held
+        if effective <= self.threshold_s:
+            return
+        stacks = self._stacks if sampled else None
+        stack = (
+            stacks.most_common(1)[0][0]
+            if stacks
+            else "(not sampled: a C call held the GIL throughout; see `callback`)"
+        )
+        self._report(seq, handle, wall, effective, waited, stack)
 
     def _watch(self) -> None:
-        watched = -1
-        base_wall = base_wait = held = 0.0
-        stacks: collections.Counter[str] = collections.Counter()
+        """Sample the loop thread's stack while a callback runs long. Reports itself only a
+        callback still running after HANG_FACTOR × the threshold (it may never end); the
+        others are judged when they end (`_finish`), when the CPU wait is known exactly."""
         while not self._stop.wait(TICK_S):
-            # from here to the next wait this thread holds the GIL, which the loop may be
-            # waiting for: that time (`held`) is the monitor's, not the callback's
             woke = time.perf_counter()
             current = self._current
             if current is None:
                 continue
-            seq, started, _cpu0, handle = current
-            if seq != watched:  # a callback we have not seen yet: start watching it
-                watched = seq
-                base_wall = time.perf_counter()
-                base_wait = _runqueue_wait_s(self._main_tid) or 0.0
-                held = 0.0
-                stacks.clear()
-                continue
+            seq, started, handle = current
+            if seq != self._sampled_seq:
+                self._stacks = collections.Counter()
+                self._held = 0.0
+                self._sampled_seq = seq
             if self._reported_seq == seq or woke - started < self.threshold_s / 2:
                 continue  # short so far: don't take the GIL from it to sample
             frame = sys._current_frames().get(self._main_ident)
             if self._current is None or self._current[0] != seq:
                 continue  # it ended while we looked
-            stacks[format_stack(frame, self._wrapper_code)] += 1
-            now = time.perf_counter()
-            wait_now = _runqueue_wait_s(self._main_tid)
-            waited = 0.0 if wait_now is None else max(0.0, wait_now - base_wait)
-            wall = now - started
-            effective = (base_wall - started) + (now - base_wall - waited - held)
-            if effective > self.threshold_s:
-                stack = stacks.most_common(1)[0][0]
-                self._report(seq, handle, wall, effective, waited, stack)
-            held += time.perf_counter() - woke
+            self._stacks[format_stack(frame, self._wrapper_code)] += 1
+            wall = time.perf_counter() - started
+            if wall > HANG_FACTOR * self.threshold_s:
+                stack = self._stacks.most_common(1)[0][0]
+                self._report(seq, handle, wall, wall - self._held, None, stack)
+            self._held += time.perf_counter() - woke
 
     def _report(
         self,
