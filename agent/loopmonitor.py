@@ -20,9 +20,9 @@ time counts; a callback that was merely preempted by other processes on a busy 2
 is runnable, so that time does not. CPU time spent by the callback counts (a long computation
 blocks the loop as surely as a sleep). Without schedstat, wall time is used.
 
-Also left out of failures (logged, flagged): the SIGUSR2 test hook (`deliberate`), asyncio's
-debug-mode bookkeeping (`debug_overhead`) and stacks that end inside asyncio's own non-blocking
-socket calls (`loop_internal`: the kernel stalled the thread, the agent did not block).
+Logged but not the agent's doing (the event's `excused` says why, see `excuse`): the SIGUSR2
+test hook, asyncio's debug-mode bookkeeping, kernel stalls inside asyncio's own non-blocking
+socket calls, and `Thread.start` waiting for a new worker thread to be scheduled.
 A C call that holds the GIL throughout can't be sampled: the event then says so, and its
 `callback` (debug mode adds where it was created) tells what ran.
 """
@@ -202,9 +202,7 @@ class LoopMonitor:
             blocking_ms=round(effective * 1000, 1),
             cpu_wait_ms=None if waited is None else round(waited * 1000, 1),
             threshold_ms=round(self.threshold_s * 1000),
-            deliberate="install_test_hooks.<locals>.block" in stack,  # the SIGUSR2 test hook
-            debug_overhead=_debug_overhead(stack),
-            loop_internal=_loop_internal(stack),
+            excused=excuse(stack),
             stack=stack,
         )
 
@@ -219,22 +217,30 @@ def _warm_linecache() -> None:
             linecache.getlines(path)
 
 
-def _debug_overhead(stack: str) -> bool:
-    """True when the sampled stack ends in asyncio's debug-mode bookkeeping (the monitor's
-    own cost, not the agent's)."""
-    lines = stack.splitlines()
-    for i, line in enumerate(lines):
-        if "/asyncio/" in line and i + 1 < len(lines) and "traceback.py" in lines[i + 1]:
-            return True
-    return False
+def excuse(stack: str) -> str | None:
+    """Why a slow callback is not the agent blocking its loop, or None when it is:
 
-
-def _loop_internal(stack: str) -> bool:
-    """True when the innermost frame is asyncio's own non-blocking machinery (a non-blocking
-    connect or send that the kernel stalled — page faults, reclaim on a thrashing machine),
-    not a blocking call the agent made."""
+    - `deliberate`: the SIGUSR2 test hook (agent/sdnotify.py) blocks it on purpose;
+    - `debug_overhead`: asyncio's debug mode recording where a future was created (reading
+      source lines through linecache) — the monitor's own cost;
+    - `loop_internal`: the innermost frame is asyncio's own non-blocking machinery (a
+      non-blocking connect or send the kernel stalled: page faults, reclaim on a thrashing
+      machine);
+    - `thread_start`: `Thread.start` waiting for a new thread (a worker of `asyncio.to_thread`,
+      the child watcher of a subprocess) to be scheduled at all — a busy machine's scheduler,
+      not I/O."""
     lines = stack.splitlines()
-    return bool(lines) and "/asyncio/" in lines[-1]
+    if any("install_test_hooks.<locals>.block" in line for line in lines):
+        return "deliberate"
+    for i, line in enumerate(lines[:-1]):
+        if "/asyncio/" in line and "traceback.py" in lines[i + 1]:
+            return "debug_overhead"
+    if lines and "/asyncio/" in lines[-1]:
+        return "loop_internal"
+    tail = lines[-3:]
+    if any("in Thread.start" in line for line in tail) and "in Condition.wait" in tail[-1]:
+        return "thread_start"
+    return None
 
 
 def install_from_env(loop: asyncio.AbstractEventLoop) -> LoopMonitor | None:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from agent.loopmonitor import ENV, LoopMonitor, install_from_env
+from agent.loopmonitor import ENV, LoopMonitor, excuse, install_from_env
 
 
 def run_with_monitor(body: Callable[[], Any], threshold_s: float = 0.05) -> list[Any]:
@@ -55,7 +55,7 @@ def test_a_blocking_call_is_reported_with_its_stack():
     assert "reads_a_slow_device" in event["stack"].splitlines()[-1]  # the innermost frame
     assert "test_a_blocking_call_is_reported_with_its_stack.<locals>.handler" in event["stack"]
     assert "base_events.py" not in event["stack"]  # the loop's own frames are left out
-    assert event["blocking_ms"] > 50 and not event["deliberate"]
+    assert event["blocking_ms"] > 50 and event["excused"] is None
 
 
 def test_awaiting_is_not_blocking():
@@ -115,3 +115,31 @@ def test_off_unless_asked(monkeypatch):
         return install_from_env(asyncio.get_running_loop())
 
     assert asyncio.run(main()) is None
+
+
+ASYNCIO = "/usr/lib/python3.11/asyncio"
+
+
+def test_what_is_excused():
+    def stack(*frames: str) -> str:
+        return "\n".join(f'  File "{path}", line 1, in {name}' for path, name in frames)
+
+    agent = ("/work/agent/store.py", "Store.put")
+    assert excuse(stack(agent)) is None
+    hook = ("/work/agent/sdnotify.py", "install_test_hooks.<locals>.block")
+    assert excuse(stack(agent, hook)) == "deliberate"
+    debug = stack(
+        agent, (f"{ASYNCIO}/base_events.py", "create_future"), ("/x/traceback.py", "extract")
+    )
+    assert excuse(debug) == "debug_overhead"
+    send = stack(agent, (f"{ASYNCIO}/selector_events.py", "_SelectorSocketTransport.write"))
+    assert excuse(send) == "loop_internal"
+    start = stack(
+        agent,
+        ("/x/threading.py", "Thread.start"),
+        ("/x/threading.py", "Event.wait"),
+        ("/x/threading.py", "Condition.wait"),
+    )
+    assert excuse(start) == "thread_start"
+    joined = stack(agent, ("/x/threading.py", "Thread.join"), ("/x/threading.py", "Condition.wait"))
+    assert excuse(joined) is None  # waiting for a thread to finish is blocking
