@@ -62,9 +62,9 @@ def answered(tracker: Tracker, now: float, ok: bool, detail: str) -> Tracker:
 
 
 def probe_timeout(period_s: float) -> float:
-    """How long to wait for an answer: the period, between 1 and 3 s (a tunnel whose round
-    trip takes longer than 3 s is of no use for a terminal anyway)."""
-    return min(3.0, max(1.0, period_s))
+    """How long to wait for an answer: half the period, between 1 and 3 s (a tunnel whose
+    round trip takes longer than that is of no use for a terminal anyway)."""
+    return min(3.0, max(1.0, period_s / 2))
 
 
 def peer_address(

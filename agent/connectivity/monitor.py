@@ -27,7 +27,10 @@ from agent.reconcile.status import StatusBoard
 
 log = structlog.get_logger("agent.connectivity")
 
-DEFAULT_PROBE_S = 5.0  # with a VPN: a blocked tunnel shows within 2 periods + 3 s at worst
+# with a VPN: an idle tunnel costs one probe every 2 periods (its answer proves the next one);
+# a blocked tunnel shows within 2 periods + the probe timeout (2 s) at worst, a cut-off device
+# within that + the connectivity check (4 s), a returning tunnel within a period
+DEFAULT_PROBE_S = 4.0
 IDLE_PERIOD_S = 10.0  # without one: re-derive the status from the poller's results
 POLL_GRACE_S = 60.0  # poll jitter is at most 60 s
 
@@ -70,6 +73,7 @@ class ConnectivityMonitor:
         poll_interval_s: Callable[[], float],
         connectivity_check: Callable[[], bool],
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] | None = None,
     ) -> None:
         self._vpn = vpn
         self._status = status
@@ -77,6 +81,10 @@ class ConnectivityMonitor:
         self._interval = poll_interval_s
         self._check_enabled = connectivity_check
         self._clock = clock
+        # probe timing: monotonic (a wall clock stepping would hold probes back or bunch them),
+        # and the very clock the loop's ticks are scheduled on
+        self._mono = monotonic or time.monotonic
+        self._tick = 0.0  # when the current look started
         self._poke = asyncio.Event()
         self._rx: tuple[int, float] | None = None  # last rx counter and when it last moved
         # The usual silence between two arrivals from the peer, learned from the last few
@@ -128,15 +136,15 @@ class ConnectivityMonitor:
 
     async def _alive(self, vpn: VpnConfig, rx: int, address: str) -> bool:
         """Counters, else one probe (at most one a period): is the tunnel carrying traffic?"""
-        now = self._clock()
-        step = liveness.look(self._live, now, rx, vpn.probe_interval_s)
+        # the look's time is its tick's start: ticks a period apart are a period apart here too
+        step = liveness.look(self._live, self._tick, rx, vpn.probe_interval_s)
         self._live = step.tracker
         if step.send_probe:
-            self._live = liveness.sent(self._live, now)
+            self._live = liveness.sent(self._live, self._tick)
             self.packets += 1
             timeout = liveness.probe_timeout(vpn.probe_interval_s)
             result = await self.send_probe(vpn.probe, address, timeout, vpn.interface)
-            self._live = liveness.answered(self._live, self._clock(), result.ok, result.detail)
+            self._live = liveness.answered(self._live, self._mono(), result.ok, result.detail)
             log.debug("cloudlink_probe", address=address, ok=result.ok, detail=result.detail)
         return bool(self._live.alive)
 
@@ -234,6 +242,7 @@ class ConnectivityMonitor:
 
     async def probe_once(self) -> ConnectivityView:
         self.probes += 1
+        self._tick = self._mono()
         cloudlink = await self.probe_cloudlink()
         heartbeat_ok, heartbeat_detail = await self.judge_heartbeat(cloudlink)
         links = Links(
@@ -276,8 +285,12 @@ class ConnectivityMonitor:
             while True:
                 self._poke.clear()
                 await self.probe_once()
+                # a period from this look's start, not from a probe's timeout: a down tunnel
+                # is asked again every period, so its return shows within one (+1 ms: asyncio
+                # may fire a timer a hair early)
+                left = max(0.0, self._tick + period - self._mono() + 0.001)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._poke.wait(), timeout=period)
+                    await asyncio.wait_for(self._poke.wait(), timeout=left)
         finally:
             stop.set()
 

@@ -90,8 +90,13 @@ def is_echo_reply(packet: bytes, raw: bool, source: bytes, ident: int, seq: int)
     return kind == 0 and code == 0 and got_seq == seq and (not raw or got_ident == ident)
 
 
+# (socket type, raw?) in the order tried: raw needs CAP_NET_RAW, datagram needs the agent's
+# group in net.ipv4.ping_group_range
+ICMP_SOCKETS: tuple[tuple[int, bool], ...] = ((socket.SOCK_RAW, True), (socket.SOCK_DGRAM, False))
+
+
 def _open_icmp() -> tuple[socket.socket, bool] | None:
-    for kind, raw in ((socket.SOCK_RAW, True), (socket.SOCK_DGRAM, False)):
+    for kind, raw in ICMP_SOCKETS:
         try:
             return socket.socket(socket.AF_INET, kind, socket.IPPROTO_ICMP), raw
         except PermissionError:

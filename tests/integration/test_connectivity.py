@@ -116,11 +116,20 @@ def lab() -> Iterator[NetLab]:
         lab.stop()
 
 
-def make_rig(lab: NetLab, engine: PrivateEngine, vpn_link: Any, kind: str) -> Rig:
+def make_rig(
+    lab: NetLab,
+    engine: PrivateEngine,
+    vpn_link: Any,
+    kind: str,
+    poll_ms: int = POLL_MS,
+    probe_s: float | None = PROBE_S,
+) -> Rig:
+    """The devcloud in the cloud namespace, the agent in the device one; `probe_s=None` leaves
+    the agent's probe period at its default."""
     proc = DevCloudProcess(lab.root / "devcloud")
     proc.host = lab.cloud_ip
     proc.command_prefix = lab.ns_cmd("cloud", [])
-    proc.extra_args = ["--poll-interval-ms", str(POLL_MS)]
+    proc.extra_args = ["--poll-interval-ms", str(poll_ms)]
     if kind == "wireguard":
         proc.extra_args += ["--wg-interface", vpn_link.cloud_iface]
         cloud_vpn = {
@@ -131,7 +140,6 @@ def make_rig(lab: NetLab, engine: PrivateEngine, vpn_link: Any, kind: str) -> Ri
         device_vpn = {
             "kind": "wireguard",
             "interface": vpn_link.device_iface,
-            "probeInterval": PROBE_S,
         }
     else:
         proc.extra_args += ["--openvpn-status", str(vpn_link.server_status_path)]
@@ -140,8 +148,9 @@ def make_rig(lab: NetLab, engine: PrivateEngine, vpn_link: Any, kind: str) -> Ri
             "kind": "openvpn",
             "interface": vpn_link.device_iface,
             "management": vpn_link.device_management,
-            "probeInterval": PROBE_S,
         }
+    if probe_s is not None:
+        device_vpn["probeInterval"] = probe_s
     proc.start()
     lab.on_stop(proc.stop)
     client = proc.client()
@@ -156,7 +165,7 @@ def make_rig(lab: NetLab, engine: PrivateEngine, vpn_link: Any, kind: str) -> Ri
         api_key=key,
         api_endpoint=proc.url,
         docker_host=engine.host,
-        poll_interval_ms=POLL_MS,
+        poll_interval_ms=poll_ms,
         extra={"vpn": device_vpn, "apiTimeout": 2000},
     )
     agent.command_prefix = lab.ns_cmd("device", [])
@@ -285,4 +294,41 @@ def test_openvpn_blocked_restored_and_cut(lab, engine, clean_engine):
     lab.restore("device")
     detect(rig, "openvpn restored after cut", "device", "Operational", "Online", 60)
     print("detection_summary openvpn " + json.dumps({k: round(v, 2) for k, v in times.items()}))
+    assert max(times.values()) < 30
+
+
+@pytest.mark.parametrize("kind", ["wireguard", "openvpn"])
+def test_detection_with_the_default_probe_period(lab, engine, clean_engine, kind):
+    """As a device runs: the default probe period (4 s) and a 15-minute poll interval, so the
+    polls can't tell anything within the test — the tunnel probe and the connectivity check
+    must. Neither server sends keepalives."""
+    if kind == "wireguard":
+        link: Any = WireGuardLink(lab, keepalive_s=25)
+    else:
+        link = OpenVPNLink(lab, "lab-device", keepalive_s=0)
+    rig = make_rig(lab, engine, link, kind, poll_ms=15 * 60 * 1000, probe_s=None)
+    times: dict[str, float] = {}
+    detect(rig, "start", "device", "Operational", "Online")
+    time.sleep(5)  # past the first probes: the tunnel is idle, as most of the time
+    lab.drop("device", proto="udp", dport=link.cloud_port)
+    heartbeat_only = ("Reduced Functionality", "Online (Heartbeat only)")
+    times["blocked_device"] = detect(
+        rig, f"{kind} blocked (default)", "device", *heartbeat_only, 60
+    )
+    lab.restore("device")
+    times["restored_device"] = detect(
+        rig, f"{kind} restored (default)", "device", "Operational", "Online", 60
+    )
+    time.sleep(5)
+    lab.cut_all("device")
+    times["cut_device"] = detect(
+        rig, f"{kind} all cut (default)", "device", "Disconnected", "Offline", 60
+    )
+    assert "connectivity check" in rig.device_view()["reason"]
+    lab.restore("device")
+    detect(rig, f"{kind} restored after cut (default)", "device", "Operational", "Online", 60)
+    print(
+        f"detection_summary {kind} default "
+        + json.dumps({k: round(v, 2) for k, v in times.items()})
+    )
     assert max(times.values()) < 30

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from agent.connectivity import probe as probe_mod
 from agent.connectivity.probe import ProbeMethod, ProbeResult, iface_ipv4, send_probe
 from devcloud.client import DevCloudClient
 from testbed import TestbedError
@@ -114,7 +116,9 @@ def test_dropping_the_wireguard_port_stops_rx_on_the_cloud_side(lab: NetLab) -> 
     wait_until("rx moves again", 5, lambda: wg.peer("cloud").rx_bytes > frozen)
 
 
-def test_tunnel_probe_is_answered_through_the_tunnel_and_not_when_blocked(lab: NetLab) -> None:
+def test_tunnel_probe_is_answered_through_the_tunnel_and_not_when_blocked(
+    lab: NetLab, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The agent's probe (agent/connectivity/probe.py) from the device namespace to the cloud
     end's tunnel address: an ICMP echo, or a TCP SYN answered by a RST, proves the tunnel; a
     firewall dropping the tunnel's UDP leaves both unanswered."""
@@ -136,6 +140,16 @@ def test_tunnel_probe_is_answered_through_the_tunnel_and_not_when_blocked(lab: N
         assert not result.ok and result.detail.startswith("no answer"), result
     lab.restore("device")
     wait_until("the tunnel answers again", 10, lambda: probe(icmp).ok)
+
+    # without raw-socket privileges: an unprivileged ICMP socket where the namespace's
+    # ping_group_range lets the agent in, else the TCP connect
+    monkeypatch.setattr(probe_mod, "ICMP_SOCKETS", ((socket.SOCK_DGRAM, False),))
+    lab.run("device", ["sysctl", "-qw", "net.ipv4.ping_group_range=0 2147483647"])
+    assert probe(icmp) == ProbeResult(True, f"ICMP echo to {wg.cloud_tunnel_ip} answered")
+    lab.run("device", ["sysctl", "-qw", "net.ipv4.ping_group_range=1 0"])
+    assert probe(icmp).ok and "RST" in probe(icmp).detail
+    monkeypatch.setattr(probe_mod, "ICMP_SOCKETS", ())
+    assert probe(icmp).ok and "RST" in probe(icmp).detail
 
 
 def test_openvpn_connected_via_management(lab: NetLab) -> None:

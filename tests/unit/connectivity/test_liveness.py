@@ -96,8 +96,14 @@ def test_at_most_one_packet_a_period_and_none_while_rx_grows(steps, period):
     assert all(b - a >= period for a, b in itertools.pairwise(sends))
 
 
-def test_probe_timeout_within_one_to_three_seconds():
-    assert [liveness.probe_timeout(p) for p in (0.2, 1.0, 2.5, 10.0)] == [1.0, 1.0, 2.5, 3.0]
+def test_probe_timeout_is_half_the_period_within_one_to_three_seconds():
+    assert [liveness.probe_timeout(p) for p in (0.2, 1.0, 4.0, 5.0, 10.0)] == [
+        1.0,
+        1.0,
+        2.0,
+        2.5,
+        3.0,
+    ]
 
 
 def test_peer_address_from_config_allowed_ips_or_the_interface_network():
@@ -132,7 +138,7 @@ def test_probe_settings():
             ProbeMethod.parse(bad)
     cfg = vpn_config({"kind": "wireguard", "probe": "tcp:22", "probeAddress": "10.8.0.1"})
     assert cfg is not None and cfg.probe == ProbeMethod("tcp", 22)
-    assert cfg.probe_address == "10.8.0.1" and cfg.probe_interval_s == 5.0
+    assert cfg.probe_address == "10.8.0.1" and cfg.probe_interval_s == 4.0
     wrong: list[dict[str, object]] = [{"probe": "ping"}, {"probe": 1}, {"probeAddress": "x"}]
     for entry in wrong:
         with pytest.raises(ConfigError):
@@ -193,14 +199,14 @@ def test_the_monitor_probes_only_when_counters_stand_still(tmp_path, monkeypatch
     vpn = {"kind": kind, "interface": "wg0", "probeInterval": 1}
     mon = ConnectivityMonitor(
         vpn_config(vpn), StatusBoard(Store(tmp_path), clock=clock), "http://127.0.0.1:9",
-        lambda: 60.0, lambda: False, clock=clock,
+        lambda: 60.0, lambda: False, clock=clock, monotonic=clock,
     )  # fmt: skip
     mon.send_probe = peer.probe
     mon.iface_ipv4 = lambda iface: ("10.232.7.2", 24)
 
     def tick(dt: float = 1.0) -> bool:
         clock.t += dt
-        return asyncio.run(mon.probe_cloudlink()).ok
+        return asyncio.run(mon.probe_once()).cloudlink.ok
 
     assert tick() and peer.sent == 1  # first look: one probe
     for _ in range(5):  # busy tunnel: rx grows every look, no packet
@@ -211,7 +217,7 @@ def test_the_monitor_probes_only_when_counters_stand_still(tmp_path, monkeypatch
     assert not tick() and peer.sent == 2
     assert not tick(0.3) and peer.sent == 2  # a poke: no second packet within the period
     assert not tick(0.7) and peer.sent == 3
-    view = asyncio.run(mon.probe_cloudlink())
+    view = asyncio.run(mon.probe_once()).cloudlink
     assert "no answer" in view.detail and peer.sent == 3
     peer.reachable = True
     assert tick() and peer.sent == 4
