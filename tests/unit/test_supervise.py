@@ -195,3 +195,18 @@ def test_drain_cancels_and_waits():
         asyncio.run(scenario())
     assert finished == ["tidy"]
     assert not [e for e in logs if e["event"] == "task_crashed"]  # a cancel is no crash
+
+
+def test_v1_healthy_names_the_task_given_up_or_not_running():
+    from types import SimpleNamespace
+
+    from agent.daemon import Agent
+
+    sup = Supervisor(POLICY)
+    agent = SimpleNamespace(supervisor=sup)
+    assert Agent.healthy(agent) == (False, "not running: poll, reconcile, report")  # type: ignore[arg-type]
+    sup.given_up["reconcile"] = "ended 5 times within 600s"
+    assert Agent.healthy(agent) == (  # type: ignore[arg-type]
+        False,
+        "task given up: reconcile ended 5 times within 600s",
+    )
