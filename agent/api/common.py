@@ -56,7 +56,17 @@ async def read_body(request: web.Request) -> dict[str, Any]:
     An empty body is `{}`."""
     if not request.can_read_body:
         return {}
-    raw = await request.read()
+    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    if encoding not in ("", "identity"):
+        raise ApiError(
+            415,
+            f"compressed request bodies are not accepted (Content-Encoding: "
+            f"{encoding[:40]!r}); send the body as it is",
+        )
+    try:
+        raw = await request.read()
+    except web.RequestPayloadError as exc:  # e.g. `Content-Encoding: gzip` on a plain body
+        raise ApiError(400, f"request body could not be read: {exc}".replace("\n", " ")) from exc
     if not raw.strip():
         return {}
     if request.content_type == "application/x-www-form-urlencoded":

@@ -7,8 +7,10 @@ limited to 2 MiB (413 beyond).
 
 from __future__ import annotations
 
+import logging
+import sys
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiohttp import web
@@ -52,6 +54,9 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except (EngineError, CloudError, StoreError) as exc:
         status = 503
         return json_response({"status": "failed", "message": str(exc)}, 503)
+    except ConnectionResetError:  # the client left while we read its body: nobody to answer
+        status = 499
+        return json_response({"status": "failed", "message": "the client went away"}, 400)
     except Exception as exc:
         _log_unexpected(request, exc)
         return json_response({"status": "failed", "message": f"internal error: {exc!r}"}, 500)
@@ -82,6 +87,51 @@ def _log_unexpected(request: web.Request, exc: Exception) -> None:
     _SEEN_ERRORS[kind] = seen + 1
     if seen == 0:
         log.exception("api_error", method=request.method, route=kind[1], error=kind[0])
+
+
+class HttpLog(logging.Logger):
+    """aiohttp's own log (a request it can't even parse: a control character in a header, a
+    Content-Encoding it can't decode; it answers those 400 itself): one structlog line per
+    kind, never a traceback per request."""
+
+    def __init__(self) -> None:
+        super().__init__("agent.api.http", logging.WARNING)  # not its debug chatter
+        self.seen: dict[str, int] = {}
+
+    def _log(  # every Logger method ends here
+        self,
+        level: int,
+        msg: object,
+        args: Any,
+        exc_info: Any = None,
+        extra: Any = None,
+        stack_info: bool = False,
+        stacklevel: int = 1,
+    ) -> None:
+        exc = exc_info if isinstance(exc_info, BaseException) else None
+        if exc is None and exc_info:
+            exc = sys.exc_info()[1]
+        kind = type(exc).__name__ if exc is not None else str(msg)[:80]
+        seen = self.seen.get(kind, 0)
+        if seen == 0 and len(self.seen) >= _MAX_KINDS:
+            return
+        self.seen[kind] = seen + 1
+        if seen == 0:
+            detail = str(exc) if exc is not None else str(msg) % args if args else str(msg)
+            log.warning(
+                "api_bad_http_request",
+                kind=kind,
+                detail=" ".join(detail.split())[:200],
+                logged="once per kind",
+            )
+
+
+def runner_options() -> dict[str, Any]:
+    """How the server runs the app. No access log (the errors middleware logs requests); aiohttp's
+    own log goes through HttpLog; request bodies are never decompressed: no client of this API
+    compresses them, and aiohttp would inflate them on the event loop (a small bomb blocks it)
+    and, for a bad deflate body arriving after its headers, never finish reading it."""
+    return {"access_log": None, "logger": HttpLog(), "auto_decompress": False}
 
 
 def make_app(agent: Agent, host: HostActions, metrics: AgentMetrics) -> web.Application:
@@ -115,7 +165,7 @@ class ApiServer:
 
     async def start(self) -> None:
         logs.add_sink(self.metrics.observe)
-        self._runner = web.AppRunner(self._app, access_log=None)
+        self._runner = web.AppRunner(self._app, **runner_options())
         await self._runner.setup()
         site = web.TCPSite(self._runner, port=self._port, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
         await site.start()

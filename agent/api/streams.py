@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import re
 import shutil
+import subprocess
 from collections.abc import AsyncIterator
 
 import structlog
@@ -34,7 +35,18 @@ JOURNAL_FORMATS = {
 }  # fmt: skip
 _SAFE_ARG = re.compile(r"^[A-Za-z0-9@:+., _/-]{1,200}$")
 LOG_HUB: web.AppKey[LogHub] = web.AppKey("log_hub")
-JOURNALS: web.AppKey[set[asyncio.subprocess.Process]] = web.AppKey("journals")
+
+
+class Journals:
+    """The journalctl processes serving clients, and the slots taken (a slot is taken before
+    the process is spawned, so concurrent requests can't overshoot the cap)."""
+
+    def __init__(self) -> None:
+        self.procs: set[subprocess.Popen[bytes]] = set()
+        self.slots = 0
+
+
+JOURNALS: web.AppKey[Journals] = web.AppKey("journals")
 
 
 def _gone(request: web.Request) -> bool:
@@ -123,39 +135,58 @@ async def journal_logs(request: web.Request) -> web.StreamResponse:
     journalctl = shutil.which(JOURNALCTL)
     if journalctl is None:
         raise ApiError(501, "this device has no journald (journalctl is not installed)")
-    running = request.app[JOURNALS]
-    if len(running) >= MAX_JOURNAL_STREAMS:
+    journals = request.app[JOURNALS]
+    if journals.slots >= MAX_JOURNAL_STREAMS:
         raise ApiError(
             429, f"too many journal streams open (at most {MAX_JOURNAL_STREAMS}); retry later"
         )
-    proc = await asyncio.create_subprocess_exec(
-        journalctl,
-        *args,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    running.add(proc)
-    content_type = NDJSON if fmt == "json" else "text/plain"
-    response = web.StreamResponse(headers={"Content-Type": f"{content_type}; charset=utf-8"})
-    assert proc.stdout is not None
+    journals.slots += 1
     try:
-        async with until_disconnected(request):
-            await response.prepare(request)
-            while chunk := await proc.stdout.read(65536):
-                await response.write(chunk)
+        return await _stream_journal(request, journals, [journalctl, *args], fmt)
     finally:
-        running.discard(proc)
+        journals.slots -= 1
+
+
+async def _stream_journal(
+    request: web.Request, journals: Journals, argv: list[str], fmt: str
+) -> web.StreamResponse:
+    # fork and exec in a thread: asyncio's create_subprocess_exec forks on the event loop
+    # (and waits for its child-watcher thread to start), which held it for 50 ms and more
+    proc = await asyncio.to_thread(_spawn, argv)
+    journals.procs.add(proc)
+    try:
+        assert proc.stdout is not None
+        reader = asyncio.StreamReader()
+        pipe, _ = await asyncio.get_running_loop().connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), proc.stdout
+        )
+        content_type = NDJSON if fmt == "json" else "text/plain"
+        response = web.StreamResponse(headers={"Content-Type": f"{content_type}; charset=utf-8"})
+        try:
+            async with until_disconnected(request):
+                await response.prepare(request)
+                while chunk := await reader.read(65536):
+                    await response.write(chunk)
+        finally:
+            pipe.close()
+    finally:
+        journals.procs.discard(proc)
         await _end(proc)
     return response
 
 
-async def _end(proc: asyncio.subprocess.Process) -> None:
+def _spawn(argv: list[str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
+
+
+async def _end(proc: subprocess.Popen[bytes]) -> None:
     """Kill journalctl if it still runs and reap it (no zombie left behind)."""
-    if proc.returncode is None:
+    if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
-    await asyncio.shield(proc.wait())
+    await asyncio.shield(asyncio.to_thread(proc.wait))
 
 
 def _safe(field: str, value: str) -> str:
@@ -166,14 +197,13 @@ def _safe(field: str, value: str) -> str:
 
 def add_routes(app: web.Application) -> None:
     app[LOG_HUB] = hub = LogHub(app[AGENT])
-    journals: set[asyncio.subprocess.Process] = set()
-    app[JOURNALS] = journals
+    app[JOURNALS] = journals = Journals()
     app.router.add_get("/v2/local/logs", local_logs)
     app.router.add_post("/v2/journal-logs", journal_logs)
 
     async def close(_app: web.Application) -> None:
         await hub.close()
-        for proc in [*journals]:
+        for proc in [*journals.procs]:
             await _end(proc)
 
     app.on_shutdown.append(close)

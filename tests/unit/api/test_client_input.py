@@ -3,9 +3,14 @@ JSON nested past the parser's stack, key bytes that aren't UTF-8. A bug that doe
 JSON 500, and its stack is logged once per kind, not once per request."""
 
 import asyncio
+import gzip
+import json
+import re
 import socket
+import time
+import zlib
 
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from hypothesis import given
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
@@ -15,7 +20,7 @@ from agent.api.common import decimal
 from agent.api.context import HostActions
 from agent.api.metrics import AgentMetrics
 from agent.host import RecordingHost
-from tests.unit.api.test_server import fake_agent, run
+from tests.unit.api.test_server import ApiTestServer, fake_agent, run
 
 
 @given(st.text(max_size=20))
@@ -122,7 +127,7 @@ def test_a_bug_is_a_json_500_logged_once_per_kind(tmp_path, monkeypatch):
     app.router.add_get("/v2/broken", broken)  # a route with a bug (no table entry: any key)
 
     async def go():
-        async with TestClient(TestServer(app)) as client:
+        async with TestClient(ApiTestServer(app)) as client:
             key = {"Authorization": f"Bearer {agent.keys.global_key}"}
             with capture_logs() as logged:
                 for _ in range(5):
@@ -135,3 +140,65 @@ def test_a_bug_is_a_json_500_logged_once_per_kind(tmp_path, monkeypatch):
             assert server._SEEN_ERRORS == {("KeyError", "/v2/broken"): 5}
 
     asyncio.run(go())
+
+
+def _raw(port: int, head: bytes, body: bytes = b"", pause: float = 0.0) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(head)
+        if pause:
+            time.sleep(pause)  # the body arrives after the headers, in a packet of its own
+        sock.sendall(body)
+        out = b""
+        while chunk := sock.recv(65536):  # until the answer is whole (or the server closes)
+            out += chunk
+            head, sep, rest = out.partition(b"\r\n\r\n")
+            length = re.search(rb"(?i)content-length: *(\d+)", head)
+            if sep and length and len(rest) >= int(length.group(1)):
+                break
+        return out
+
+
+def test_compressed_bodies_are_refused_at_once(tmp_path):
+    """aiohttp would inflate them on the loop, and a bad deflate body that arrives after its
+    headers left the handler waiting forever; the API refuses them with a 415 instead."""
+
+    async def check(client, agent, updates):
+        key = agent.keys.global_key.encode()
+        for encoding, body in (
+            (b"deflate", b'{"appId": 5}'),  # not deflate at all
+            (b"deflate", zlib.compress(b'{"force": true}')),
+            (b"gzip", gzip.compress(b"[" * 100_000)),
+            (b"br", b"{}"),  # no brotli module here: aiohttp's parser would refuse it itself
+        ):
+            head = (
+                b"POST /v1/update HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + key
+                + b"\r\nContent-Type: application/json\r\nContent-Encoding: " + encoding
+                + b"\r\nContent-Length: " + str(len(body)).encode()
+                + b"\r\nConnection: close\r\n\r\n"
+            )  # fmt: skip
+            started = time.monotonic()
+            raw = await asyncio.to_thread(_raw, client.server.port, head, body, 0.2)
+            assert time.monotonic() - started < 3
+            status, _, rest = raw.partition(b"\r\n")
+            assert status == b"HTTP/1.1 415 Unsupported Media Type", (encoding, raw)
+            answer = json.loads(rest.partition(b"\r\n\r\n")[2])
+            assert answer["status"] == "failed" and "compressed" in answer["message"]
+        assert updates == []
+
+    run(tmp_path, check)
+
+
+def test_requests_the_http_parser_refuses_are_logged_once_per_kind(tmp_path):
+    async def check(client, _agent, _updates):
+        with capture_logs() as logged:
+            for i in range(5):
+                raw = await asyncio.to_thread(
+                    _raw,
+                    client.server.port,
+                    b"GET /ping HTTP/1.1\r\nHost: x\r\nAccept: \x01%d\r\n\r\n" % i,
+                )
+                assert raw.startswith(b"HTTP/1.0 400 ") or raw.startswith(b"HTTP/1.1 400 ")
+        bad = [e for e in logged if e["event"] == "api_bad_http_request"]
+        assert len(bad) == 1 and bad[0]["kind"] == "BadHttpMessage"
+
+    run(tmp_path, check)

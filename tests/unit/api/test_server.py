@@ -4,12 +4,13 @@ import asyncio
 from pathlib import Path
 from types import SimpleNamespace
 
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from agent.api.context import HostActions
 from agent.api.keys import ApiKeys
 from agent.api.metrics import AgentMetrics
-from agent.api.server import make_app
+from agent.api.server import make_app, runner_options
 from agent.errors import EngineUnavailable
 from agent.host import RecordingHost
 from agent.store import Store
@@ -36,13 +37,21 @@ def fake_agent(tmp_path: Path, local_mode: bool = False):
     return agent, updates
 
 
+class ApiTestServer(TestServer):
+    """aiohttp's TestServer, but run as ApiServer runs the app: its runner options, and no
+    handler cancellation on disconnect (aiohttp's default, which TestServer turns on)."""
+
+    async def _make_runner(self, **_kwargs):
+        return web.AppRunner(self.app, **runner_options())
+
+
 def run(tmp_path, check, local_mode=False):
     agent, updates = fake_agent(tmp_path, local_mode)
     host = HostActions(RecordingHost(tmp_path / "host.jsonl"))
     app = make_app(agent, host, AgentMetrics(agent))
 
     async def go():
-        async with TestClient(TestServer(app)) as client:
+        async with TestClient(ApiTestServer(app)) as client:
             await check(client, agent, updates)
 
     asyncio.run(go())

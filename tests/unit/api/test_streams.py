@@ -11,7 +11,7 @@ import time
 import tracemalloc
 from pathlib import Path
 
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from agent.api import loghub, streams
 from agent.api.context import HostActions
@@ -20,7 +20,7 @@ from agent.api.server import make_app
 from agent.host import RecordingHost
 from agent.model.current import ContainerState, ContainerStatus, CurrentState
 from tests.unit.api.test_metrics import fake_agent as metrics_agent
-from tests.unit.api.test_server import fake_agent
+from tests.unit.api.test_server import ApiTestServer, fake_agent
 
 LINES = 60_000
 PADDING = "x" * 150
@@ -85,7 +85,7 @@ def run(tmp_path: Path, engine: LogEngine, check) -> None:
     app = make_app(agent, HostActions(RecordingHost(tmp_path / "host.jsonl")), AgentMetrics(agent))
 
     async def go():
-        async with TestClient(TestServer(app)) as client:
+        async with TestClient(ApiTestServer(app)) as client:
             await check(client, agent, app)
 
     asyncio.run(go())
@@ -254,6 +254,7 @@ def test_journalctl_is_killed_and_reaped_when_its_client_goes(tmp_path, monkeypa
 
     async def check(client, agent, app):
         key = {"Authorization": f"Bearer {agent.keys.global_key}"}
+        journals = app[streams.JOURNALS]
         for _round in range(5):  # 20 requests in all, never more than the cap at once
             responses = []
             for _ in range(streams.MAX_JOURNAL_STREAMS):
@@ -269,7 +270,7 @@ def test_journalctl_is_killed_and_reaped_when_its_client_goes(tmp_path, monkeypa
             assert all(alive(p) for p in pids[-len(responses) :])
             for response in responses:
                 response.close()
-            await wait_for(lambda: not app[streams.JOURNALS], 5)
+            await wait_for(lambda: not journals.procs and journals.slots == 0, 5)
         pids = [int(p) for p in pids_file.read_text().split()]
         assert len(pids) == 5 * streams.MAX_JOURNAL_STREAMS
         assert not [p for p in pids if alive(p)]
