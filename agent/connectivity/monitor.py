@@ -159,14 +159,14 @@ class ConnectivityMonitor:
             shake = "no handshake seen" if age is None else f"handshake {age:.0f} s ago"
             return CloudlinkView(True, "wireguard", True, wg.last_handshake, f"WireGuard {shake}")
         assert self._rx is not None
-        quiet = f"{now - self._rx[1]:.0f} s" if self._rx[1] else "since the agent started"
+        quiet = f"for {now - self._rx[1]:.0f} s" if self._rx[1] else "since the agent started"
         shake = "no handshake yet" if age is None else f"handshake {age:.0f} s ago"
         return CloudlinkView(
             True,
             "wireguard",
             False,
             wg.last_handshake,
-            f"nothing received over WireGuard for {quiet} ({shake}); {self._live.detail}",
+            f"nothing received over WireGuard {quiet} ({shake}); {self._live.detail}",
         )
 
     def _note_rx(self, rx: int, now: float) -> None:

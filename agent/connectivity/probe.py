@@ -164,11 +164,16 @@ async def tcp_connect(
 async def send_probe(
     method: ProbeMethod, address: str, timeout: float, iface: str | None = None
 ) -> ProbeResult:
-    if method.kind == "icmp":
-        result = await icmp_echo(address, timeout, iface)
-        if result is not None:
-            return result
-    return await tcp_connect(address, method.port, timeout, iface)
+    """One probe; a socket that can't even be opened (no descriptors left, no IPv4) is an
+    unanswered probe with the reason, never an exception for the monitor."""
+    try:
+        if method.kind == "icmp":
+            result = await icmp_echo(address, timeout, iface)
+            if result is not None:
+                return result
+        return await tcp_connect(address, method.port, timeout, iface)
+    except OSError as exc:
+        return ProbeResult(False, f"probe to {address}: {exc.strerror or exc}")
 
 
 ICMP = ProbeMethod("icmp")
