@@ -131,6 +131,7 @@ class LogHub:
         self._last_at: dict[str, float] = {}  # container -> time of the last line followed
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
+        self._failed = False  # a bug was logged (once)
 
     @property
     def streams(self) -> int:
@@ -201,11 +202,14 @@ class LogHub:
             self._wake.clear()
             try:
                 current = await actions.current_state(self._agent)
-            except EngineError:
-                current = None
-            if current is not None:
                 self._scan(current.containers, first)
                 first = False
+            except EngineError:
+                pass  # the engine is down: try again at the next scan
+            except Exception:  # a bug: say so once, keep the streams open
+                if not self._failed:
+                    log.exception("log_hub_scan_failed")
+                self._failed = True
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), RESCAN_S)
 
@@ -254,6 +258,10 @@ class LogHub:
                         sub.offer(line)
         except EngineError:
             pass  # gone meanwhile
+        except Exception:
+            if not self._failed:
+                log.exception("log_hub_follow_failed", container=c.id[:12])
+            self._failed = True
         finally:
             if self._followers.get(c.id) is asyncio.current_task():
                 del self._followers[c.id]

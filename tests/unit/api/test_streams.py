@@ -12,6 +12,7 @@ import tracemalloc
 from pathlib import Path
 
 from aiohttp.test_utils import TestClient
+from structlog.testing import capture_logs
 
 from agent.api import loghub, streams
 from agent.api.context import HostActions
@@ -274,5 +275,28 @@ def test_journalctl_is_killed_and_reaped_when_its_client_goes(tmp_path, monkeypa
         pids = [int(p) for p in pids_file.read_text().split()]
         assert len(pids) == 5 * streams.MAX_JOURNAL_STREAMS
         assert not [p for p in pids if alive(p)]
+
+    run(tmp_path, engine, check)
+
+
+class BuggyEngine(LogEngine):
+    async def current_state(self, _ids):
+        raise RuntimeError("a bug in listing containers")
+
+
+def test_a_bug_in_the_scan_is_logged_once_and_the_stream_stays(tmp_path):
+    engine = BuggyEngine([], 0)
+
+    async def check(client, agent, app):
+        key = {"Authorization": f"Bearer {agent.keys.global_key}"}
+        with capture_logs() as logged:
+            response = await client.get("/v2/local/logs", headers=key)
+            first = json.loads(await response.content.readline())
+            assert first == {"message": "Streaming logs", "isSystem": True}
+            await asyncio.sleep(2.5)  # three scans
+            assert app[streams.LOG_HUB].streams == 1
+            response.close()
+        failed = [e for e in logged if e["event"] == "log_hub_scan_failed"]
+        assert len(failed) == 1
 
     run(tmp_path, engine, check)
