@@ -80,6 +80,12 @@ class Subscriber:
         self.dropped_total = 0
         self._logged_total = 0
         self._logged_at = 0.0
+        self.closed = False
+
+    def close(self) -> None:
+        """The agent is stopping: `next_batch` answers b"" from now on."""
+        self.closed = True
+        self._ready.set()
 
     def offer(self, line: bytes) -> None:
         if len(self._lines) >= MAX_QUEUED_LINES or self._bytes + len(line) > MAX_QUEUED_BYTES:
@@ -92,9 +98,12 @@ class Subscriber:
         self._ready.set()
 
     async def next_batch(self) -> bytes:
-        """Every queued line (and a marker for lines dropped since the last batch)."""
+        """Every queued line (and a marker for lines dropped since the last batch); b"" once
+        closed."""
         await self._ready.wait()
         self._ready.clear()
+        if self.closed:
+            return b""
         batch = b"".join(self._lines)
         self._lines.clear()
         self._bytes = 0
@@ -167,6 +176,7 @@ class LogHub:
 
     async def close(self) -> None:
         for sub in list(self._subs):
+            sub.close()
             self.unsubscribe(sub)
 
     def _system(self, event: MutableMapping[str, Any]) -> None:

@@ -98,8 +98,8 @@ async def local_logs(request: web.Request) -> web.StreamResponse:
         async with until_disconnected(request):
             await response.prepare(request)
             await response.write(encode({"message": "Streaming logs", "isSystem": True}))
-            while True:
-                await response.write(await sub.next_batch())
+            while batch := await sub.next_batch():
+                await response.write(batch)
     finally:
         hub.unsubscribe(sub)
     return response

@@ -300,3 +300,19 @@ def test_a_bug_in_the_scan_is_logged_once_and_the_stream_stays(tmp_path):
         assert len(failed) == 1
 
     run(tmp_path, engine, check)
+
+
+def test_streams_end_at_once_when_the_agent_stops(tmp_path):
+    engine = LogEngine([container("c1")], 1)
+
+    async def check(client, agent, app):
+        key = {"Authorization": f"Bearer {agent.keys.global_key}"}
+        response = await client.get("/v2/local/logs", headers=key)
+        await response.content.readline()
+        started = time.monotonic()
+        await app[streams.LOG_HUB].close()  # what the app's on_shutdown does
+        assert await asyncio.wait_for(response.content.read(), 2) is not None
+        assert response.content.at_eof() and time.monotonic() - started < 1
+        await wait_for(lambda: engine.open == 0, 2)
+
+    run(tmp_path, engine, check)
