@@ -154,3 +154,25 @@ def vpn_state(config_vars: dict[str, str], active: Path = VPN_ACTIVE) -> dict[st
     raw = next((config_vars[k] for k in _VPN_CONTROL if k in config_vars), "true")
     enabled = raw.strip().lower() not in ("0", "false", "off", "no")
     return {"enabled": enabled, "connected": active.exists()}
+
+
+# `uname -m` -> balena's architecture slug (device-type.json `arch`)
+_ARCH_SLUGS = {
+    "x86_64": "amd64",
+    "amd64": "amd64",
+    "aarch64": "aarch64",
+    "arm64": "aarch64",
+    "armv7l": "armv7hf",
+    "armv6l": "rpi",
+    "i386": "i386",
+    "i686": "i386",
+}
+
+
+def device_arch(configured: Any = None, machine: str | None = None) -> str:
+    """BALENA_DEVICE_ARCH: config.json `deviceArch` when set, else balena's slug for the
+    machine (`uname -m`), else the machine name itself."""
+    if isinstance(configured, str) and configured.strip():
+        return configured.strip()
+    machine = os.uname().machine if machine is None else machine
+    return _ARCH_SLUGS.get(machine, machine)

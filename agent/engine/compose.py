@@ -3,12 +3,21 @@ import, no I/O — `engine/docker.py` feeds the result to the SDK."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.model import AppSpec, ServiceSpec
+from agent.engine.features import (
+    Features,
+    HostFacts,
+    bind_target,
+    features,
+    normalize_labels,
+    twins,
+)
+from agent.model import AppSpec, Composition, ServiceSpec
+from agent.model.compose_options import Endpoint
 from agent.model.compose_values import RESERVED_MOUNTS, parse_port
 from agent.model.current import (
     LABEL_APP_ID,
@@ -43,6 +52,12 @@ class DeviceContext:
     api_port: int | None = None  # the local supervisor API, for `io.balena.features.supervisor-api`
     api_host: str = "127.0.0.1"
     app_api_keys: Mapping[int, str] = field(default_factory=dict)  # app id -> app-scoped key
+    # for the reference's environment and the `io.balena.features.*` labels (engine/features.py)
+    device_arch: str = ""
+    device_name: Callable[[], str] = field(default=lambda: "")  # the target's, at create time
+    api_endpoint: str = ""
+    device_api_key: str = ""
+    host: HostFacts = field(default_factory=HostFacts)
 
 
 @dataclass(frozen=True)
@@ -54,6 +69,9 @@ class ContainerSpec:
     primary_network: str | None  # engine network joined at create time
     aliases: tuple[str, ...]
     extra_networks: tuple[str, ...]  # engine networks connected before start
+    # engine network -> APIClient.create_endpoint_config kwargs (aliases, addresses)
+    endpoints: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    features_left_out: tuple[str, ...] = ()  # what feature labels asked for and the host lacks
 
 
 def service_lock_dir(lock_dir: Path, app_id: int, service_name: str) -> Path:
@@ -65,24 +83,18 @@ def container_spec(
 ) -> ContainerSpec:
     comp = service.composition
     lock_host_dir = service_lock_dir(device.lock_dir, app.id, service.name)
+    feats = service_features(service, device)
     environment = {
-        "BALENA": "1",
-        "RESIN": "1",
-        "BALENA_APP_ID": str(app.id),
-        "BALENA_APP_UUID": app.uuid,
-        "BALENA_APP_NAME": app.name,
-        "BALENA_SERVICE_NAME": service.name,
-        "BALENA_DEVICE_UUID": device.uuid,
-        "BALENA_DEVICE_TYPE": device.device_type,
-        "BALENA_SUPERVISOR_VERSION": device.supervisor_version,
-        "BALENA_APP_LOCK_PATH": "/tmp/balena/updates.lock",
-        "BALENA_SERVICE_HANDOVER_COMPLETE_PATH": "/tmp/balena/handover-complete",
+        **default_env(app, service, device),
         **device.extra_env,
         **supervisor_api_env(app, service, device),
+        **feats.env_defaults,
         **service.environment,
+        **feats.env,
+        **twins({"DEVICE_NAME_AT_INIT": device.device_name()}),  # never the service's own
     }
     labels = {
-        **service.labels,
+        **normalize_labels(service.labels),
         LABEL_SUPERVISED: "true",
         LABEL_APP_ID: str(app.id),
         LABEL_APP_UUID: app.uuid,
@@ -96,11 +108,12 @@ def container_spec(
     }
     binds = [_bind(app.id, v) for v in comp.volumes]
     binds += [f"{lock_host_dir}:{mount}" for mount in LOCK_MOUNTS]
+    binds += feats.binds
     exposed, port_bindings = parse_ports(comp.ports)
     if comp.network_mode == "host":  # the engine discards published ports there; the SDK refuses
         port_bindings = {}
     networks = [network_engine_name(app.id, n) for n in service_networks(service)]
-    network_mode = comp.network_mode or (networks[0] if networks else None)
+    network_mode = networks[0] if networks else comp.network_mode
     create: dict[str, Any] = {
         "image": service.image,
         "name": container_name(service.name, service.image_id, release_id, release_uuid),
@@ -116,7 +129,9 @@ def container_spec(
         "stop_timeout": (
             int(comp.stop_grace_period_s) if comp.stop_grace_period_s is not None else None
         ),
-        "ports": exposed or None,
+        "ports": [*exposed, *(p for p in comp.expose if p not in set(exposed))] or None,
+        "domainname": comp.domainname,
+        "mac_address": comp.mac_address,
         "healthcheck": _healthcheck(service),
     }
     host_config: dict[str, Any] = {
@@ -133,7 +148,9 @@ def container_spec(
         "tmpfs": list(comp.tmpfs) or None,
         "read_only": comp.read_only or None,
         "dns": list(comp.dns) or None,
+        "device_requests": [dict(r) for r in feats.device_requests] or None,
     }
+    host_config.update(host_options(comp))
     return ContainerSpec(
         name=create["name"],
         image=service.image,
@@ -142,7 +159,94 @@ def container_spec(
         primary_network=networks[0] if networks else None,
         aliases=(service.name,),
         extra_networks=tuple(networks[1:]),
+        endpoints=endpoints(app, service),
+        features_left_out=feats.left_out,
     )
+
+
+def default_env(app: AppSpec, service: ServiceSpec, device: DeviceContext) -> dict[str, str]:
+    """What the reference gives every container (a service's own variables win)."""
+    return {
+        "BALENA": "1",
+        "RESIN": "1",
+        **twins(
+            {
+                "APP_ID": str(app.id),
+                "APP_UUID": app.uuid,
+                "APP_NAME": app.name,
+                "SERVICE_NAME": service.name,
+                "DEVICE_UUID": device.uuid,
+                "DEVICE_TYPE": device.device_type,
+                "DEVICE_ARCH": device.device_arch,
+                "HOST_OS_VERSION": device.host.os_version,
+                "APP_LOCK_PATH": "/tmp/balena/updates.lock",
+            }
+        ),
+        "RESIN_SERVICE_KILL_ME_PATH": "/tmp/balena/handover-complete",
+        "BALENA_SERVICE_HANDOVER_COMPLETE_PATH": "/tmp/balena/handover-complete",
+        "USER": "root",
+        "BALENA_SUPERVISOR_VERSION": device.supervisor_version,  # ours; not in the reference
+    }
+
+
+def service_features(service: ServiceSpec, device: DeviceContext) -> Features:
+    """The service's `io.balena.features.*` labels against this host (engine/features.py)."""
+    comp = service.composition
+    taken = {bind_target(v) for v in comp.volumes} | set(LOCK_MOUNTS)
+    taken |= {t.split(":", 1)[0] for t in comp.tmpfs}
+    return features(
+        service.labels,
+        device.host,
+        api_endpoint=device.api_endpoint,
+        device_api_key=device.device_api_key,
+        taken_targets=frozenset(taken),
+    )
+
+
+def host_options(comp: Composition) -> dict[str, Any]:
+    """APIClient.create_host_config kwargs for the resource, kernel and DNS keys that are set
+    (the engine's defaults otherwise)."""
+    options: dict[str, Any] = {
+        "shm_size": comp.shm_size,
+        "mem_limit": comp.mem_limit,
+        "mem_reservation": comp.mem_reservation,
+        "ulimits": [{"Name": n, "Soft": s, "Hard": h} for n, s, h in comp.ulimits] or None,
+        "sysctls": dict(comp.sysctls) or None,
+        "pid_mode": comp.pid,
+        "ipc_mode": comp.ipc,
+        "security_opt": list(comp.security_opt) or None,
+        "group_add": list(comp.group_add) or None,
+        "cpuset_cpus": comp.cpuset,
+        "cpu_shares": comp.cpu_shares,
+        "cpu_quota": comp.cpu_quota,
+        "nano_cpus": comp.nano_cpus,
+        "oom_kill_disable": comp.oom_kill_disable or None,
+        "oom_score_adj": comp.oom_score_adj,
+        "dns_search": list(comp.dns_search) or None,
+        "dns_opt": list(comp.dns_opt) or None,
+        "pids_limit": comp.pids_limit,
+        "userns_mode": comp.userns_mode,
+        "cgroup_parent": comp.cgroup_parent,
+    }
+    return {k: v for k, v in options.items() if v is not None}
+
+
+def endpoints(app: AppSpec, service: ServiceSpec) -> dict[str, dict[str, Any]]:
+    """Each network's endpoint settings: the service name and its own aliases, and the
+    addresses asked for."""
+    own = dict(service.composition.endpoints)
+    out: dict[str, dict[str, Any]] = {}
+    for name in service_networks(service):
+        ep = own.get(name, Endpoint())
+        settings: dict[str, Any] = {"aliases": list(dict.fromkeys((service.name, *ep.aliases)))}
+        if ep.ipv4_address:
+            settings["ipv4_address"] = ep.ipv4_address
+        if ep.ipv6_address:
+            settings["ipv6_address"] = ep.ipv6_address
+        if ep.link_local_ips:
+            settings["link_local_ips"] = list(ep.link_local_ips)
+        out[network_engine_name(app.id, name)] = settings
+    return out
 
 
 def supervisor_api_env(app: AppSpec, service: ServiceSpec, device: DeviceContext) -> dict[str, str]:

@@ -327,6 +327,13 @@ class Executor:
         # a handover-complete left from an earlier hand-over would end the next one at once
         await asyncio.to_thread(clear_handover, self.device.lock_dir, app.id, service.name)
         spec = container_spec(app, service, self.device, app.release.uuid, app.release.id)
+        if spec.features_left_out:  # the host lacks what a feature label asks for
+            log.warning(
+                "feature_left_out",
+                app=app.name,
+                service=service.name,
+                left_out=list(spec.features_left_out),
+            )
         mode = spec.host_config.get("network_mode")
         if isinstance(mode, str) and mode.startswith("service:"):
             peer = mode.split(":", 1)[1].strip()
