@@ -21,6 +21,8 @@ MIN_POLL_INTERVAL_MS = 1_000
 DEFAULT_LISTEN_PORT = 48484
 DEFAULT_LOCK_DIR = "/tmp/balena-supervisor/services"
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
+DEFAULT_APPS_JSON_PATH = "/mnt/data/apps.json"  # the reference's $DATA_MOUNTPOINT/apps.json
+DEFAULT_BOOTSTRAP_RETRY_DELAY_MS = 30_000
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,14 @@ class DeviceConfig:
     host_control: str = "logind"  # logind (reboot/shutdown over D-Bus) | record (tests)
     supervisor_api_host: str = "127.0.0.1"  # how app containers reach the local API
     device_id: int | None = None  # config.json `deviceId`: the cloud's numeric id (device tags)
+    # provisioning (agent/cloud/provision.py): `apiKey` is the fleet's provisioning key, present
+    # until the device is registered; `uuid` and `deviceApiKey` are then generated when absent
+    provisioning_api_key: str | None = None
+    application_id: int | None = None  # config.json `applicationId`
+    registered_at: int | None = None  # config.json `registered_at` (ms since the epoch)
+    bootstrap_retry_delay_ms: int = DEFAULT_BOOTSTRAP_RETRY_DELAY_MS
+    apps_json_path: Path = Path(DEFAULT_APPS_JSON_PATH)  # preloaded target (agent/local/preload)
+    config_path: Path | None = None  # where config.json was read from (provisioning writes it)
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -62,6 +72,19 @@ def load_device_config(path: Path, env: Mapping[str, str] | None = None) -> Devi
         if not isinstance(value, str) or not value:
             raise ConfigError(f"{path}: '{key}' is required (a non-empty string)")
         return value
+
+    provisioning_key = raw.get("apiKey")
+    if provisioning_key is not None and (
+        not isinstance(provisioning_key, str) or not provisioning_key
+    ):
+        raise ConfigError(f"{path}: 'apiKey' (the provisioning key) must be a non-empty string")
+
+    def identity(key: str) -> str:
+        """uuid and deviceApiKey: generated at start-up when absent and a provisioning key is
+        there (as the reference does), else required."""
+        if provisioning_key is not None and raw.get(key) in (None, ""):
+            return ""
+        return need(key)
 
     def integer(key: str, default: int, minimum: int) -> int:
         value = raw.get(key, default)
@@ -88,6 +111,11 @@ def load_device_config(path: Path, env: Mapping[str, str] | None = None) -> Devi
         "hostControl",
         "supervisorApiHost",
         "deviceId",
+        "apiKey",
+        "applicationId",
+        "registered_at",
+        "bootstrapRetryDelay",
+        "appsJsonPath",
     }
     host_control = str(raw.get("hostControl", "logind"))
     if host_control not in ("logind", "record"):
@@ -100,13 +128,21 @@ def load_device_config(path: Path, env: Mapping[str, str] | None = None) -> Devi
     device_id = raw.get("deviceId")
     if device_id is not None:
         device_id = integer("deviceId", 0, 1)
+    application_id = raw.get("applicationId")
+    if application_id is not None:
+        application_id = integer("applicationId", 0, 1)
+    elif provisioning_key is not None:
+        raise ConfigError(f"{path}: 'applicationId' is required with a provisioning 'apiKey'")
+    registered_at = raw.get("registered_at")
+    if registered_at is not None:
+        registered_at = integer("registered_at", 0, 0)
     log_format = str(raw.get("logFormat", "auto"))
     if log_format not in ("auto", "json", "console"):
         raise ConfigError(f"{path}: 'logFormat' must be auto, json or console")
     return DeviceConfig(
-        uuid=need("uuid"),
+        uuid=identity("uuid"),
         api_endpoint=need("apiEndpoint").rstrip("/"),
-        device_api_key=need("deviceApiKey"),
+        device_api_key=identity("deviceApiKey"),
         device_type=str(raw.get("deviceType", "generic-amd64")),
         listen_port=integer("listenPort", DEFAULT_LISTEN_PORT, 0),
         poll_interval_ms=integer(
@@ -122,6 +158,14 @@ def load_device_config(path: Path, env: Mapping[str, str] | None = None) -> Devi
         host_control=host_control,
         supervisor_api_host=str(raw.get("supervisorApiHost") or "127.0.0.1"),
         device_id=device_id,
+        provisioning_api_key=provisioning_key,
+        application_id=application_id,
+        registered_at=registered_at,
+        bootstrap_retry_delay_ms=integer(
+            "bootstrapRetryDelay", DEFAULT_BOOTSTRAP_RETRY_DELAY_MS, 100
+        ),
+        apps_json_path=Path(str(raw.get("appsJsonPath") or DEFAULT_APPS_JSON_PATH)),
+        config_path=path,
         extra={k: v for k, v in raw.items() if k not in known},
     )
 

@@ -18,6 +18,7 @@ from agent.api.keys import ApiKeys
 from agent.api.server import ApiServer
 from agent.cloud.client import CloudClient
 from agent.cloud.poller import Poller
+from agent.cloud.provision import Registrar, ensure_identity
 from agent.cloud.reporter import Reporter, ReportSources
 from agent.config import DeviceConfig, FleetConfig, apply_config_vars
 from agent.connectivity.monitor import ConnectivityMonitor, vpn_config
@@ -29,6 +30,7 @@ from agent.errors import TargetStateError
 from agent.health import agent_health
 from agent.host import make_host
 from agent.local.intake import TargetIntake
+from agent.local.preload import load_preloaded
 from agent.model import parse_target
 from agent.reconcile.executor import Executor, ManagedImages
 from agent.reconcile.loop import Reconciler
@@ -58,6 +60,7 @@ def _cached(ttl_s: float, read: Callable[[], dict[str, Any]]) -> Callable[[], di
 
 class Agent:
     def __init__(self, config: DeviceConfig) -> None:
+        config = ensure_identity(config)  # provisioning: a missing uuid/deviceApiKey generated
         self.config = config
         self.store = Store(config.data_dir)
         self.status = StatusBoard(self.store)
@@ -116,6 +119,8 @@ class Agent:
             ),
         )
         self._fields = _cached(DEVICE_FIELDS_CACHE_S, lambda: device_fields(config.listen_port))
+        # registers the device (config.json `apiKey`) before the first poll and report
+        self.registrar = Registrar(config, self._fields, lambda c: setattr(self, "config", c))
         self.host = make_host(config.host_control, config.data_dir)
         self.connectivity = ConnectivityMonitor(
             vpn_config(config.extra.get("vpn")),
@@ -249,6 +254,10 @@ class Agent:
             engine=self.config.docker_host,
             data_dir=str(self.config.data_dir),
         )
+        # a preloaded apps.json becomes the persisted target when there is none yet
+        await asyncio.to_thread(
+            load_preloaded, self.config.apps_json_path, self.config.uuid, self.store
+        )
         saved = self.poller.load_saved()
         if saved is not None:
             self.accept_target(saved.body, "persisted")
@@ -260,8 +269,8 @@ class Agent:
         spawn = self.supervisor.spawn
         spawn("reconcile", self.reconciler.run)
         spawn("engine-events", self.reconciler.watch_engine)
-        spawn("poll", self.poller.run)
-        spawn("report", self.reporter.run)
+        spawn("poll", self.registrar.then(self.poller.run))
+        spawn("report", self.registrar.then(self.reporter.run))
         try:
             await self.api.start()
         except OSError as exc:

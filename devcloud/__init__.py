@@ -6,6 +6,9 @@ Device API (as balena's):
   GET   /device/v3/{uuid}/state      Authorization: Bearer <key>; ETag, If-None-Match -> 304
   PATCH /device/v3/state             Authorization: Bearer <key>; {uuid: {...}} -> 200 "OK"
   GET   /ping                        200 "OK"
+  POST  /device/register             Bearer <fleet provisioning key> -> 201 {id, uuid, api_key}
+        (with the key exchange: GET /v7/device, POST /api-key/device/{id}/device-key), see
+        devcloud.provisioning
 
 Admin API (JSON in/out, no auth):
   POST /admin/devices                        {uuid, api_key, name?, vpn?} -> 201 {uuid}
@@ -25,6 +28,8 @@ Admin API (JSON in/out, no auth):
   PUT  /admin/devices/{uuid}/trickle         {chunk_bytes, pause_ms?} | null -> {uuid, trickle}
         send this device's answer bodies (state, tags) in pieces of chunk_bytes, pausing
         pause_ms after each (chunked encoding); null: as the cloud-wide setting says
+  POST /admin/applications                  {id, provisioning_key, name?} -> 201 {id, name}
+  GET  /admin/applications                  -> [{id, name, devices, registrations}]
   PUT  /admin/trickle                        {chunk_bytes, pause_ms?} | null: cloud-wide
         (also --trickle CHUNK_BYTES:PAUSE_MS at start)
 

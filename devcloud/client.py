@@ -76,6 +76,21 @@ class DevCloudClient:
         result: dict[str, Any] = self._json("POST", "/admin/devices", data)
         return result
 
+    def create_application(
+        self, app_id: int, provisioning_key: str, name: str | None = None
+    ) -> dict[str, Any]:
+        """A fleet whose provisioning key lets devices register (POST /device/register)."""
+        data: dict[str, Any] = {"id": app_id, "provisioning_key": provisioning_key}
+        if name is not None:
+            data["name"] = name
+        result: dict[str, Any] = self._json("POST", "/admin/applications", data)
+        return result
+
+    def applications(self) -> list[dict[str, Any]]:
+        """[{id, name, devices: [uuid, …], registrations: [request body, …]}]"""
+        result: list[dict[str, Any]] = self._request("GET", "/admin/applications")
+        return result
+
     def devices(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self._request("GET", "/admin/devices")
         return result

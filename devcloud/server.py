@@ -20,6 +20,7 @@ from aiohttp import web
 
 from devcloud.connectivity import CONNECTIVITY_KEY, Connectivity, install
 from devcloud.pages import add_page_routes
+from devcloud.provisioning import add_provisioning_routes
 from devcloud.state import (
     DEFAULT_RETRY_AFTER,
     FAULT_MODES,
@@ -378,5 +379,6 @@ def make_app(
     app.router.add_put("/admin/devices/{uuid}/trickle", admin_set_trickle)
     app.router.add_put("/admin/trickle", admin_set_cloud_trickle)
     add_tag_routes(app, cloud)
+    add_provisioning_routes(app, cloud)  # after the tags: it shares their device ids
     add_page_routes(app)
     return app
