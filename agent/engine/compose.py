@@ -199,7 +199,8 @@ def service_features(service: ServiceSpec, device: DeviceContext) -> Features:
 def supervisor_api_env(app: AppSpec, service: ServiceSpec, device: DeviceContext) -> dict[str, str]:
     """The local API's address and the app's own key, for a service labelled
     `io.balena.features.supervisor-api` (both BALENA_ and legacy RESIN_ names)."""
-    wanted = service.labels.get(SUPERVISOR_API_LABEL, "").strip().lower() in ("1", "true", "on")
+    labels = normalize_labels(service.labels)  # io.resin.features.supervisor-api too
+    wanted = labels.get(SUPERVISOR_API_LABEL, "").strip().lower() in ("1", "true", "on")
     key = device.app_api_keys.get(app.id)
     if not wanted or key is None or device.api_port is None:
         return {}

@@ -161,3 +161,10 @@ def test_no_feature_labels_no_extra_mounts_nor_log():
         "/tmp/locks/5/main:/tmp/balena",
         "/tmp/locks/5/main:/tmp/resin",
     ]
+
+
+def test_supervisor_api_label_in_its_legacy_spelling():
+    app, svc = service(labels={"io.resin.features.supervisor-api": "1"})
+    device = DeviceContext("dev1", "t", Path("/tmp/l"), "0", api_port=48484, app_api_keys={5: "K"})
+    env = container_spec(app, svc, device, "r9", 90).create["environment"]
+    assert env["BALENA_SUPERVISOR_API_KEY"] == env["RESIN_SUPERVISOR_API_KEY"] == "K"
