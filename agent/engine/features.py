@@ -171,6 +171,8 @@ def features(
                 )
         elif name == "extra-firmware":
             bind(name, "extra-firmware", "/extra-firmware")  # a named volume, as the reference
+        elif name == "optional":  # only meaningful with a contract, which is not checked yet
+            left_out.append(f"{label}: contract requirements (not checked; the service runs)")
         elif name not in KNOWN_FEATURES:
             left_out.append(f"{label}: unknown feature (nothing granted)")
     return Features(

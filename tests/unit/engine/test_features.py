@@ -179,7 +179,12 @@ def test_unknown_feature_is_said_not_silently_dropped():
 
 def test_features_handled_elsewhere_are_not_unknown():
     assert run("io.balena.features.supervisor-api").left_out == ()
-    assert run("io.balena.features.optional").left_out == ()
+
+
+def test_optional_says_contracts_are_not_checked():
+    assert run("io.resin.features.optional").left_out == (
+        "io.balena.features.optional: contract requirements (not checked; the service runs)",
+    )
 
 
 def test_a_path_the_service_mounts_itself_is_left_out():
