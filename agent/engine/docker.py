@@ -396,6 +396,9 @@ EVENT_FILTERS = {
 }
 
 
+FOLLOW_BUFFER = 256  # items of a followed engine stream read ahead of its consumer
+
+
 async def _follow(
     name: str, what: str, open_stream: Callable[[], Any], items: Callable[[Any], Iterator[T]]
 ) -> AsyncIterator[T]:
@@ -407,10 +410,20 @@ async def _follow(
     queue: asyncio.Queue[T | BaseException | None] = asyncio.Queue()
     holder: list[Any] = []
     closed = threading.Event()
+    # items handed to the loop but not taken yet: a consumer that lags holds the reader back
+    # (the engine keeps the rest) instead of the queue growing with the whole log
+    room = threading.Semaphore(FOLLOW_BUFFER)
 
     def put(item: T | BaseException | None) -> None:
         with contextlib.suppress(RuntimeError):  # the loop is gone: nobody to tell
             loop.call_soon_threadsafe(queue.put_nowait, item)
+
+    def hand_over(item: T) -> bool:
+        while not room.acquire(timeout=0.5):
+            if closed.is_set():
+                return False
+        put(item)
+        return True
 
     def read() -> None:
         try:
@@ -421,7 +434,8 @@ async def _follow(
                 stream.close()
                 return
             for item in items(stream):
-                put(item)
+                if not hand_over(item):
+                    return
             put(None)
         except BaseException as exc:  # handed to the consumer (or dropped on close)
             put(exc)
@@ -430,6 +444,7 @@ async def _follow(
     try:
         while True:
             got = await queue.get()
+            room.release()
             if got is None:
                 return
             if isinstance(got, EngineError):
