@@ -30,7 +30,7 @@ from agent.errors import TargetStateError
 from agent.health import agent_health
 from agent.host import make_host
 from agent.local.intake import TargetIntake
-from agent.local.preload import load_preloaded
+from agent.local.preload import adopt_images, load_preloaded
 from agent.model import parse_target
 from agent.reconcile.executor import Executor, ManagedImages
 from agent.reconcile.loop import Reconciler
@@ -255,9 +255,11 @@ class Agent:
             data_dir=str(self.config.data_dir),
         )
         # a preloaded apps.json becomes the persisted target when there is none yet
-        await asyncio.to_thread(
+        preloaded = await asyncio.to_thread(
             load_preloaded, self.config.apps_json_path, self.config.uuid, self.store
         )
+        if preloaded is not None:
+            await adopt_images(self.engine, self.images, preloaded.images)
         saved = self.poller.load_saved()
         if saved is not None:
             self.accept_target(saved.body, "persisted")

@@ -21,22 +21,33 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from agent.cloud.poller import STORE_KEY as TARGET_KEY
-from agent.errors import StoreError, TargetStateError
+from agent.errors import EngineError, StoreError, TargetStateError
 from agent.local.intake import STORE_KEY as LOCAL_TARGET_KEY
 from agent.local.legacy import to_v3
 from agent.model import parse_target
 from agent.store import Store
 
+if TYPE_CHECKING:
+    from agent.engine.docker import DockerEngine
+    from agent.reconcile.executor import ManagedImages
+
 log = structlog.get_logger("agent.preload")
 
 MARK_KEY = "preloaded"
 MAX_APPS_JSON_BYTES = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Preloaded:
+    apps: list[str]  # app names
+    images: frozenset[str]  # the services' image references
 
 
 def backup_path(path: Path) -> Path:
@@ -74,9 +85,9 @@ def parse_apps_json(raw: Any, device_uuid: str) -> tuple[dict[str, Any] | None, 
     return document, pin
 
 
-def load_preloaded(path: Path, device_uuid: str, store: Store) -> list[str] | None:
+def load_preloaded(path: Path, device_uuid: str, store: Store) -> Preloaded | None:
     """Persist the preloaded target as the target to run, if there is one to load. Returns
-    the names of the apps loaded, or None (nothing loaded: why is logged)."""
+    what was loaded, or None (nothing loaded: why is logged)."""
     if store.get(MARK_KEY) is not None or store.get(TARGET_KEY) is not None:
         log.debug("preload_skipped", reason="the agent has a target already")
         return None
@@ -122,7 +133,36 @@ def load_preloaded(path: Path, device_uuid: str, store: Store) -> list[str] | No
             "not supported; the fleet's release applies after the first poll",
         )
     log.info("preload_loaded", path=str(path), apps=names)
-    return names
+    return Preloaded(names, _images(apps))
+
+
+def _images(apps: dict[str, Any]) -> frozenset[str]:
+    refs = set()
+    for app in apps.values():
+        releases = app.get("releases") if isinstance(app, dict) else None
+        for release in releases.values() if isinstance(releases, dict) else ():
+            services = release.get("services") if isinstance(release, dict) else None
+            for svc in services.values() if isinstance(services, dict) else ():
+                image = svc.get("image") if isinstance(svc, dict) else None
+                if isinstance(image, str) and image:
+                    refs.add(image)
+    return frozenset(refs)
+
+
+async def adopt_images(engine: DockerEngine, managed: ManagedImages, refs: frozenset[str]) -> None:
+    """The preloaded images the engine has become the agent's own, as the reference saves
+    them: removed like any image it pulled once no target uses them."""
+    adopted = []
+    for ref in sorted(refs):
+        try:
+            image_id = await engine.image_id(ref)
+        except EngineError as exc:
+            log.warning("preload_image_not_adopted", image=ref, reason=str(exc))
+            continue
+        if image_id is not None:
+            managed.add(image_id)
+            adopted.append(ref)
+    log.info("preload_images_adopted", images=adopted, missing=sorted(refs - set(adopted)))
 
 
 def _set_aside(path: Path) -> None:

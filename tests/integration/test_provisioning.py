@@ -83,7 +83,7 @@ def test_a_refused_provisioning_key_is_logged_and_retried_until_the_fleet_takes_
 def test_a_preloaded_release_runs_before_any_poll_without_pulling(
     device: Device, images: Images
 ) -> None:
-    device.docker.images.pull(images.main_v1)  # as balena-preload leaves the engine
+    preloaded = device.docker.images.pull(images.main_v1)  # as balena-preload leaves the engine
     apps_json = device.agent.root / "apps.json"
     target = release(images, "r1", 1, images.main_v1, with_aux=False)
     device.agent.root.mkdir(parents=True, exist_ok=True)
@@ -103,6 +103,9 @@ def test_a_preloaded_release_runs_before_any_poll_without_pulling(
     assert "target_fetched" not in events
     assert json.loads(apps_json.read_text()) == {}  # set aside, as the reference does
     assert (device.agent.root / "apps.json.preloaded").exists()
+    # the preloaded image is the agent's own now: removed like a pulled one once unused
+    managed = device.agent.data_dir / "images.json"
+    wait_until(lambda: managed.exists() and preloaded.id in json.loads(managed.read_text()), 10)
     # a restart runs the persisted target; the preload is not read again
     device.agent.stop()
     device.agent.start()

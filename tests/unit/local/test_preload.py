@@ -89,7 +89,9 @@ def test_loaded_once_persisted_as_the_target_and_set_aside(tmp_path):
     store = Store(tmp_path / "data")
     path = tmp_path / "apps.json"
     path.write_text(json.dumps({"apps": V3_APPS, "config": {}}))
-    assert load_preloaded(path, DEVICE, store) == ["kiosk"]
+    loaded = load_preloaded(path, DEVICE, store)
+    assert loaded is not None
+    assert (loaded.apps, loaded.images) == (["kiosk"], {IMAGE})
     assert store.get("target") == {
         "etag": None,
         "body": {DEVICE: {"name": "", "config": {}, "apps": V3_APPS}},
