@@ -9,6 +9,10 @@ fsynced temp file and its rename over the old value: `state_write` (any key) or
 stderr, `{"event": "test_hook_crash", "point": …, "n": …}`, so a test can tell the crash came
 from the hook and where. With the hooks off, `reached` is a dict lookup and nothing is
 installed in the log chain.
+
+`$DEVICE_AGENT_TEST_RAISE_AT="<point>:<n>"` (with the hooks on) instead raises `TestHookError`
+(a RuntimeError, not an AgentError) the n-th time <point> is reached, once: an unexpected bug at
+an exact place, to show that no long-lived task dies of it (tests/faults/test_task_faults.py).
 """
 
 from __future__ import annotations
@@ -21,27 +25,39 @@ from typing import Any
 
 HOOKS_ENV = "DEVICE_AGENT_TEST_HOOKS"
 CRASH_ENV = "DEVICE_AGENT_TEST_CRASH_AT"
+RAISE_ENV = "DEVICE_AGENT_TEST_RAISE_AT"
 
 
-def _parse(environ: MutableMapping[str, str]) -> tuple[str, int] | None:
+class TestHookError(RuntimeError):
+    """Raised by the raise hook: an unexpected error (no AgentError) at an exact point."""
+
+
+def _parse(environ: MutableMapping[str, str], name: str = CRASH_ENV) -> tuple[str, int] | None:
     if environ.get(HOOKS_ENV) != "1":
         return None
-    point, sep, n = environ.get(CRASH_ENV, "").rpartition(":")
+    point, sep, n = environ.get(name, "").rpartition(":")
     if not sep or not point or not n.isdigit() or int(n) < 1:
         return None
     return point, int(n)
 
 
 _CRASH_AT = _parse(os.environ)
+_RAISE_AT = _parse(os.environ, RAISE_ENV)
 _counts: dict[str, int] = {}
+_raise_counts: dict[str, int] = {}
 
 
 def enabled() -> bool:
-    return _CRASH_AT is not None
+    return _CRASH_AT is not None or _RAISE_AT is not None
 
 
 def reached(point: str) -> None:
-    """Count one arrival at `point`; SIGKILL this process if it is the configured one."""
+    """Count one arrival at `point`; SIGKILL this process if it is the configured one, or
+    raise TestHookError from the code that got there (the raise hook)."""
+    if _RAISE_AT is not None and point == _RAISE_AT[0]:
+        _raise_counts[point] = _raise_counts.get(point, 0) + 1
+        if _raise_counts[point] == _RAISE_AT[1]:
+            raise TestHookError(f"test hook: raised at {point}:{_RAISE_AT[1]}")
     if _CRASH_AT is None or point != _CRASH_AT[0]:
         return
     _counts[point] = _counts.get(point, 0) + 1
