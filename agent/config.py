@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import structlog
 
@@ -53,6 +54,10 @@ class DeviceConfig:
     bootstrap_retry_delay_ms: int = DEFAULT_BOOTSTRAP_RETRY_DELAY_MS
     apps_json_path: Path = Path(DEFAULT_APPS_JSON_PATH)  # preloaded target (agent/local/preload)
     config_path: Path | None = None  # where config.json was read from (provisioning writes it)
+    # the cloud's registry (host[:port]): pulls from it carry the device's credentials
+    registry_endpoint: str | None = None
+    # config.json `registryCredentials`: {host: (username, password)} for other registries
+    registry_credentials: Mapping[str, tuple[str, str]] = field(default_factory=dict)
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -116,6 +121,8 @@ def load_device_config(path: Path, env: Mapping[str, str] | None = None) -> Devi
         "registered_at",
         "bootstrapRetryDelay",
         "appsJsonPath",
+        "registryEndpoint",
+        "registryCredentials",
     }
     host_control = str(raw.get("hostControl", "logind"))
     if host_control not in ("logind", "record"):
@@ -166,8 +173,61 @@ def load_device_config(path: Path, env: Mapping[str, str] | None = None) -> Devi
         ),
         apps_json_path=Path(str(raw.get("appsJsonPath") or DEFAULT_APPS_JSON_PATH)),
         config_path=path,
+        registry_endpoint=_registry_endpoint(path, raw),
+        registry_credentials=_registry_credentials(path, raw.get("registryCredentials")),
         extra={k: v for k, v in raw.items() if k not in known},
     )
+
+
+_DOCKER_HUB = {"docker.io", "index.docker.io", "registry-1.docker.io"}
+
+
+def registry_host(value: str) -> str:
+    """A registry named as in config.json (`registry2.example.com`, `https://host:5000/`) →
+    the host[:port] an image reference names it by, lower case; Docker Hub's names → docker.io."""
+    text = value.strip()
+    host = urlsplit(text if "//" in text else f"//{text}").netloc.rpartition("@")[2].lower()
+    return "docker.io" if host in _DOCKER_HUB else host
+
+
+def default_registry_endpoint(api_endpoint: str) -> str | None:
+    """balena's registry lives beside its API: `api.<domain>` → `registry2.<domain>`
+    (api.balena-cloud.com → registry2.balena-cloud.com, openBalena's api.X → registry2.X).
+    An API elsewhere names no registry."""
+    host = (urlsplit(api_endpoint).hostname or "").lower()
+    return f"registry2.{host[4:]}" if host.startswith("api.") and len(host) > 4 else None
+
+
+def _registry_endpoint(path: Path, raw: Mapping[str, Any]) -> str | None:
+    if "registryEndpoint" not in raw:
+        return default_registry_endpoint(str(raw.get("apiEndpoint", "")))
+    value = raw["registryEndpoint"]
+    if value is None or value == "":
+        return None  # said explicitly: no cloud registry, the device's key goes nowhere
+    host = registry_host(value) if isinstance(value, str) else ""
+    if not host:
+        raise ConfigError(f"{path}: 'registryEndpoint' must be a registry host, got {value!r}")
+    return host
+
+
+def _registry_credentials(path: Path, value: Any) -> dict[str, tuple[str, str]]:
+    if value is None:
+        return {}
+    error = (
+        f"{path}: 'registryCredentials' must map registry hosts to "
+        '{"username": ..., "password": ...}'
+    )
+    if not isinstance(value, dict):
+        raise ConfigError(error)
+    out: dict[str, tuple[str, str]] = {}
+    for name, entry in value.items():
+        host = registry_host(name)
+        user = entry.get("username") if isinstance(entry, dict) else None
+        password = entry.get("password") if isinstance(entry, dict) else None
+        if not host or not isinstance(user, str) or not user or not isinstance(password, str):
+            raise ConfigError(f"{error}; the entry for {name!r} is not")
+        out[host] = (user, password)
+    return out
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from agent.device.info import CpuSampler, device_arch, device_fields, metrics
 from agent.engine.compose import DeviceContext
 from agent.engine.docker import DockerEngine
 from agent.engine.features import read_host_facts
+from agent.engine.registry import RegistryCredentials
 from agent.errors import TargetStateError
 from agent.health import agent_health
 from agent.host import make_host
@@ -65,7 +66,7 @@ class Agent:
         self.store = Store(config.data_dir)
         self.status = StatusBoard(self.store)
         self.fleet = FleetConfig(poll_interval_ms=config.poll_interval_ms)
-        self.engine = DockerEngine(config.docker_host)
+        self.engine = DockerEngine(config.docker_host, credentials=RegistryCredentials.of(config))
         self.images = ManagedImages(self.store)
         self.keys = ApiKeys(self.store)
         device = DeviceContext(

@@ -51,3 +51,7 @@ class PullError(EngineError):
 
 class InsufficientSpace(PullError):
     """There is not enough disk for a pull: it was not started."""
+
+
+class RegistryAuthRefused(PullError):
+    """The registry refused the pull's credentials (or asked for some and none were sent)."""

@@ -1,9 +1,12 @@
-"""A local docker-registry (distribution) and a rate-limiting, cuttable TCP proxy in front of it."""
+"""A local docker-registry (distribution), optionally behind htpasswd (Basic) auth, and a
+rate-limiting, cuttable TCP proxy in front of it."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import json
 import subprocess
 import threading
 import time
@@ -13,6 +16,8 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, TypeVar
+
+import docker
 
 from ._util import (
     TestbedError,
@@ -25,6 +30,7 @@ from ._util import (
     remove_tree,
     terminate,
 )
+from .images import _MANIFEST_TYPES, PublishedImage, build_image, push
 
 T = TypeVar("T")
 _CONFIG = """\
@@ -43,6 +49,61 @@ http:
   addr: 127.0.0.1:{port}
   secret: testbed-not-secret
 """
+_AUTH = """\
+auth:
+  htpasswd:
+    realm: testbed-registry
+    path: {htpasswd}
+"""
+
+
+def htpasswd_line(user: str, password: str) -> str:
+    """One bcrypt htpasswd entry (distribution accepts bcrypt only), made by apache2-utils."""
+    if ":" in user or "\n" in user or "\n" in password:
+        raise ValueError(f"unusable htpasswd user {user!r}")
+    binary = find_binary("htpasswd", "apache2-utils")
+    try:
+        done = subprocess.run(
+            [binary, "-niB", "-C", "4", user],  # cost 4: fast to make and to check
+            input=password.encode(),
+            capture_output=True,
+            check=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise TestbedUnavailable(f"cannot run {binary}: {exc}") from exc
+    return done.stdout.decode().strip()
+
+
+def publish_private(
+    client: docker.DockerClient,
+    registry: Registry,
+    user: str,
+    repo: str,
+    tag: str,
+    marker: str,
+    payload_mb: float = 0,
+) -> PublishedImage:
+    """testbed.publish for an auth registry: log `client` in as `user` (one of its users),
+    build, push, read the manifest with the same account, drop the local copy."""
+    password = (registry.users or {}).get(user)
+    if password is None:
+        raise TestbedError(f"publish_private: {user!r} is not a user of {registry!r}")
+    client.login(user, password, registry=registry.address, reauth=True)
+    image_id = build_image(client, repo, tag, marker=marker, payload_mb=payload_mb)
+    ref_by_digest = push(client, image_id, registry.address, repo, tag)
+    digest = ref_by_digest.partition("@")[2]
+    login = base64.b64encode(f"{user}:{password}".encode()).decode()
+    request = urllib.request.Request(
+        f"{registry.url}/v2/{repo}/manifests/{digest}",
+        headers={"Accept": _MANIFEST_TYPES, "Authorization": f"Basic {login}"},
+    )
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(request, timeout=30) as response:
+        manifest: dict[str, Any] = json.load(response)
+    size = sum(int(layer["size"]) for layer in manifest.get("layers", []))
+    client.images.remove(image_id, force=True)
+    return PublishedImage(ref_by_digest, f"{registry.address}/{repo}:{tag}", digest, size, image_id)
 
 
 def _http_status(url: str, timeout: float = 2.0) -> int | None:
@@ -59,11 +120,21 @@ def _http_status(url: str, timeout: float = 2.0) -> int | None:
 
 class Registry:
     """docker-registry serving root/storage on 127.0.0.1:port (config root/config.yml,
-    log root/registry.log). stop() then start() reuses the same port and storage."""
+    log root/registry.log). stop() then start() reuses the same port and storage.
 
-    def __init__(self, root: Path | str | None = None, port: int = 0) -> None:
+    With `users` ({name: password}) it asks for Basic auth (htpasswd, root/htpasswd) on every
+    request, as a private registry does; set_users() changes them (and restarts it: the
+    registry reads the file once)."""
+
+    def __init__(
+        self,
+        root: Path | str | None = None,
+        port: int = 0,
+        users: dict[str, str] | None = None,
+    ) -> None:
         self._root = Path(root).resolve() if root is not None else None
         self._port = port
+        self._users = dict(users) if users is not None else None
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
@@ -99,8 +170,23 @@ class Registry:
             return None
         return read_pid(self.pidfile, str(self.root))
 
+    @property
+    def users(self) -> dict[str, str] | None:
+        return None if self._users is None else dict(self._users)
+
+    def _ready_status(self) -> int:
+        return 200 if self._users is None else 401  # auth: /v2/ answers with a challenge
+
     def is_running(self) -> bool:
-        return self.pid is not None and _http_status(f"{self.url}/v2/") == 200
+        return self.pid is not None and _http_status(f"{self.url}/v2/") == self._ready_status()
+
+    def set_users(self, users: dict[str, str]) -> None:
+        """Replace the accounts of an auth registry; a running one restarts to read them."""
+        if self._users is None:
+            raise TestbedError("set_users: this registry was started without auth")
+        self._users = dict(users)
+        if self.pid is not None:
+            self.restart()
 
     def start(
         self, root: Path | str | None = None, port: int = 0, timeout: float = 30.0
@@ -128,7 +214,13 @@ class Registry:
 
     def _launch(self, binary: str, timeout: float) -> None:
         config = self.root / "config.yml"
-        config.write_text(_CONFIG.format(storage=self.root / "storage", port=self._port))
+        text = _CONFIG.format(storage=self.root / "storage", port=self._port)
+        if self._users is not None:
+            htpasswd = self.root / "htpasswd"
+            lines = [htpasswd_line(user, pw) for user, pw in sorted(self._users.items())]
+            htpasswd.write_text("".join(f"{line}\n" for line in lines))
+            text += _AUTH.format(htpasswd=htpasswd)
+        config.write_text(text)
         self._log = open(self.root / "registry.log", "ab")  # noqa: SIM115
         try:
             self._proc = subprocess.Popen(
@@ -144,7 +236,7 @@ class Registry:
             raise TestbedUnavailable(f"cannot run {binary}: {exc}") from exc
         self.pidfile.write_text(str(self._proc.pid))
         deadline = time.monotonic() + timeout
-        while _http_status(f"{self.url}/v2/") != 200:
+        while _http_status(f"{self.url}/v2/") != self._ready_status():
             failed = self._proc.poll() is not None or time.monotonic() > deadline
             if failed:
                 self.stop()

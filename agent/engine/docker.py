@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import docker
+import docker.auth
 import docker.errors
 import requests.exceptions
 import structlog
@@ -28,7 +29,15 @@ import urllib3.exceptions
 
 from agent.engine.compose import ContainerSpec
 from agent.engine.pull import PullProgress
-from agent.errors import Conflict, EngineError, EngineUnavailable, NotFound, PullError
+from agent.engine.registry import RegistryAuth, RegistryCredentials, image_registry
+from agent.errors import (
+    Conflict,
+    EngineError,
+    EngineUnavailable,
+    NotFound,
+    PullError,
+    RegistryAuthRefused,
+)
 from agent.model import (
     ContainerState,
     ContainerStatus,
@@ -93,9 +102,16 @@ MAX_POOL_SIZE = 16
 
 
 class DockerEngine:
-    def __init__(self, host: str, timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        host: str,
+        timeout: float = 60.0,
+        credentials: RegistryCredentials | None = None,
+    ) -> None:
         self.host = host
         self._timeout = timeout
+        # who logs in to which registry on a pull (registry.RegistryCredentials)
+        self.credentials = credentials or RegistryCredentials()
         self._api: docker.APIClient | None = None
         self._lock = threading.Lock()
         self._pulls: ThreadPoolExecutor | None = None
@@ -189,6 +205,10 @@ class DockerEngine:
 
     # --- images -------------------------------------------------------------------------------
 
+    def registry_auth(self, ref: str) -> RegistryAuth | None:
+        """The credentials a pull of `ref` sends (None: anonymous)."""
+        return self.credentials.for_image(ref)
+
     async def pull(
         self,
         ref: str,
@@ -198,9 +218,17 @@ class DockerEngine:
         """Pull `ref`, calling on_progress(percent, bytes) from the worker thread as it goes.
 
         Setting `cancel` closes the stream, which makes the engine abort the pull. Returns
-        the pulled image's id.
+        the pulled image's id. Images on the cloud's registry are pulled with the device's
+        credentials (the engine's X-Registry-Auth), as balena's supervisor pulls them.
         """
         repo, tag = split_image_ref(ref)
+        auth = self.registry_auth(ref)
+        cloud = self.credentials.cloud_registry
+        headers: dict[str, str] = {}
+        if auth is not None:
+            headers["X-Registry-Auth"] = docker.auth.encode_header(
+                {"username": auth.username, "password": auth.password, "serveraddress": auth.server}
+            )
 
         def run() -> str:
             progress = PullProgress()
@@ -209,6 +237,7 @@ class DockerEngine:
                 response = api._post(
                     api._url("/images/create"),
                     params={"fromImage": repo, "tag": tag},
+                    headers=headers,
                     stream=True,
                     timeout=None,
                 )
@@ -226,7 +255,12 @@ class DockerEngine:
             except docker.errors.NotFound as exc:
                 raise PullError(f"{ref}: not found in the registry ({exc.explanation})") from exc
             except docker.errors.APIError as exc:
-                raise PullError(f"{ref}: {exc.explanation or exc}") from exc
+                detail = str(exc.explanation or exc)
+                raise _pull_error(ref, detail, auth, exc.status_code, cloud) from exc
+            except RegistryAuthRefused:
+                raise
+            except PullError as exc:  # an error event in the progress stream
+                raise _pull_error(ref, str(exc), auth, None, cloud) from exc
             except (
                 requests.exceptions.RequestException,
                 ConnectionError,
@@ -386,6 +420,37 @@ class DockerEngine:
 
         async for action in _follow("engine-events", "engine events", open_stream, actions):
             yield action
+
+
+# how the engine words a registry's refusal of a pull's credentials (or of a pull without any):
+# distribution's errors, dockerd's own, Docker Hub's and balena's token servers'
+_AUTH_REFUSED = (
+    "unauthorized",
+    "authentication required",
+    "no basic auth credentials",
+    "incorrect username or password",
+    "requested access to the resource is denied",
+    "may require 'docker login'",
+)
+
+
+def _pull_error(
+    ref: str, detail: str, auth: RegistryAuth | None, status: int | None, cloud: str | None
+) -> PullError:
+    """The agent's error for a failed pull: RegistryAuthRefused, worded for the log and the
+    app's status, when the registry turned the credentials (or their absence) down."""
+    low = detail.lower()
+    if status not in (401, 403) and not any(marker in low for marker in _AUTH_REFUSED):
+        return PullError(f"{ref}: {detail}")
+    if auth is not None:
+        return RegistryAuthRefused(f"{ref}: the registry refused {auth.describe()} ({detail})")
+    host = image_registry(ref)
+    where = f"registry {cloud}" if cloud else "registry: none, registryEndpoint is not set"
+    return RegistryAuthRefused(
+        f"{ref}: the registry {host} refused an anonymous pull: the image is private or does "
+        f"not exist (no credentials are configured for {host}; the device's own go only to the "
+        f"cloud's {where}) ({detail})"
+    )
 
 
 CONNECTED = "connected"  # container_events' first item: the stream is open

@@ -231,7 +231,9 @@ class Executor:
     async def _check_room(self, pulls: Sequence[Pull]) -> dict[Pull, InsufficientSpace]:
         """Refuse, before they start, the pulls the engine's disk has no room for (sizes from
         the registry; a size or a disk that can't be read is not a reason to refuse)."""
-        sizes = await asyncio.gather(*(download_size(p.image) for p in pulls))
+        sizes = await asyncio.gather(
+            *(download_size(p.image, self.engine.registry_auth(p.image)) for p in pulls)
+        )
         if not any(sizes):
             return {}
         room = await engine_room(self.engine)
