@@ -13,6 +13,8 @@ installed in the log chain.
 `$DEVICE_AGENT_TEST_RAISE_AT="<point>:<n>"` (with the hooks on) instead raises `TestHookError`
 (a RuntimeError, not an AgentError) the n-th time <point> is reached, once: an unexpected bug at
 an exact place, to show that no long-lived task dies of it (tests/faults/test_task_faults.py).
+`"<point>:<n>+"` raises every time from the n-th on: a task that can't be mended, given up
+(tests/integration/test_sdnotify_agent.py).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ def _parse(environ: MutableMapping[str, str], name: str = CRASH_ENV) -> tuple[st
     if environ.get(HOOKS_ENV) != "1":
         return None
     point, sep, n = environ.get(name, "").rpartition(":")
+    n = n.removesuffix("+") if name == RAISE_ENV else n  # raise hook: "<n>+", from n on
     if not sep or not point or not n.isdigit() or int(n) < 1:
         return None
     return point, int(n)
@@ -43,6 +46,7 @@ def _parse(environ: MutableMapping[str, str], name: str = CRASH_ENV) -> tuple[st
 
 _CRASH_AT = _parse(os.environ)
 _RAISE_AT = _parse(os.environ, RAISE_ENV)
+_RAISE_ON = os.environ.get(RAISE_ENV, "").endswith("+")  # every arrival from the n-th on
 _counts: dict[str, int] = {}
 _raise_counts: dict[str, int] = {}
 
@@ -56,7 +60,9 @@ def reached(point: str) -> None:
     raise TestHookError from the code that got there (the raise hook)."""
     if _RAISE_AT is not None and point == _RAISE_AT[0]:
         _raise_counts[point] = _raise_counts.get(point, 0) + 1
-        if _raise_counts[point] == _RAISE_AT[1]:
+        if _raise_counts[point] == _RAISE_AT[1] or (
+            _RAISE_ON and _raise_counts[point] > _RAISE_AT[1]
+        ):
             raise TestHookError(f"test hook: raised at {point}:{_RAISE_AT[1]}")
     if _CRASH_AT is None or point != _CRASH_AT[0]:
         return

@@ -149,3 +149,35 @@ def test_watchdog_pings_stay_on_schedule_for_30_s_of_an_update(
     assert statistics.median(gaps) == pytest.approx(period, rel=0.05), gaps
     assert max(gaps) < 0.75 * UPDATE_WATCHDOG_USEC / 1e6, gaps
     assert min(gaps) > 0.5 * period, f"pings bunched up (aliasing): {gaps}"
+
+
+def test_a_task_that_keeps_crashing_is_given_up_and_the_watchdog_pings_stop(
+    device: Device, images: Images, notify, monkeypatch
+):
+    """The poll task raises every time it fetches a target (the raise hook): it is restarted
+    with backoff, 5 times, then given up — the WATCHDOG pings stop for good (systemd would
+    restart the agent after WatchdogSec) and /v1/healthy says unhealthy; the agent itself and
+    its API stay up."""
+    monkeypatch.setenv("DEVICE_AGENT_TEST_RAISE_AT", "target_fetched:1+")
+    device.cloud.set_target(device.uuid, release(images, "r1", 1, images.main_v1))
+    device.agent.start()
+    device.agent.wait_api()
+    wait_until(lambda: notify.times("WATCHDOG=1"), 15, message=device.agent.log_tail)
+
+    given_up = device.agent.wait_for_event("task_given_up", 60, task="poll")
+    stopped_at = time.monotonic()
+    crashed = device.agent.events_named("task_crashed")
+    assert len(crashed) == 5 and {e["task"] for e in crashed} == {"poll"}, crashed
+    assert all("Traceback" in e["exception"] for e in crashed)  # each with its stack
+    restarts = device.agent.events_named("task_restart_scheduled")
+    delays = [e["retry_in_s"] for e in restarts]
+    assert len(delays) == 4 and delays[-1] > delays[0], delays  # backing off
+    assert given_up["reason"] == "ended 5 times within 600s"
+    device.agent.wait_for_event("watchdog_pings_stopped", 5)
+
+    time.sleep(4 * WATCHDOG_USEC / 1e6)  # four periods of 0.5 s: not one ping
+    late = [t for t in notify.times("WATCHDOG=1") if t > stopped_at + WATCHDOG_USEC / 2e6]
+    assert late == [], f"pings went on after the poll task was given up: {late}"
+    health = device.agent.api("GET", "/v1/healthy", key=None)
+    assert health.status == 500 and health.body == "Unhealthy"
+    assert device.agent.running
