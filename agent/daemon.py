@@ -33,6 +33,7 @@ from agent.host import make_host
 from agent.local.intake import TargetIntake
 from agent.local.preload import adopt_images, load_preloaded
 from agent.model import parse_target
+from agent.model.contracts import DeviceContract, apply_contracts, kernel_facts
 from agent.reconcile.executor import Executor, ManagedImages
 from agent.reconcile.loop import Reconciler
 from agent.reconcile.status import StatusBoard
@@ -86,6 +87,15 @@ class Agent:
             host=read_host_facts(
                 Path(str(config.extra.get("hostRoot") or "/")), config.docker_host
             ),
+        )
+        uname = os.uname()
+        self.contract = DeviceContract(  # what service contracts may require of this device
+            supervisor_version=__version__,
+            device_type=config.device_type,
+            device_arch=device.device_arch,
+            os_slug=device.host.os_slug or None,
+            os_version=device.host.os_semver or None,
+            **kernel_facts(uname.release, uname.sysname),
         )
         self.reconciler = Reconciler(
             engine=self.engine,
@@ -147,6 +157,10 @@ class Agent:
             log.error("target_invalid", source=source, error=str(exc))
             return False
         self.status.target_error = None
+        checked = apply_contracts(target, body, self.contract)  # unmet: rejected / not run
+        target = checked.target
+        for app_name, services in checked.not_run.items():
+            log.warning("contract_services_not_run", app=app_name, services=list(services))
         for app in target.apps.values():
             if app.rejection:
                 log.error(

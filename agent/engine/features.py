@@ -39,7 +39,7 @@ _PATH_BINDS: dict[str, tuple[tuple[str, str, str], ...]] = {
     "procfs": (("/proc", "/proc", ""),),
 }
 HOST_PATHS = tuple(sorted({src for binds in _PATH_BINDS.values() for src, _, _ in binds}))
-# handled elsewhere: supervisor-api (engine/compose.py), optional (contracts)
+# handled elsewhere: supervisor-api (engine/compose.py), optional (model/contracts.py)
 KNOWN_FEATURES = frozenset(
     {*_PATH_BINDS, "balena-socket", "balena-api", "gpu", "host-os.board-rev", "extra-firmware"}
     | {"supervisor-api", "optional"}
@@ -54,6 +54,8 @@ class HostFacts:
     engine_host: str = ""  # the agent's `dockerHost`
     board_rev: str | None = None  # BALENA_BOARD_REV (or RESIN_) of the host's os-release
     os_version: str = ""  # PRETTY_NAME of the host's os-release (HOST_OS_VERSION)
+    os_slug: str = ""  # ID of the host's os-release (contracts' sw.os slug)
+    os_semver: str = ""  # VERSION of the host's os-release (contracts' sw.os version)
     gpu: bool = False  # the engine has a GPU device driver (nvidia-container-runtime-hook)
 
     @property
@@ -171,8 +173,6 @@ def features(
                 )
         elif name == "extra-firmware":
             bind(name, "extra-firmware", "/extra-firmware")  # a named volume, as the reference
-        elif name == "optional":  # only meaningful with a contract, which is not checked yet
-            left_out.append(f"{label}: contract requirements (not checked; the service runs)")
         elif name not in KNOWN_FEATURES:
             left_out.append(f"{label}: unknown feature (nothing granted)")
     return Features(
@@ -222,5 +222,7 @@ def read_host_facts(root: Path, engine_host: str) -> HostFacts:
         engine_host=engine_host,
         board_rev=osr.get("BALENA_BOARD_REV") or osr.get("RESIN_BOARD_REV") or None,
         os_version=osr.get("PRETTY_NAME", ""),
+        os_slug=osr.get("ID", ""),
+        os_semver=osr.get("VERSION", ""),
         gpu=shutil.which(GPU_HOOK) is not None,
     )

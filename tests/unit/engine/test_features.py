@@ -179,12 +179,7 @@ def test_unknown_feature_is_said_not_silently_dropped():
 
 def test_features_handled_elsewhere_are_not_unknown():
     assert run("io.balena.features.supervisor-api").left_out == ()
-
-
-def test_optional_says_contracts_are_not_checked():
-    assert run("io.resin.features.optional").left_out == (
-        "io.balena.features.optional: contract requirements (not checked; the service runs)",
-    )
+    assert run("io.resin.features.optional").left_out == ()
 
 
 def test_a_path_the_service_mounts_itself_is_left_out():
@@ -214,11 +209,12 @@ def test_read_host_facts(tmp_path: Path):
     (tmp_path / "etc").mkdir()
     (tmp_path / "etc/machine-id").write_text("abc\n")
     (tmp_path / "etc/os-release").write_text(
-        'PRETTY_NAME="balenaOS 6.0.0"\nRESIN_BOARD_REV=a1b2c3\nVERSION="6.0.0"\n'
+        'ID="balena-os"\nPRETTY_NAME="balenaOS 6.0.0"\nRESIN_BOARD_REV=a1b2c3\nVERSION="6.0.0"\n'
     )
     facts = read_host_facts(tmp_path, "unix:///var/run/balena-engine.sock")
     assert facts.existing_paths == {"/lib/firmware", "/etc/machine-id"}
     assert facts.os_version == "balenaOS 6.0.0"
+    assert (facts.os_slug, facts.os_semver) == ("balena-os", "6.0.0")
     assert facts.board_rev == "a1b2c3"
     assert facts.engine_socket == "/var/run/balena-engine.sock"
     bare = read_host_facts(tmp_path / "nothing", "tcp://127.0.0.1:2375")
