@@ -30,7 +30,6 @@ import structlog
 from agent.cloud.poller import STORE_KEY as TARGET_KEY
 from agent.errors import EngineError, StoreError, TargetStateError
 from agent.local.intake import STORE_KEY as LOCAL_TARGET_KEY
-from agent.local.legacy import to_v3
 from agent.model import parse_target
 from agent.store import Store
 
@@ -78,6 +77,8 @@ def parse_apps_json(raw: Any, device_uuid: str) -> tuple[dict[str, Any] | None, 
     if not apps and not config:
         return None, pin
     if any(str(key).isdigit() for key in apps):  # the older shape: apps keyed by numeric id
+        from agent.local.legacy import to_v3  # loaded on first use: idle devices never need it
+
         document = to_v3({"local": {"name": "", "config": config, "apps": apps}}, device_uuid)
     else:
         document = {device_uuid: {"name": "", "config": config, "apps": apps}}
