@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 from testbed.targets import app, device_target, service
@@ -27,10 +26,9 @@ LABELS = {
 }
 
 
-def fake_host_root() -> Path:
+def fake_host_root(root: Path) -> Path:
     """A host root that has /sys, /proc and a balenaOS os-release, but no /lib/firmware nor
     /lib/modules (the paths are checked here, the mounts name the real host's paths)."""
-    root = Path(tempfile.mkdtemp(prefix="da-host-", dir="/tmp"))
     (root / "sys").mkdir()
     (root / "proc").mkdir()
     (root / "etc").mkdir()
@@ -41,10 +39,10 @@ def fake_host_root() -> Path:
 
 
 def test_feature_labels_and_environment_in_the_running_container(
-    device: Device, images: Images
+    device: Device, images: Images, tmp_path: Path
 ) -> None:
     dev = device
-    dev.agent.write_config(hostRoot=str(fake_host_root()), deviceArch="armv7hf")
+    dev.agent.write_config(hostRoot=str(fake_host_root(tmp_path)), deviceArch="armv7hf")
     target = device_target(
         {
             APP: app(
