@@ -47,17 +47,42 @@ DEVICE_FIELDS_CACHE_S = 60.0
 SHUTDOWN_GRACE_S = 5.0
 
 
-def _cached(ttl_s: float, read: Callable[[], dict[str, Any]]) -> Callable[[], dict[str, Any]]:
-    """Reads of /proc and /sys for reports, at most once per `ttl_s`: the reporter builds a
-    report on every status change (download progress included)."""
-    memo: list[Any] = [float("-inf"), {}]
+class _Cached:
+    """Reads of /proc, /sys and the data dir's file system for reports, at most once per
+    `ttl_s` (the reporter builds a report on every status change, download progress included)
+    and never on the event loop: there a stale value is served while a worker thread reads the
+    new one (`prime` reads the first at start). Called from a worker thread, it reads in place.
+    """
 
-    def get() -> dict[str, Any]:
-        if time.monotonic() - memo[0] > ttl_s:
-            memo[0], memo[1] = time.monotonic(), read()
-        return dict(memo[1])
+    def __init__(self, ttl_s: float, read: Callable[[], dict[str, Any]]) -> None:
+        self._ttl_s = ttl_s
+        self._read = read
+        self._at = float("-inf")
+        self._value: dict[str, Any] = {}
+        self._refreshing: asyncio.Task[None] | None = None
 
-    return get
+    def __call__(self) -> dict[str, Any]:
+        if time.monotonic() - self._at > self._ttl_s:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # a worker thread
+                self._at, self._value = time.monotonic(), self._read()
+                return dict(self._value)
+            if self._refreshing is None or self._refreshing.done():
+                self._refreshing = loop.create_task(self.prime())
+        return dict(self._value)
+
+    async def prime(self) -> None:
+        try:
+            value = await asyncio.to_thread(self._read)
+        except Exception as exc:  # keep the old value; try again after ttl_s
+            log.warning("device_info_unreadable", error=repr(exc))
+            value = self._value
+        self._at, self._value = time.monotonic(), value
+
+
+def _cached(ttl_s: float, read: Callable[[], dict[str, Any]]) -> _Cached:
+    return _Cached(ttl_s, read)
 
 
 class Agent:
@@ -119,13 +144,14 @@ class Agent:
         )
         self.poller.after_poll.append(self.keys.flush)  # keys a full disk kept from the store
         cpu = CpuSampler()
+        self._metrics = _cached(METRICS_CACHE_S, lambda: metrics(cpu, config.data_dir))
         self.reporter = Reporter(
             self.client,
             self.store,
             self.status,
             ReportSources(
                 device_fields=self.device_fields,
-                metrics=_cached(METRICS_CACHE_S, lambda: metrics(cpu, config.data_dir)),
+                metrics=self._metrics,
                 report_apps=lambda: not self.local_mode,
             ),
         )
@@ -283,6 +309,7 @@ class Agent:
             self.accept_target(saved_local, "local")
         # read before the first poll can bring a target: READY's rule depends on what was persisted
         had_target = self.reconciler.target is not None
+        await asyncio.gather(self._metrics.prime(), self._fields.prime())  # off the loop
         spawn = self.supervisor.spawn
         spawn("reconcile", self.reconciler.run)
         spawn("engine-events", self.reconciler.watch_engine)
