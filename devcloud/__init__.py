@@ -30,6 +30,7 @@ Admin API (JSON in/out, no auth):
         pause_ms after each (chunked encoding); null: as the cloud-wide setting says
   POST /admin/applications                  {id, provisioning_key, name?} -> 201 {id, name}
   GET  /admin/applications                  -> [{id, name, devices, registrations}]
+  PUT  /admin/applications/{id}/target       {name, config, apps}: what registering devices get
   PUT  /admin/trickle                        {chunk_bytes, pause_ms?} | null: cloud-wide
         (also --trickle CHUNK_BYTES:PAUSE_MS at start)
 

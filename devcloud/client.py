@@ -86,6 +86,10 @@ class DevCloudClient:
         result: dict[str, Any] = self._json("POST", "/admin/applications", data)
         return result
 
+    def set_application_target(self, app_id: int, target: dict[str, Any]) -> None:
+        """The fleet's release ({name, config, apps}): devices registering start with it."""
+        self._json("PUT", f"/admin/applications/{app_id}/target", target)
+
     def applications(self) -> list[dict[str, Any]]:
         """[{id, name, devices: [uuid, …], registrations: [request body, …]}]"""
         result: list[dict[str, Any]] = self._request("GET", "/admin/applications")

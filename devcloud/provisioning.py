@@ -11,6 +11,8 @@
         {apiKey} -> 200 "<key>" (the device's key becomes apiKey)
 Admin (no auth):
   POST /admin/applications              {id, provisioning_key, name?} -> 201 {id, name}
+  PUT  /admin/applications/{id}/target  {name, config, apps}: the fleet's release, the target a
+        device registering into the fleet starts with (as on balena) -> {id}
   GET  /admin/applications              -> [{id, name, devices: [uuid, …]}]
 """
 
@@ -37,6 +39,7 @@ class Application:
     provisioning_key: str
     devices: list[str] = field(default_factory=list)  # uuids registered into it
     registrations: list[dict[str, Any]] = field(default_factory=list)  # request bodies
+    target: dict[str, Any] | None = None  # what a device registering into it starts with
 
 
 @dataclass
@@ -95,6 +98,8 @@ async def register(request: web.Request) -> web.Response:
     if any(d.api_key == api_key for d in cloud.devices.values()):
         raise web.HTTPConflict(text='"key" must be unique.')
     cloud.register(uuid, api_key)
+    if fleet.target is not None:
+        cloud.set_target(uuid, fleet.target)
     fleet.devices.append(uuid)
     fleet.registrations.append(data)
     device_id = request.app[TAGS_KEY].device_id(uuid)
@@ -145,8 +150,10 @@ async def admin_create(request: web.Request) -> web.Response:
     name = name if isinstance(name, str) else f"fleet-{app_id}"
     fleets = request.app[FLEETS_KEY]
     known = fleets.apps.get(app_id)
-    devices = known.devices if known is not None else []
-    fleets.apps[app_id] = Application(app_id, name, key, devices)
+    if known is None:
+        fleets.apps[app_id] = Application(app_id, name, key)
+    else:
+        known.name, known.provisioning_key = name, key
     return web.json_response({"id": app_id, "name": name}, status=201)
 
 
@@ -159,6 +166,17 @@ async def admin_list(request: web.Request) -> web.Response:
     )
 
 
+async def admin_set_target(request: web.Request) -> web.Response:
+    fleet = request.app[FLEETS_KEY].apps.get(int(request.match_info["id"]))
+    if fleet is None:
+        raise web.HTTPNotFound(text="no such application")
+    target = await _body(request)
+    if not isinstance(target.get("apps", {}), dict):
+        raise web.HTTPBadRequest(text="target must be {name, config, apps}")
+    fleet.target = target
+    return web.json_response({"id": fleet.id})
+
+
 def add_provisioning_routes(app: web.Application, cloud: Cloud) -> None:
     app[CLOUD_KEY] = cloud
     app[FLEETS_KEY] = Fleets()
@@ -167,3 +185,4 @@ def add_provisioning_routes(app: web.Application, cloud: Cloud) -> None:
     app.router.add_post(r"/api-key/device/{id:\d+}/device-key", device_key)
     app.router.add_post("/admin/applications", admin_create)
     app.router.add_get("/admin/applications", admin_list)
+    app.router.add_put(r"/admin/applications/{id:\d+}/target", admin_set_target)

@@ -119,3 +119,37 @@ def test_a_preloaded_release_runs_before_any_poll_without_pulling(
     )
     assert [e["source"] for e in device.agent.events_named("target_accepted")] == ["persisted"] * 2
     assert [e["event"] for e in device.agent.events()].count("preload_loaded") == 1
+
+
+def test_a_preloaded_flashed_device_runs_offline_then_registers_and_keeps_its_containers(
+    device: Device, images: Images
+) -> None:
+    """balena's flow for a preloaded image: the release runs before the device is known to the
+    cloud; once registered, the fleet's target (the same release) changes nothing."""
+    device.docker.images.pull(images.main_v1)
+    target = release(images, "r1", 1, images.main_v1, with_aux=False)
+    device.cloud.create_application(APP_ID, "the-fleets-key")
+    device.cloud.set_application_target(APP_ID, target)
+    apps_json = device.agent.root / "apps.json"
+    device.agent.root.mkdir(parents=True, exist_ok=True)
+    apps_json.write_text(json.dumps({"apps": target["apps"], "config": {}}))
+    _flashed(device, "not-yet-valid")
+    device.agent.config.update(appsJsonPath=str(apps_json))
+    device.agent.start()
+    wait_until(
+        lambda: [c.status for c in device.by_service().get("main", [])] == ["running"],
+        60,
+        message=lambda: device.agent.log_tail(30),
+    )
+    (before,) = device.by_service()["main"]
+    assert not device.agent.events_named("device_registered")
+    device.cloud.create_application(APP_ID, "not-yet-valid")  # the key is accepted now
+    uuid = device.agent.wait_for_event("device_registered", 30)["uuid"]
+
+    def status() -> Any:
+        return device.cloud.device(uuid)["apps_update_status"].get(APP, {}).get("status")
+
+    wait_until(lambda: status() == "done", 60, message=lambda: device.agent.log_tail(30))
+    (after,) = device.by_service()["main"]
+    assert after.id == before.id  # not recreated
+    assert not device.agent.events_named("pull_started")

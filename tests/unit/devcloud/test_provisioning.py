@@ -78,3 +78,15 @@ def test_key_exchange_with_the_fleets_provisioning_key():
         assert cloud.devices[UUID].api_key == "k2"
 
     _run(test)
+
+
+def test_a_device_registering_into_a_fleet_starts_with_the_fleets_release():
+    target = {"name": "d", "config": {}, "apps": {"a" * 32: {"id": 7, "releases": {}}}}
+
+    async def test(client: TestClient, cloud: Cloud) -> None:
+        assert (await client.put("/admin/applications/7/target", json=target)).status == 200
+        await client.post("/device/register", json=BODY, headers=_bearer("prov"))
+        state = await client.get(f"/device/v3/{UUID}/state", headers=_bearer("dev-key"))
+        assert (await state.json()) == {UUID: target}
+
+    _run(test)
