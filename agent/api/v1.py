@@ -90,7 +90,7 @@ async def regenerate_api_key(request: web.Request) -> web.Response:
 async def device(request: web.Request) -> web.Response:
     agent = request.app[AGENT]
     scope = scope_of(request)
-    apps = [a for a in agent.status.apps.values() if scope.allows(a.app_id)]
+    apps = [a for a in agent.status.container_apps() if scope.allows(a.app_id)]
     fields = agent.device_fields()
     pending = any(
         a.update_status is not None and a.update_status.value in actions.IN_PROGRESS for a in apps

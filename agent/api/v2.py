@@ -127,7 +127,7 @@ async def state_status(request: web.Request) -> web.Response:
     agent, scope = request.app[AGENT], scope_of(request)
     current = await actions.current_state(agent)
     base = agent.intake.base
-    views = [v for v in agent.status.apps.values() if scope.allows(v.app_id)]
+    views = [v for v in agent.status.container_apps() if scope.allows(v.app_id)]
     first = min(views, key=lambda v: v.app_id) if views else None
     containers, images, progress = [], [], []
     if first is not None:

@@ -23,7 +23,7 @@ import structlog
 
 from agent.cloud.client import CloudClient
 from agent.errors import CloudError, StoreError
-from agent.reconcile.status import AppView, StatusBoard, Transition
+from agent.reconcile.status import AppView, ServiceView, StatusBoard, Transition
 from agent.retry import Backoff
 from agent.store import Store
 
@@ -49,6 +49,8 @@ class ReportSources:
 def apps_report(apps: dict[str, AppView], transition: Transition | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for uuid, view in sorted(apps.items()):
+        if view.host_app:
+            continue  # balenaOS's own app: the reference reports nothing of it
         release = view.release_uuid
         status = view.update_status
         if transition is not None and transition.app_uuid == uuid:
@@ -58,18 +60,20 @@ def apps_report(apps: dict[str, AppView], transition: Transition | None = None) 
             releases[release] = {
                 "update_status": status.value if status else None,
                 "update_lock": _lock(view),
-                "services": {
-                    name: {
-                        "image": svc.image,
-                        "status": str(svc.status),
-                        "download_progress": svc.download_progress,
-                    }
-                    for name, svc in sorted(view.services.items())
-                }
+                "services": {name: _service(svc) for name, svc in sorted(view.services.items())}
                 if release == view.release_uuid
                 else {},
             }
         out[uuid] = {"release_uuid": view.current_release_uuid, "releases": releases}
+    return out
+
+
+def _service(svc: ServiceView) -> dict[str, Any]:
+    """A service's entry; a service with no download (the supervisor's own, which the agent
+    doesn't run) has no `download_progress`, as the reference reports it."""
+    out: dict[str, Any] = {"image": svc.image, "status": str(svc.status)}
+    if svc.download_progress is not None:
+        out["download_progress"] = svc.download_progress
     return out
 
 
@@ -150,6 +154,10 @@ class Reporter:
                 changes = self.diff(self.build(transition))
                 if changes:
                     await self._send(changes)
+                view = self._status.apps.get(transition.app_uuid)
+                if view is not None and view.host_app:  # not reported (apps_report)
+                    self._status.transitions.popleft()
+                    continue
                 log.info(
                     "update_status_reported",
                     app_uuid=transition.app_uuid,

@@ -28,6 +28,7 @@ from agent.model.composition import (
     parse_composition,
     parse_duration,
 )
+from agent.model.skipped import SkippedService, split_app
 
 __all__ = [
     "KNOWN_COMPOSE_KEYS",
@@ -140,10 +141,18 @@ class AppSpec:
     release: ReleaseSpec | None = None
     release_uuid: str | None = None  # known even when the release could not be parsed
     rejection: str | None = None  # why this app cannot run; its current containers stay as is
+    # services the agent accepts but never runs (host app, hostapp images, the supervisor)
+    skipped: tuple[SkippedService, ...] = ()
 
     @property
     def rejected(self) -> bool:
         return self.rejection is not None
+
+    @property
+    def runs_nothing(self) -> bool:
+        """A host app, or an app all of whose services are skipped: nothing of it is run."""
+        services = self.release.services if self.release is not None else {}
+        return self.is_host or (bool(self.skipped) and not services and not self.rejected)
 
 
 @dataclass(frozen=True)
@@ -173,7 +182,9 @@ def parse_target(body: Any, device_uuid: str) -> TargetState:
     apps_raw = device.get("apps", {})
     if not isinstance(apps_raw, dict):
         raise TargetStateError("target 'apps' must be an object keyed by app uuid")
-    apps = _unique_ids({str(uuid): _parse_app(str(uuid), raw) for uuid, raw in apps_raw.items()})
+    apps = _unique_ids(
+        {str(u): split_app(_parse_app(str(u), raw), raw) for u, raw in apps_raw.items()}
+    )
     return TargetState(
         device_uuid=device_uuid,
         name=str(device.get("name", "")),

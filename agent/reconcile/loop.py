@@ -31,7 +31,7 @@ from agent.locks import (
 from agent.model import CurrentState, TargetState, UpdateStatus
 from agent.reconcile.executor import Executor, ManagedImages, describe
 from agent.reconcile.planner import plan as make_plan
-from agent.reconcile.status import StatusBoard, service_views
+from agent.reconcile.status import StatusBoard, log_skipped, service_views
 from agent.reconcile.steps import Plan, PlanContext, Pull, step_app_id
 from agent.retry import Backoff
 
@@ -90,6 +90,7 @@ class Reconciler:
     def set_target(self, target: TargetState) -> None:
         if target == self._target:
             return
+        log_skipped(target, self._target)
         self._target = target
         self._generation += 1
         self._cancel.set()  # abandon pulls for the older target
@@ -302,7 +303,9 @@ class Reconciler:
         locks: dict[int, list[LockHolder]],
     ) -> None:
         for uuid, app in target.apps.items():
-            self._status.ensure_app(uuid, app.id, app.name, app.release_uuid)
+            self._status.ensure_app(
+                uuid, app.id, app.name, app.release_uuid, app.is_host, app.runs_nothing
+            )
             holders = sorted(locks.get(app.id, []), key=lambda h: (h.since, h.service))
             self._status.set_lock(
                 uuid, holders[0].service if holders else None, holders[0].since if holders else None

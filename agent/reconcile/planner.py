@@ -13,6 +13,9 @@ Per target app (see `app_plan.plan_app`):
   by `UpdateMetadata`, and `running` honoured; an update lock holds all of that back;
 - once done, the app's networks the release no longer needs are removed. Volumes never are.
 
+Apps the agent runs nothing of (host apps, the supervisor's own: `AppSpec.runs_nothing`) are
+`done` at once with no steps; their images are never removed.
+
 Apps on the engine but not in the target are killed (unless locked), then their networks
 removed. Unused managed images are removed by id once every app is settled.
 """
@@ -20,6 +23,7 @@ removed. Unused managed images are removed by id once every app is settled.
 from __future__ import annotations
 
 from agent.model import CurrentState, TargetState, UpdateStatus, normalize_image_ref
+from agent.model.skipped import not_run_reason
 from agent.reconcile.app_plan import EngineIndex, plan_app
 from agent.reconcile.steps import (
     AppPlan,
@@ -61,7 +65,15 @@ def plan(current: CurrentState, target: TargetState, ctx: PlanContext) -> Plan:
     apps: dict[str, AppPlan] = {}
     per_app: dict[str, list[Step]] = {}
     for uuid in sorted(target.apps):
-        apps[uuid], per_app[uuid] = plan_app(target.apps[uuid], idx, ctx)
+        app = target.apps[uuid]
+        if app.runs_nothing:
+            # a host app or the supervisor's own: accepted, nothing created, nothing of it
+            # (nor anything else because of it) removed; settled at once
+            release = app.release.uuid if app.release is not None else app.release_uuid
+            reason = not_run_reason(app)
+            apps[uuid], per_app[uuid] = AppPlan(uuid, release, UpdateStatus.DONE, reason=reason), []
+            continue
+        apps[uuid], per_app[uuid] = plan_app(app, idx, ctx)
 
     removed_steps, removed_left = _removed_apps(current, target, idx, ctx)
     for uuid, steps in removed_steps.items():
@@ -113,6 +125,7 @@ def _unused_images(current: CurrentState, target: TargetState) -> list[Step]:
     for app in target.apps.values():
         if app.release is not None:
             kept_refs |= {normalize_image_ref(s.image) for s in app.release.services.values()}
+        kept_refs |= {normalize_image_ref(s.image) for s in app.skipped if s.image}
     refs: dict[str, set[str]] = {}
     managed: dict[str, bool] = {}
     for image in current.images:  # one entry per id, managed only if every listing says so

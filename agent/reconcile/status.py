@@ -20,7 +20,15 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from agent.model import AppSpec, ContainerStatus, CurrentState, ServiceStatus, UpdateStatus
+from agent.model import (
+    AppSpec,
+    ContainerStatus,
+    CurrentState,
+    ServiceStatus,
+    TargetState,
+    UpdateStatus,
+)
+from agent.model.skipped import SkipReason, skip_events
 from agent.reconcile.steps import AppPlan
 from agent.store import LatestWriter, Store
 
@@ -28,6 +36,7 @@ if TYPE_CHECKING:
     from agent.connectivity.monitor import ConnectivityView
 
 log = structlog.get_logger("agent.status")
+log_target = structlog.get_logger("agent.target")
 
 CHAIN = (
     UpdateStatus.DOWNLOADING,
@@ -58,6 +67,10 @@ class AppView:
     services: dict[str, ServiceView] = field(default_factory=dict)
     lock_service: str | None = None  # the service holding the app's update lock
     lock_since: float | None = None
+    # a host app (balenaOS): accepted, not run, not in the cloud report (as the reference)
+    host_app: bool = False
+    # nothing of the app runs here (a host app, the supervisor's own): it has no containers
+    runs_nothing: bool = False
 
 
 @dataclass(frozen=True)
@@ -117,6 +130,8 @@ class StatusBoard:
                     update_status=status,
                     since=float(raw.get("since", 0.0)),
                     reason=raw.get("reason"),
+                    host_app=bool(raw.get("host_app", False)),
+                    runs_nothing=bool(raw.get("runs_nothing", False)),
                 )
             except (KeyError, ValueError, TypeError):
                 log.warning("status_entry_ignored", app_uuid=uuid)
@@ -133,6 +148,8 @@ class StatusBoard:
                     "update_status": a.update_status.value if a.update_status else None,
                     "since": a.since,
                     "reason": a.reason,
+                    "host_app": a.host_app,
+                    "runs_nothing": a.runs_nothing,
                 }
                 for uuid, a in self.apps.items()
             },
@@ -153,7 +170,15 @@ class StatusBoard:
 
     # --- writers ------------------------------------------------------------------------------
 
-    def ensure_app(self, app_uuid: str, app_id: int, name: str, release_uuid: str | None) -> None:
+    def ensure_app(
+        self,
+        app_uuid: str,
+        app_id: int,
+        name: str,
+        release_uuid: str | None,
+        host_app: bool | None = None,  # None: as it was (False for a new app)
+        runs_nothing: bool | None = None,
+    ) -> None:
         view = self.apps.get(app_uuid)
         if view is None:
             self.apps[app_uuid] = AppView(
@@ -164,9 +189,22 @@ class StatusBoard:
                 current_release_uuid=None,
                 update_status=None,
                 since=self._clock(),
+                host_app=bool(host_app),
+                runs_nothing=bool(runs_nothing),
             )
-        elif view.app_id != app_id or view.name != name:  # a new release: set_update_status
-            self.apps[app_uuid] = replace(view, app_id=app_id, name=name)
+            return
+        host_app = view.host_app if host_app is None else host_app
+        runs_nothing = view.runs_nothing if runs_nothing is None else runs_nothing
+        if (view.app_id, view.name, view.host_app, view.runs_nothing) != (
+            app_id,
+            name,
+            host_app,
+            runs_nothing,
+        ):  # a new release: set_update_status
+            self.apps[app_uuid] = replace(
+                view, app_id=app_id, name=name, host_app=host_app, runs_nothing=runs_nothing
+            )
+            self._persist()
 
     def forget_apps(self, keep: set[str]) -> None:
         gone = [uuid for uuid in self.apps if uuid not in keep]
@@ -292,6 +330,12 @@ class StatusBoard:
     def app(self, app_uuid: str) -> AppView | None:
         return self.apps.get(app_uuid)
 
+    def container_apps(self) -> list[AppView]:
+        """The apps that run containers here (not a host app nor the supervisor's own), in
+        board order: what the single-app views (/v1/device, /v2/state/status) pick from, as
+        the reference picks from its containers and images."""
+        return [a for a in self.apps.values() if not a.runs_nothing]
+
     def overall_status(self) -> str:
         statuses = {a.update_status for a in self.apps.values()}
         if statuses & {
@@ -310,7 +354,12 @@ def service_views(
 
     `progress` maps image refs to the latest pull percentage seen.
     """
-    views: dict[str, ServiceView] = {}
+    views: dict[str, ServiceView] = {
+        # the supervisor runs (the agent is in its place): reported as the reference does
+        s.name: ServiceView(s.image, ServiceStatus.RUNNING)
+        for s in app.skipped
+        if s.reason is SkipReason.SUPERVISOR
+    }
     if app.release is None:
         return views
     applying = app_plan is not None and app_plan.status is UpdateStatus.APPLYING_CHANGES
@@ -341,3 +390,17 @@ def service_views(
             status = match.status.value
         views[name] = ServiceView(svc.image, status, 100)
     return views
+
+
+def log_skipped(target: TargetState, previous: TargetState | None) -> None:
+    """Say why each app's skipped services are not run: once per app and release, when a
+    target brings them (not again for every other change of the target)."""
+    for uuid, app in sorted(target.apps.items()):
+        before = previous.apps.get(uuid) if previous is not None else None
+        if before is not None and (before.release_uuid, before.skipped) == (
+            app.release_uuid,
+            app.skipped,
+        ):
+            continue
+        for event in skip_events(app):
+            log_target.info("app_skipped", **event)

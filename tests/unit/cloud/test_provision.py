@@ -176,3 +176,18 @@ def test_config_json_with_a_provisioning_key_needs_no_uuid_or_device_key(tmp_pat
     path.write_text(json.dumps({"apiEndpoint": "http://x", "uuid": "u"}))
     with pytest.raises(ConfigError, match="'deviceApiKey' is required"):
         load_device_config(path)
+
+
+def test_a_registered_device_with_a_leftover_provisioning_key_only_exchanges_keys(tmp_path):
+    async def test(cloud: Cloud, fleets: Any, path: Path, url: str) -> None:
+        cloud.register("r" * 32, "dev-key")
+        fleets.apps[7].devices.append("r" * 32)
+        with capture_logs() as logs:
+            await _registrar(load_device_config(path), []).ensure()
+        assert fleets.apps[7].registrations == []  # no second registration
+        assert [e.get("how") for e in logs if e["event"] == "device_registered"] == ["key exchange"]
+        after = _json(path)
+        assert "apiKey" not in after and after["registered_at"] == 1234
+
+    base = {"uuid": "r" * 32, "deviceApiKey": "dev-key", "registered_at": 1234}
+    _run(tmp_path, {**base, "apiKey": "prov-key", "applicationId": 7}, test)
