@@ -81,10 +81,7 @@ def test_the_supervisor_app_by_the_references_rule():
 def test_a_hostapp_extension_in_a_fleet_app_is_left_out_and_the_rest_runs():
     services = {
         "ext": {"image": "ext:1", "labels": {"io.balena.image.class": "hostapp-extension"}},
-        "legacy": {
-            "image": "old:1",
-            "composition": {"labels": {"io.resin.image.class": "hostapp"}},
-        },
+        "legacy": {"image": "old:1", "labels": {"io.resin.image.class": "hostapp"}},
         "web": {"image": "web:1", "composition": {"depends_on": ["ext", "db"]}},
         "db": {"image": "db:1", "labels": {"io.balena.image.class": "service"}},
     }
