@@ -16,7 +16,8 @@ from agent.engine.features import (
     normalize_labels,
     twins,
 )
-from agent.model import AppSpec, ServiceSpec
+from agent.model import AppSpec, Composition, ServiceSpec
+from agent.model.compose_options import Endpoint
 from agent.model.compose_values import RESERVED_MOUNTS, parse_port
 from agent.model.current import (
     LABEL_APP_ID,
@@ -68,6 +69,8 @@ class ContainerSpec:
     primary_network: str | None  # engine network joined at create time
     aliases: tuple[str, ...]
     extra_networks: tuple[str, ...]  # engine networks connected before start
+    # engine network -> APIClient.create_endpoint_config kwargs (aliases, addresses)
+    endpoints: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     features_left_out: tuple[str, ...] = ()  # what feature labels asked for and the host lacks
 
 
@@ -107,10 +110,11 @@ def container_spec(
     binds += [f"{lock_host_dir}:{mount}" for mount in LOCK_MOUNTS]
     binds += feats.binds
     exposed, port_bindings = parse_ports(comp.ports)
+    published = set(exposed)
     if comp.network_mode == "host":  # the engine discards published ports there; the SDK refuses
         port_bindings = {}
     networks = [network_engine_name(app.id, n) for n in service_networks(service)]
-    network_mode = comp.network_mode or (networks[0] if networks else None)
+    network_mode = networks[0] if networks else comp.network_mode
     create: dict[str, Any] = {
         "image": service.image,
         "name": container_name(service.name, service.image_id, release_id, release_uuid),
@@ -126,7 +130,9 @@ def container_spec(
         "stop_timeout": (
             int(comp.stop_grace_period_s) if comp.stop_grace_period_s is not None else None
         ),
-        "ports": exposed or None,
+        "ports": [*exposed, *(p for p in comp.expose if p not in published)] or None,
+        "domainname": comp.domainname,
+        "mac_address": comp.mac_address,
         "healthcheck": _healthcheck(service),
     }
     host_config: dict[str, Any] = {
@@ -145,6 +151,7 @@ def container_spec(
         "dns": list(comp.dns) or None,
         "device_requests": [dict(r) for r in feats.device_requests] or None,
     }
+    host_config.update(host_options(comp))
     return ContainerSpec(
         name=create["name"],
         image=service.image,
@@ -153,6 +160,7 @@ def container_spec(
         primary_network=networks[0] if networks else None,
         aliases=(service.name,),
         extra_networks=tuple(networks[1:]),
+        endpoints=endpoints(app, service),
         features_left_out=feats.left_out,
     )
 
@@ -194,6 +202,52 @@ def service_features(service: ServiceSpec, device: DeviceContext) -> Features:
         device_api_key=device.device_api_key,
         taken_targets=frozenset(taken),
     )
+
+
+def host_options(comp: Composition) -> dict[str, Any]:
+    """APIClient.create_host_config kwargs for the resource, kernel and DNS keys that are set
+    (the engine's defaults otherwise)."""
+    options: dict[str, Any] = {
+        "shm_size": comp.shm_size,
+        "mem_limit": comp.mem_limit,
+        "mem_reservation": comp.mem_reservation,
+        "ulimits": [{"Name": n, "Soft": s, "Hard": h} for n, s, h in comp.ulimits] or None,
+        "sysctls": dict(comp.sysctls) or None,
+        "pid_mode": comp.pid,
+        "ipc_mode": comp.ipc,
+        "security_opt": list(comp.security_opt) or None,
+        "group_add": list(comp.group_add) or None,
+        "cpuset_cpus": comp.cpuset,
+        "cpu_shares": comp.cpu_shares,
+        "cpu_quota": comp.cpu_quota,
+        "nano_cpus": comp.nano_cpus,
+        "oom_kill_disable": comp.oom_kill_disable or None,
+        "oom_score_adj": comp.oom_score_adj,
+        "dns_search": list(comp.dns_search) or None,
+        "dns_opt": list(comp.dns_opt) or None,
+        "pids_limit": comp.pids_limit,
+        "userns_mode": comp.userns_mode,
+        "cgroup_parent": comp.cgroup_parent,
+    }
+    return {k: v for k, v in options.items() if v is not None}
+
+
+def endpoints(app: AppSpec, service: ServiceSpec) -> dict[str, dict[str, Any]]:
+    """Each network's endpoint settings: the service name and its own aliases, and the
+    addresses asked for."""
+    own = dict(service.composition.endpoints)
+    out: dict[str, dict[str, Any]] = {}
+    for name in service_networks(service):
+        ep = own.get(name, Endpoint())
+        settings: dict[str, Any] = {"aliases": list(dict.fromkeys((service.name, *ep.aliases)))}
+        if ep.ipv4_address:
+            settings["ipv4_address"] = ep.ipv4_address
+        if ep.ipv6_address:
+            settings["ipv6_address"] = ep.ipv6_address
+        if ep.link_local_ips:
+            settings["link_local_ips"] = list(ep.link_local_ips)
+        out[network_engine_name(app.id, name)] = settings
+    return out
 
 
 def supervisor_api_env(app: AppSpec, service: ServiceSpec, device: DeviceContext) -> dict[str, str]:

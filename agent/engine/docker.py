@@ -46,6 +46,7 @@ from agent.model import (
     NetworkState,
     VolumeState,
 )
+from agent.model.compose_options import IpamPool
 from agent.model.current import (
     LABEL_APP_ID,
     LABEL_APP_UUID,
@@ -304,9 +305,18 @@ class DockerEngine:
         )
 
     async def create_network(
-        self, name: str, driver: str, internal: bool, labels: dict[str, str]
+        self,
+        name: str,
+        driver: str,
+        internal: bool,
+        labels: dict[str, str],
+        ipam: tuple[IpamPool, ...] = (),
     ) -> None:
         all_labels = {**labels, LABEL_SUPERVISED: "true"}
+        pools = [
+            docker.types.IPAMPool(subnet=p.subnet, gateway=p.gateway, iprange=p.ip_range)
+            for p in ipam
+        ]
         await self._run(
             f"create network {name}",
             self.api.create_network,
@@ -315,6 +325,7 @@ class DockerEngine:
             internal=internal,
             labels=all_labels,
             check_duplicate=True,
+            ipam=docker.types.IPAMConfig(pool_configs=pools) if pools else None,
         )
 
     async def remove_network(self, name: str) -> None:
@@ -329,16 +340,24 @@ class DockerEngine:
                 **{**spec.host_config, "network_mode": network_mode}
             )
             networking = None
+
+            def endpoint(net: str) -> dict[str, Any]:
+                return dict(spec.endpoints.get(net) or {"aliases": list(spec.aliases)})
+
             if spec.primary_network and network_mode == spec.primary_network:
                 networking = api.create_networking_config(
-                    {spec.primary_network: api.create_endpoint_config(aliases=list(spec.aliases))}
+                    {
+                        spec.primary_network: api.create_endpoint_config(
+                            **endpoint(spec.primary_network)
+                        )
+                    }
                 )
             created = api.create_container(
                 **spec.create, host_config=host_config, networking_config=networking
             )
             container_id = str(created["Id"])
             for net in spec.extra_networks:
-                api.connect_container_to_network(container_id, net, aliases=list(spec.aliases))
+                api.connect_container_to_network(container_id, net, **endpoint(net))
             return container_id
 
         with _translated(f"create container {spec.name}"):

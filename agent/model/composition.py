@@ -11,6 +11,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.errors import TargetStateError
+from agent.model.checks import (
+    _as_list,
+    _bool,
+    _is_int,
+    _list,
+    _opt_str,
+    _str,
+    _strs,
+)
+from agent.model.compose_host import (
+    host_options,
+    ignored_security_opts,
+    network_endpoints,
+    network_mode,
+    snake_case_keys,
+)
+from agent.model.compose_options import Endpoint
 from agent.model.compose_values import (
     RESERVED_MOUNTS,
     parse_duration_value,
@@ -25,9 +42,23 @@ DEPENDS_CONDITIONS = frozenset(
     {"service_started", "service_healthy", "service_completed_successfully"}
 )
 
+# a Composition field counted in the config hash only when it differs from its default
+IF_SET = {"hash": "if_set"}
+SPECIAL_NETWORK_MODES = frozenset({"host", "none", "bridge"})
+
 # compose keys we understand; anything else is ignored with a warning (as the reference does)
 KNOWN_COMPOSE_KEYS = frozenset(
     {
+        "mem_reservation",
+        "cpu_quota",
+        "cpus",
+        "oom_score_adj",
+        "dns_search",
+        "dns_opt",
+        "mac_address",
+        "pids_limit",
+        "userns_mode",
+        "cgroup_parent",
         "command",
         "entrypoint",
         "ports",
@@ -110,6 +141,32 @@ class Composition:
     tmpfs: tuple[str, ...] = ()
     read_only: bool = False
     dns: tuple[str, ...] = ()
+    # keys added later count in the config hash only when set: hashes of containers made
+    # before them (by an earlier agent) stay what they were
+    shm_size: int | None = field(default=None, metadata=IF_SET)
+    mem_limit: int | None = field(default=None, metadata=IF_SET)
+    mem_reservation: int | None = field(default=None, metadata=IF_SET)
+    ulimits: tuple[tuple[str, int, int], ...] = field(default=(), metadata=IF_SET)
+    sysctls: tuple[tuple[str, str], ...] = field(default=(), metadata=IF_SET)
+    pid: str | None = field(default=None, metadata=IF_SET)
+    ipc: str | None = field(default=None, metadata=IF_SET)
+    security_opt: tuple[str, ...] = field(default=(), metadata=IF_SET)
+    group_add: tuple[str, ...] = field(default=(), metadata=IF_SET)
+    cpuset: str | None = field(default=None, metadata=IF_SET)
+    cpu_shares: int | None = field(default=None, metadata=IF_SET)
+    cpu_quota: int | None = field(default=None, metadata=IF_SET)
+    nano_cpus: int | None = field(default=None, metadata=IF_SET)
+    domainname: str | None = field(default=None, metadata=IF_SET)
+    oom_kill_disable: bool = field(default=False, metadata=IF_SET)
+    oom_score_adj: int | None = field(default=None, metadata=IF_SET)
+    expose: tuple[tuple[int, str], ...] = field(default=(), metadata=IF_SET)
+    dns_search: tuple[str, ...] = field(default=(), metadata=IF_SET)
+    dns_opt: tuple[str, ...] = field(default=(), metadata=IF_SET)
+    mac_address: str | None = field(default=None, metadata=IF_SET)
+    pids_limit: int | None = field(default=None, metadata=IF_SET)
+    userns_mode: str | None = field(default=None, metadata=IF_SET)
+    cgroup_parent: str | None = field(default=None, metadata=IF_SET)
+    endpoints: tuple[tuple[str, Endpoint], ...] = field(default=(), metadata=IF_SET)
     # compose keys (and host bind mounts, as `volumes: <spec>`) left out, as the reference
     # does; logged as `compose_keys_ignored`. They don't shape the container: not hashed.
     ignored_keys: tuple[str, ...] = field(default=(), metadata={"hash": False})
@@ -125,6 +182,7 @@ class Composition:
 
 
 def parse_composition(where: str, raw: dict[str, Any]) -> Composition:
+    raw = snake_case_keys(raw, KNOWN_COMPOSE_KEYS)
     restart = raw.get("restart")
     restart = "always" if restart is None else restart
     if isinstance(restart, str):
@@ -144,11 +202,10 @@ def parse_composition(where: str, raw: dict[str, Any]) -> Composition:
     else:
         raise TargetStateError(f"{where}: depends_on must be a list or an object")
     networks = raw.get("networks", [])
+    endpoints, ignored_endpoint_keys = network_endpoints(networks, where)
     if isinstance(networks, dict):
         networks = list(networks)
-    network_mode = raw.get("network_mode")
-    if network_mode is not None and not isinstance(network_mode, str):
-        raise TargetStateError(f"{where}: network_mode must be a string")
+    mode, ignored_mode = network_mode(raw.get("network_mode"), where)
     working_dir = _opt_str(raw.get("working_dir"), f"{where}: working_dir")
     if working_dir is not None and not working_dir.startswith("/"):
         raise TargetStateError(f"{where}: working_dir: {working_dir!r} is not an absolute path")
@@ -162,7 +219,7 @@ def parse_composition(where: str, raw: dict[str, Any]) -> Composition:
         ports=tuple(_port(p, where) for p in _list(ports, f"{where}: ports")),
         volumes=volumes,
         restart=restart,
-        network_mode=network_mode,
+        network_mode=mode,
         networks=tuple(sorted(_strs(networks, f"{where}: networks"))),
         privileged=_bool(raw.get("privileged", False), f"{where}: privileged"),
         cap_add=tuple(sorted(_strs(raw.get("cap_add", []), f"{where}: cap_add"))),
@@ -189,9 +246,14 @@ def parse_composition(where: str, raw: dict[str, Any]) -> Composition:
         tmpfs=tmpfs,
         read_only=_bool(raw.get("read_only", False), f"{where}: read_only"),
         dns=_strs(_as_list(raw.get("dns", [])), f"{where}: dns"),
+        **host_options(raw, mode, where),
+        endpoints=endpoints,
         ignored_keys=tuple(
             sorted(k for k in raw if k not in KNOWN_COMPOSE_KEYS)
             + [f"volumes: {spec}" for spec in ignored_binds]
+            + ignored_mode
+            + ignored_endpoint_keys
+            + ignored_security_opts(raw, where)
         ),
     )
 
@@ -287,51 +349,7 @@ def parse_duration(value: Any, where: str) -> float:
         raise TargetStateError(f"{where}: {exc}") from None
 
 
-# --- small validators -------------------------------------------------------------------------
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_positive_int(value: Any) -> bool:
-    return _is_int(value) and value > 0
-
-
-def _scalar_str(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
-def _str(value: Any, where: str) -> str:
-    if not isinstance(value, str):
-        raise TargetStateError(f"{where}: expected a string, got {type(value).__name__}")
-    return value
-
-
-def _opt_str(value: Any, where: str) -> str | None:
-    return None if value is None else _str(value, where)
-
-
-def _bool(value: Any, where: str) -> bool:
-    if not isinstance(value, bool):
-        raise TargetStateError(f"{where}: expected true or false")
-    return value
-
-
-def _list(value: Any, where: str) -> list[Any]:
-    if not isinstance(value, list):
-        raise TargetStateError(f"{where}: expected a list")
-    return value
-
-
-def _as_list(value: Any) -> Any:
-    return [value] if isinstance(value, str) else value
-
-
-def _strs(value: Any, where: str) -> tuple[str, ...]:
-    return tuple(_str(v, where) for v in _list(value, where))
+# --- value readers ---------------------------------------------------------------------------
 
 
 def _cmd(value: Any, where: str) -> tuple[str, ...] | None:
@@ -348,14 +366,3 @@ def _port(value: Any, where: str) -> str:
     except ValueError as exc:
         raise TargetStateError(f"{where}: ports: {exc}") from None
     return str(value)
-
-
-def _str_map(value: Any, where: str) -> dict[str, str]:
-    if not isinstance(value, dict):
-        raise TargetStateError(f"{where}: expected an object of strings")
-    out = {}
-    for key, val in value.items():
-        if val is None or isinstance(val, dict | list):
-            raise TargetStateError(f"{where}: {key} must be a string")
-        out[str(key)] = _scalar_str(val)
-    return out

@@ -9,6 +9,7 @@ are never touched because of a neighbour's mistake.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import math
 import re
@@ -18,13 +19,13 @@ from functools import cached_property
 from typing import Any
 
 from agent.errors import TargetStateError
+from agent.model.checks import _is_positive_int, _scalar_str, _str_map
+from agent.model.compose_options import Endpoint, IpamPool, ipam_pools
 from agent.model.composition import (
     KNOWN_COMPOSE_KEYS,
+    SPECIAL_NETWORK_MODES,
     Composition,
     Healthcheck,
-    _is_positive_int,
-    _scalar_str,
-    _str_map,
     parse_composition,
     parse_duration,
 )
@@ -117,6 +118,8 @@ class NetworkSpec:
     driver: str = "bridge"
     internal: bool = False
     labels: Mapping[str, str] = field(default_factory=dict)
+    # `ipam: {config: [{subnet, gateway, ip_range}]}`, what a service's ipv4_address needs
+    ipam: tuple[IpamPool, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -263,11 +266,18 @@ def _parse_release(app: str, uuid: str, raw: Any) -> ReleaseSpec:
                 raise TargetStateError(
                     f"app {app}: service {svc.name} mounts undeclared volume {vol}"
                 )
-        for net in svc.composition.networks:
-            if net not in networks:
+        for net in service_networks(svc):
+            if net not in networks and net != "default":
                 raise TargetStateError(
                     f"app {app}: service {svc.name} joins undeclared network {net}"
                 )
+        for net, endpoint in svc.composition.endpoints:
+            _check_addresses(app, svc.name, networks.get(net), endpoint)
+        peer = network_peer(svc)
+        if peer is not None and (peer not in services or peer == svc.name):
+            raise TargetStateError(
+                f"app {app}: service {svc.name}: network_mode: no other service {peer}"
+            )
     _check_dependency_cycles(app, services)
     return ReleaseSpec(
         uuid=uuid, id=int(raw["id"]), services=services, volumes=volumes, networks=networks
@@ -298,8 +308,16 @@ def _parse_service(app: str, name: str, raw: Any) -> ServiceSpec:
     comp_raw = raw.get("composition", {})
     if not isinstance(comp_raw, dict):
         raise TargetStateError(f"{where}: 'composition' must be an object")
-    environment = _str_map(raw.get("environment", {}), f"{where}: environment")
-    labels = _str_map(raw.get("labels", {}), f"{where}: labels")
+    # the composition's own environment and labels count too, under the service's (as the
+    # reference merges them)
+    environment = {
+        **_str_map(comp_raw.get("environment") or {}, f"{where}: composition.environment"),
+        **_str_map(raw.get("environment", {}), f"{where}: environment"),
+    }
+    labels = {
+        **_str_map(comp_raw.get("labels") or {}, f"{where}: composition.labels"),
+        **_str_map(raw.get("labels", {}), f"{where}: labels"),
+    }
     return ServiceSpec(
         name=name,
         id=int(raw.get("id", 0)),
@@ -332,12 +350,34 @@ def _parse_network(app: str, name: str, raw: Any) -> NetworkSpec:
     raw = raw or {}
     if not isinstance(raw, dict):
         raise TargetStateError(f"app {app}: network {name} must be an object")
+    try:
+        ipam = ipam_pools(raw.get("ipam"))
+    except ValueError as exc:
+        raise TargetStateError(f"app {app}: network {name}: ipam: {exc}") from None
     return NetworkSpec(
         name=name,
         driver=str(raw.get("driver", "bridge")),
         internal=bool(raw.get("internal", False)),
         labels=_str_map(raw.get("labels", {}), f"app {app}: network {name}"),
+        ipam=ipam,
     )
+
+
+def _check_addresses(
+    app: str, service: str, network: NetworkSpec | None, endpoint: Endpoint
+) -> None:
+    """The engine takes a fixed address only on a network with a subnet of its own that
+    holds it."""
+    for address in (endpoint.ipv4_address, endpoint.ipv6_address):
+        if address is None:
+            continue
+        ip = ipaddress.ip_address(address)
+        subnets = [ipaddress.ip_network(p.subnet) for p in (network.ipam if network else ())]
+        if not any(ip.version == net.version and ip in net for net in subnets):
+            raise TargetStateError(
+                f"app {app}: service {service}: networks: {address} is in no subnet "
+                f"declared in the network's ipam config"
+            )
 
 
 def _check_dependency_cycles(app: str, services: Mapping[str, ServiceSpec]) -> None:
@@ -348,7 +388,7 @@ def _check_dependency_cycles(app: str, services: Mapping[str, ServiceSpec]) -> N
             continue
         path: list[str] = [root]
         on_path = {root}
-        stack = [iter([dep for dep, _ in services[root].composition.depends_on])]
+        stack = [iter(_dependencies(services[root]))]
         while stack:
             dep = next(stack[-1], None)
             if dep is None:
@@ -366,7 +406,7 @@ def _check_dependency_cycles(app: str, services: Mapping[str, ServiceSpec]) -> N
                 continue
             path.append(dep)
             on_path.add(dep)
-            stack.append(iter([d for d, _ in services[dep].composition.depends_on]))
+            stack.append(iter(_dependencies(services[dep])))
 
 
 # --- small validators -------------------------------------------------------------------------
@@ -383,9 +423,12 @@ def _jsonable(value: Any) -> Any:
     if hasattr(value, "__dataclass_fields__"):
         # a field marked `hash: False` always counts as its default: it never changes a hash,
         # and hashes of configs without it stay what they were
+        # (and one marked `hash: "if_set"` counts only when set: a key added to the model
+        # leaves the hashes of configs without it as they were)
         return {
             k: _jsonable(getattr(value, k) if f.metadata.get("hash", True) else f.default)
             for k, f in value.__dataclass_fields__.items()
+            if f.metadata.get("hash") != "if_set" or getattr(value, k) != f.default
         }
     if isinstance(value, tuple | list):
         return [_jsonable(v) for v in value]
@@ -395,9 +438,24 @@ def _jsonable(value: Any) -> Any:
 
 
 def service_networks(service: ServiceSpec) -> tuple[str, ...]:
-    """The app networks (logical names) a service joins: its `networks`, else `default` unless
-    its network_mode is host/none/bridge/service:/container:."""
+    """The app networks (logical names) a service joins, the primary one first: its `networks`,
+    else `default`; none with network_mode host/none/bridge/service:, and the named network
+    first with network_mode naming one of the app's networks (as the reference does)."""
     comp = service.composition
-    if comp.network_mode is not None:
+    mode = comp.network_mode
+    if mode is None:
+        return comp.networks or ("default",)
+    if mode in SPECIAL_NETWORK_MODES or mode.startswith("service:"):
         return ()
-    return comp.networks or ("default",)
+    return (mode, *(n for n in comp.networks if n != mode))
+
+
+def network_peer(service: ServiceSpec) -> str | None:
+    """The service whose network a `network_mode: service:<name>` service shares."""
+    mode = service.composition.network_mode or ""
+    return mode.removeprefix("service:") if mode.startswith("service:") else None
+
+
+def _dependencies(service: ServiceSpec) -> list[str]:
+    peer = network_peer(service)
+    return [dep for dep, _ in service.composition.depends_on] + ([peer] if peer else [])

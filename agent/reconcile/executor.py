@@ -295,7 +295,11 @@ class Executor:
                 labels = {**net.labels, LABEL_APP_ID: str(app.id), LABEL_APP_UUID: app.uuid}
                 with contextlib.suppress(Conflict):
                     await self.engine.create_network(
-                        network_engine_name(app.id, net.name), net.driver, net.internal, labels
+                        network_engine_name(app.id, net.name),
+                        net.driver,
+                        net.internal,
+                        labels,
+                        ipam=net.ipam,
                     )
             case RemoveNetwork(name=name):
                 with contextlib.suppress(NotFound):

@@ -71,6 +71,8 @@ class Reconciler:
         self._force_once = False
         self._pull_failures: dict[str, int] = {}
         self._pull_errors: dict[str, str] = {}  # release uuid -> latest pull error
+        # app uuid -> why a step of the last pass failed (e.g. the engine refused a value)
+        self._step_errors: dict[str, str] = {}
         self.aborted: dict[str, str] = {}
         self._progress: dict[str, int] = {}
         self._locks_seen: dict[int, tuple[tuple[str, str], ...]] = {}
@@ -221,9 +223,16 @@ class Reconciler:
         if generation != self._generation:
             log.info("target_changed_mid_apply")
             return False, False
+        step_errors: dict[str, str] = {}
+        uuids = {a.id: u for u, a in target.apps.items()}
         for failure in failures:
             if isinstance(failure.step, Pull):
                 self._count_pull_failure(target, failure.step, failure.error)
+            elif (uuid := uuids.get(step_app_id(failure.step) or 0)) is not None:
+                error = f"{describe(failure.step)} failed: {failure.error} (retrying)"
+                step_errors.setdefault(uuid, error)
+                self._status.set_reason(uuid, step_errors[uuid])
+        self._step_errors = step_errors
         return False, bool(failures)
 
     def _report_crash(self, error: str, delay: float) -> None:
@@ -316,7 +325,7 @@ class Reconciler:
             app_plan = plan.apps.get(uuid)
             if app_plan is None:
                 continue
-            reason = app_plan.reason
+            reason = app_plan.reason or self._step_errors.get(uuid)
             if app_plan.status is UpdateStatus.DOWNLOADING and app_plan.release_uuid:
                 reason = self._pull_errors.get(app_plan.release_uuid)
             if app_plan.blocked_by_lock and holders:

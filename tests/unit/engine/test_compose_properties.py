@@ -173,23 +173,55 @@ healthchecks = st.fixed_dictionaries(
         "disable": st.booleans(),
     },
 )
+capabilities = st.sampled_from(["NET_ADMIN", "cap_sys_time", "ALL", "BOGUS"])
+sizes = mostly(
+    st.one_of(st.integers(2**23, 2**40), st.sampled_from(["64m", "1g", "1.5GiB", "8192kb", "0"])),
+    st.one_of(st.integers(-1, 2**64), st.sampled_from(["5m", "x", "9" * 70, "1e3", "-1m"])),
+    odds=3,
+)
+sysctl_names = mostly(
+    st.sampled_from(["net.core.somaxconn", "kernel.shmmax", "fs.mqueue.msg_max"]),
+    st.sampled_from(["vm.swappiness", "", "a b", "kernel.panic"]),
+    odds=3,
+)
+addresses = st.sampled_from(["10.5.0.9", "10.6.0.9", "fd00::9", "x", "", "::1"])
+endpoints = st.one_of(
+    st.none(),
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "aliases": st.one_of(st.lists(names, max_size=2), json_values),
+            "ipv4_address": addresses,
+            "ipv6_address": addresses,
+            "link_local_ips": st.lists(addresses, max_size=2),
+            "priority": st.integers(),
+        },
+    ),
+)
 # a plausible value for every compose key the model knows (junk comes one time in eight)
 PLAUSIBLE: dict[str, Any] = {
     "command": st.one_of(short_text, text_lists),
     "entrypoint": st.one_of(short_text, text_lists),
     "ports": st.lists(mostly(valid_ports(), port_junk), min_size=1, max_size=3),
-    "expose": st.lists(st.integers(1, 9000), max_size=2),
+    "expose": st.lists(
+        st.one_of(st.integers(0, 70000), st.sampled_from(["80/udp", "8000-8002", "1:2", "x"])),
+        max_size=2,
+    ),
     "volumes": st.lists(volumes, min_size=1, max_size=3),
     "restart": mostly(
         st.sampled_from(["no", "always", "on-failure", "on-failure:3", "unless-stopped"]),
         st.sampled_from(["on-failure:²", "always:1", "", "sometimes"]),
     ),
-    "network_mode": st.sampled_from(["host", "none", "bridge", "service:db"]),
-    "networks": st.one_of(st.lists(names, max_size=2), st.dictionaries(names, st.none())),
+    "network_mode": st.sampled_from(
+        ["host", "none", "bridge", "service:db", "service: web", "container:x", "front", "nope"]
+    ),
+    "networks": st.one_of(st.lists(names, max_size=2), st.dictionaries(names, endpoints)),
     "privileged": st.booleans(),
-    "cap_add": text_lists,
-    "cap_drop": text_lists,
-    "devices": st.lists(st.sampled_from(["/dev/i2c-1", "/dev/a:/dev/b:rw", "x:y:z:w"])),
+    "cap_add": st.one_of(text_lists, st.lists(capabilities, max_size=2)),
+    "cap_drop": st.one_of(text_lists, st.lists(capabilities, max_size=2)),
+    "devices": st.lists(
+        st.sampled_from(["/dev/i2c-1", "/dev/a:/dev/b:rw", "x:y:z:w", "/dev/a:/dev/b:x"])
+    ),
     "depends_on": st.one_of(
         st.lists(names, max_size=2),
         st.dictionaries(
@@ -213,25 +245,76 @@ PLAUSIBLE: dict[str, Any] = {
     "running": st.booleans(),
     "tmpfs": mostly(st.sampled_from(["/run", ["/run", "/cache:size=1m"]]), st.just("run")),
     "extra_hosts": st.lists(st.sampled_from(["a:1.2.3.4", "b=5.6.7.8", "junk"]), max_size=2),
-    "dns": st.one_of(short_text, text_lists),
+    "dns": st.one_of(short_text, text_lists, st.lists(addresses, max_size=2)),
     "read_only": st.booleans(),
-    "shm_size": st.sampled_from(["64m", 1024, "x"]),
-    "mem_limit": st.sampled_from(["64m", 1024, "x"]),
-    "sysctls": st.dictionaries(short_text, short_text, max_size=2),
-    "security_opt": text_lists,
-    "group_add": text_lists,
-    "ulimits": st.dictionaries(short_text, st.integers(), max_size=2),
-    "pid": st.sampled_from(["host", ""]),
-    "ipc": st.sampled_from(["host", "private"]),
+    "shm_size": sizes,
+    "mem_limit": sizes,
+    "mem_reservation": sizes,
+    "sysctls": st.one_of(
+        st.dictionaries(sysctl_names, mostly(st.integers(0, 9999), scalars, odds=3), max_size=2),
+        st.lists(st.builds("{}={}".format, sysctl_names, short_text), max_size=2),
+    ),
+    "security_opt": st.lists(
+        st.sampled_from(
+            [
+                "no-new-privileges",
+                "no-new-privileges:true",
+                "label=disable",
+                "seccomp=unconfined",
+                'seccomp={"defaultAction": "SCMP_ACT_ALLOW"}',
+                "apparmor=unconfined",
+                "seccomp=/p.json",
+                "bogus",
+                "systempaths=unconfined",
+            ]
+        ),
+        max_size=3,
+    ),
+    "group_add": st.lists(st.one_of(short_text, st.integers(0, 2**32)), max_size=2),
+    "ulimits": st.dictionaries(
+        st.sampled_from(["nofile", "nproc", "core", "bogus"]),
+        st.one_of(
+            st.integers(-2, 2**64),
+            st.fixed_dictionaries({"soft": st.integers(-2, 9999), "hard": st.integers(-2, 9999)}),
+        ),
+        max_size=2,
+    ),
+    "pid": st.sampled_from(["host", "", "container:x", "service:db", "x"]),
+    "ipc": st.sampled_from(["host", "private", "shareable", "none", "container:x", "bad"]),
     "domainname": short_text,
     "oom_kill_disable": st.booleans(),
-    "cpu_shares": st.integers(),
-    "cpuset": short_text,
+    "oom_score_adj": st.one_of(st.integers(-1100, 1100), st.sampled_from(["5", "x", 1.5])),
+    "cpu_shares": st.one_of(st.integers(-5, 300000), st.sampled_from(["512", "x"])),
+    "cpu_quota": st.one_of(st.integers(-5, 10**6), st.sampled_from(["50000", "x"])),
+    "cpus": st.one_of(
+        st.floats(), st.integers(-1, 10**7), st.sampled_from(["0.5", "2", "x", "1e400"])
+    ),
+    "cpuset": st.one_of(short_text, st.sampled_from(["0", "0-1", "0,2-3", 1])),
+    "dns_search": st.one_of(short_text, text_lists),
+    "dns_opt": text_lists,
+    "mac_address": st.one_of(short_text, st.sampled_from(["02:42:ac:11:00:02", "02:42"])),
+    "pids_limit": st.one_of(st.integers(-3, 2**64), st.sampled_from(["100", "x"])),
+    "userns_mode": st.sampled_from(["host", "", "private"]),
+    "cgroup_parent": short_text,
 }
 any_key = st.sampled_from([*sorted(KNOWN_COMPOSE_KEYS), "junk", "x-custom", "build"])
 # the keys whose values need more than a type check: drawn more often
 hole_key = st.sampled_from(
-    ["ports", "volumes", "stop_grace_period", "healthcheck", "restart", "tmpfs", "network_mode"]
+    [
+        "ports",
+        "volumes",
+        "stop_grace_period",
+        "healthcheck",
+        "restart",
+        "tmpfs",
+        "network_mode",
+        "networks",
+        "sysctls",
+        "ulimits",
+        "cpus",
+        "mem_limit",
+        "security_opt",
+    ]
 )
 
 
@@ -299,7 +382,16 @@ def apps(draw: st.DrawFn) -> dict[str, Any]:
         ),
         "networks": draw(
             mostly(
-                st.just({n: {} for n in ("data", "default", "front", "web", "db", "main")}),
+                st.just(
+                    {
+                        n: {
+                            "ipam": {"config": [{"subnet": "10.5.0.0/16"}, {"subnet": "fd00::/64"}]}
+                        }
+                        if n == "front"
+                        else {}
+                        for n in ("data", "default", "front", "web", "db", "main")
+                    }
+                ),
                 json_values,
                 20,
             )
@@ -332,8 +424,14 @@ def build_in_sdk(app: Any, step: Start) -> None:
     networking = None
     if spec.primary_network:
         networking = SDK.create_networking_config(
-            {spec.primary_network: SDK.create_endpoint_config(aliases=list(spec.aliases))}
+            {
+                spec.primary_network: SDK.create_endpoint_config(
+                    **spec.endpoints[spec.primary_network]
+                )
+            }
         )
+    for net in spec.extra_networks:
+        SDK.create_endpoint_config(**spec.endpoints[net])  # what connect_container_to_network takes
     SDK.create_container(**spec.create, host_config=host_config, networking_config=networking)
 
 
@@ -361,7 +459,18 @@ def drive(tgt: TargetState) -> None:
             if isinstance(step, Start):
                 build_in_sdk(tgt.apps[step.app.uuid], step)
                 comp = step.service.composition
-                for key in ("ports", "volumes", "healthcheck", "stop_grace_period_s"):
+                for key in (
+                    "ports",
+                    "volumes",
+                    "healthcheck",
+                    "stop_grace_period_s",
+                    "sysctls",
+                    "ulimits",
+                    "nano_cpus",
+                    "mem_limit",
+                    "endpoints",
+                    "security_opt",
+                ):
                     if getattr(comp, key):
                         event(f"started with {key}")
                 good_started = good_started or step.app.uuid == GOOD_UUID
@@ -381,9 +490,9 @@ def test_nothing_but_a_rejection_escapes(generated: dict[str, Any]) -> None:
     body = {DEV: {"name": "dev", "config": {}, "apps": {**generated, GOOD_UUID: GOOD_APP}}}
     tgt = parse_target(body, DEV)  # the document itself is sound: never refused whole
     assert tgt.apps[GOOD_UUID].rejection is None
-    for uuid, app in tgt.apps.items():
+    for uuid, spec in tgt.apps.items():
         if uuid != GOOD_UUID:
-            event("app rejected" if app.rejection else "app accepted")
+            event("app rejected" if spec.rejection else "app accepted")
     drive(tgt)
 
 
@@ -397,3 +506,46 @@ def test_broken_documents_are_refused_with_a_target_error(body: Any, apps_value:
             continue
         for app in tgt.apps.values():
             assert app.rejection is not None or app.id > 0
+
+
+HOST_KEYS = [k for k in PLAUSIBLE if k not in ("ports", "volumes", "healthcheck", "depends_on")]
+
+
+@st.composite
+def host_compositions(draw: st.DrawFn) -> dict[str, Any]:
+    """Only the resource, kernel, DNS and network keys, plausible values: most apps get through
+    to the SDK's builders with several of them set."""
+    keys = draw(st.lists(st.sampled_from(HOST_KEYS), min_size=1, max_size=5, unique=True))
+    return {key: draw(PLAUSIBLE[key]) for key in keys}
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(comps=st.lists(host_compositions(), min_size=1, max_size=3))
+def test_host_options_reach_the_sdk_or_reject(comps: list[dict[str, Any]]) -> None:
+    generated = {}
+    for n, comp in enumerate(comps):
+        app = {
+            "id": n + 1,
+            "name": f"h{n}",
+            "releases": {
+                f"r{n}": {
+                    "id": 1,
+                    "services": {
+                        "web": {"id": 1, "image_id": 1, "image": "reg/a:1", "composition": comp},
+                        "db": {"id": 2, "image_id": 2, "image": "reg/b:1"},
+                    },
+                    "networks": {
+                        "front": {"ipam": {"config": [{"subnet": "10.5.0.0/16"}]}},
+                        "main": {},
+                        "data": {},
+                    },
+                }
+            },
+        }
+        generated[f"h{n}"] = app
+    body = {DEV: {"name": "dev", "config": {}, "apps": {**generated, GOOD_UUID: GOOD_APP}}}
+    tgt = parse_target(body, DEV)
+    for uuid, spec in tgt.apps.items():
+        if uuid != GOOD_UUID:
+            event("app rejected" if spec.rejection else "app accepted")
+    drive(tgt)
