@@ -152,16 +152,18 @@ def _images(apps: dict[str, Any]) -> frozenset[str]:
 
 async def adopt_images(engine: DockerEngine, managed: ManagedImages, refs: frozenset[str]) -> None:
     """The preloaded images the engine has become the agent's own, as the reference saves
-    them: removed like any image it pulled once no target uses them."""
+    them: removed like any image it pulled once no target uses them. (One list call, in a
+    worker thread, like every engine read of the apply loop.)"""
+    try:
+        current = await engine.current_state(frozenset(managed.ids))
+    except EngineError as exc:
+        log.warning("preload_images_not_adopted", reason=str(exc))
+        return
     adopted = []
     for ref in sorted(refs):
-        try:
-            image_id = await engine.image_id(ref)
-        except EngineError as exc:
-            log.warning("preload_image_not_adopted", image=ref, reason=str(exc))
-            continue
-        if image_id is not None:
-            managed.add(image_id)
+        image = current.image_for(ref)
+        if image is not None:
+            managed.add(image.id)
             adopted.append(ref)
     log.info("preload_images_adopted", images=adopted, missing=sorted(refs - set(adopted)))
 
