@@ -150,7 +150,7 @@ class LoopMonitor:
         stack = (
             stacks.most_common(1)[0][0]
             if stacks
-            else "(not sampled: a C call held the GIL throughout; see `callback`)"
+            else "(not sampled: a C call held the GIL or the machine was busy; see callback)"
         )
         self._report(seq, handle, wall, effective, waited, stack)
 
