@@ -267,6 +267,8 @@ def device(value: str) -> str:
 
 def user(value: str) -> str:
     """`name`, `uid`, `name:group`, `uid:gid` (the engine resolves names at start)."""
+    if value == "":  # the image's user
+        return value
     parts = value.split(":")
     if len(parts) > 2 or not all(parts) or any(c.isspace() for c in value):
         raise ValueError(f"bad user {_short(value)}: expected user[:group]")

@@ -275,6 +275,7 @@ def test_valid_names_are_accepted_in_any_case():
         }
     ).host_config
     assert hc["cap_add"] == ["ALL", "CAP_SYS_TIME", "net_admin"]
+    assert make({"user": ""}).create["user"] == ""  # the image's user, as before
 
 
 def test_a_new_key_changes_the_hash_and_an_old_config_keeps_its_own():
