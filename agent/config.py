@@ -44,7 +44,9 @@ class DeviceConfig:
     log_format: str = "auto"  # auto | json | console
     local_mode: bool = False  # config.json `localMode`: targets come from the local API only
     host_control: str = "logind"  # logind (reboot/shutdown over D-Bus) | record (tests)
-    supervisor_api_host: str = "127.0.0.1"  # how app containers reach the local API
+    # what bridge-networked app containers are told the local API's host is (None: the
+    # supervisor network's gateway, engine/supnet.py)
+    supervisor_api_host: str | None = None
     device_id: int | None = None  # config.json `deviceId`: the cloud's numeric id (device tags)
     # provisioning (agent/cloud/provision.py): `apiKey` is the fleet's provisioning key, present
     # until the device is registered; `uuid` and `deviceApiKey` are then generated when absent
@@ -163,7 +165,7 @@ def load_device_config(path: Path, env: Mapping[str, str] | None = None) -> Devi
         log_format=log_format,
         local_mode=local_mode,
         host_control=host_control,
-        supervisor_api_host=str(raw.get("supervisorApiHost") or "127.0.0.1"),
+        supervisor_api_host=str(raw.get("supervisorApiHost") or "") or None,
         device_id=device_id,
         provisioning_api_key=provisioning_key,
         application_id=application_id,

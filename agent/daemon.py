@@ -27,6 +27,7 @@ from agent.engine.compose import DeviceContext
 from agent.engine.docker import DockerEngine
 from agent.engine.features import read_host_facts
 from agent.engine.registry import RegistryCredentials
+from agent.engine.supnet import SupervisorNetwork, supervisor_network_config
 from agent.errors import TargetStateError
 from agent.health import agent_health
 from agent.host import make_host
@@ -93,6 +94,11 @@ class Agent:
         self.status = StatusBoard(self.store)
         self.fleet = FleetConfig(poll_interval_ms=config.poll_interval_ms)
         self.engine = DockerEngine(config.docker_host, credentials=RegistryCredentials.of(config))
+        # the bridge supervisor-api services reach the local API through (engine/supnet.py)
+        self.supervisor_network = SupervisorNetwork(
+            self.engine, supervisor_network_config(config.extra)
+        )
+        self.engine.reserved_networks.add(self.supervisor_network.config.name)
         self.images = ManagedImages(self.store)
         self.keys = ApiKeys(self.store)
         device = DeviceContext(
@@ -101,7 +107,8 @@ class Agent:
             lock_dir=config.lock_dir,
             supervisor_version=__version__,
             api_port=config.listen_port,
-            api_host=config.supervisor_api_host,
+            api_host=config.supervisor_api_host or self.supervisor_network.config.gateway,
+            supervisor_network=self.supervisor_network.config.name,
             app_api_keys=self.keys.app_keys,
             device_arch=device_arch(config.extra.get("deviceArch")),
             device_name=lambda: self.reconciler.target.name if self.reconciler.target else "",
@@ -124,7 +131,7 @@ class Agent:
         )
         self.reconciler = Reconciler(
             engine=self.engine,
-            executor=Executor(self.engine, device, self.images),
+            executor=self._executor(device),
             status=self.status,
             images=self.images,
             lock_dir=config.lock_dir,
@@ -170,6 +177,11 @@ class Agent:
         self.api = ApiServer(self)
         # every long-lived task, restarted if it ever ends (agent/supervise.py)
         self.supervisor = Supervisor()
+
+    def _executor(self, device: DeviceContext) -> Executor:
+        executor = Executor(self.engine, device, self.images)
+        executor.supervisor_network = self.supervisor_network
+        return executor
 
     # --- target intake ------------------------------------------------------------------------
 
@@ -310,6 +322,8 @@ class Agent:
         # read before the first poll can bring a target: READY's rule depends on what was persisted
         had_target = self.reconciler.target is not None
         await asyncio.gather(self._metrics.prime(), self._fields.prime())  # off the loop
+        # the supervisor network, beside the start (again before a container needs it)
+        self._ensure_network = asyncio.create_task(self.supervisor_network.ensure())
         spawn = self.supervisor.spawn
         spawn("reconcile", self.reconciler.run)
         spawn("engine-events", self.reconciler.watch_engine)

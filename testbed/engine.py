@@ -27,6 +27,7 @@ from ._util import (
     remove_tree,
     terminate,
 )
+from .supnet import remove_bridge
 
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 20.0
@@ -163,6 +164,7 @@ class PrivateEngine:
         if self._root is None:
             return
         self.stop()
+        remove_bridge(self.host)  # the supervisor network's, which dockerd leaves behind
         remove_tree(self.root)
 
     def is_running(self) -> bool:

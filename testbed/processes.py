@@ -22,6 +22,7 @@ from typing import IO, Any, ClassVar
 from devcloud.client import DevCloudClient
 
 from ._util import TestbedError, wait_for
+from .supnet import supervisor_network_for
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -148,6 +149,8 @@ class AgentProcess:
             "dockerHost": docker_host,
             "lockDir": str(self.lock_dir),
             "logFormat": "json",
+            # this engine's own supervisor network (several engines share this host)
+            **supervisor_network_for(docker_host),
             **(extra or {}),
         }
         self._proc: subprocess.Popen[bytes] | None = None

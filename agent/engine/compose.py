@@ -51,6 +51,8 @@ class DeviceContext:
     extra_env: dict[str, str] = field(default_factory=dict)
     api_port: int | None = None  # the local supervisor API, for `io.balena.features.supervisor-api`
     api_host: str = "127.0.0.1"
+    # the engine network supervisor-api services off the host network join (engine/supnet.py)
+    supervisor_network: str | None = None
     app_api_keys: Mapping[int, str] = field(default_factory=dict)  # app id -> app-scoped key
     # for the reference's environment and the `io.balena.features.*` labels (engine/features.py)
     device_arch: str = ""
@@ -159,8 +161,11 @@ def container_spec(
         host_config={k: v for k, v in host_config.items() if v is not None},
         primary_network=networks[0] if networks else None,
         aliases=(service.name,),
-        extra_networks=tuple(networks[1:]),
-        endpoints=endpoints(app, service),
+        extra_networks=(*networks[1:], *supervisor_networks(service, device)),
+        endpoints={
+            **endpoints(app, service),
+            **{n: {"aliases": []} for n in supervisor_networks(service, device)},
+        },
         features_left_out=feats.left_out,
     )
 
@@ -250,11 +255,30 @@ def endpoints(app: AppSpec, service: ServiceSpec) -> dict[str, dict[str, Any]]:
     return out
 
 
+def wants_supervisor_api(service: ServiceSpec) -> bool:
+    labels = normalize_labels(service.labels)  # io.resin.features.supervisor-api too
+    return labels.get(SUPERVISOR_API_LABEL, "").strip().lower() in ("1", "true", "on")
+
+
+def supervisor_networks(service: ServiceSpec, device: DeviceContext) -> tuple[str, ...]:
+    """The supervisor network, for a supervisor-api service with a network of its own (as the
+    reference connects it); none on the host network, with none, or sharing a container's."""
+    mode = service.composition.network_mode or ""
+    if (
+        device.supervisor_network is None
+        or device.api_port is None
+        or not wants_supervisor_api(service)
+        or mode in ("host", "none")
+        or mode.startswith(("service:", "container:"))
+    ):
+        return ()
+    return (device.supervisor_network,)
+
+
 def supervisor_api_env(app: AppSpec, service: ServiceSpec, device: DeviceContext) -> dict[str, str]:
     """The local API's address and the app's own key, for a service labelled
     `io.balena.features.supervisor-api` (both BALENA_ and legacy RESIN_ names)."""
-    labels = normalize_labels(service.labels)  # io.resin.features.supervisor-api too
-    wanted = labels.get(SUPERVISOR_API_LABEL, "").strip().lower() in ("1", "true", "on")
+    wanted = wants_supervisor_api(service)
     key = device.app_api_keys.get(app.id)
     if not wanted or key is None or device.api_port is None:
         return {}

@@ -116,6 +116,8 @@ class DockerEngine:
         self._api: docker.APIClient | None = None
         self._lock = threading.Lock()
         self._pulls: ThreadPoolExecutor | None = None
+        # networks that are never an app's (the supervisor network, engine/supnet.py)
+        self.reserved_networks: set[str] = set()
 
     @property
     def api(self) -> docker.APIClient:
@@ -186,7 +188,9 @@ class DockerEngine:
                     for img in images
                 ),
                 volumes=tuple(_volume_state(v) for v in volumes),
-                networks=tuple(_network_state(n) for n in networks),
+                networks=tuple(
+                    _network_state(n) for n in networks if n["Name"] not in self.reserved_networks
+                ),
             )
 
         return await asyncio.to_thread(read)
@@ -328,8 +332,35 @@ class DockerEngine:
             ipam=docker.types.IPAMConfig(pool_configs=pools) if pools else None,
         )
 
-    async def remove_network(self, name: str) -> None:
-        await self._run(f"remove network {name}", self.api.remove_network, name)
+    async def remove_network(self, name: str, reserved: bool = False) -> None:
+        if name in self.reserved_networks and not reserved:
+            raise Conflict(f"remove network {name}: it is the supervisor network, not an app's")
+        await self._run(f"remove network {name}", lambda: self.api.remove_network(name))
+
+    async def inspect_network(self, name: str) -> dict[str, Any] | None:
+        try:
+            info = await self._run(
+                f"inspect network {name}", lambda: self.api.inspect_network(name)
+            )
+        except NotFound:
+            return None
+        return dict(info)
+
+    async def create_bridge_network(
+        self, name: str, subnet: str, gateway: str, bridge_name: str
+    ) -> None:
+        """A bridge network of the agent's own (no app labels): the supervisor network."""
+        pool = docker.types.IPAMPool(subnet=subnet, gateway=gateway)
+        await self._run(  # (the client is made in the worker: this may be the first call)
+            f"create network {name}",
+            lambda: self.api.create_network(
+                name,
+                driver="bridge",
+                options={"com.docker.network.bridge.name": bridge_name},
+                ipam=docker.types.IPAMConfig(driver="default", pool_configs=[pool]),
+                check_duplicate=True,
+            ),
+        )
 
     # --- containers ---------------------------------------------------------------------------
 

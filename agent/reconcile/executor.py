@@ -22,6 +22,7 @@ from agent.engine.compose import DeviceContext, container_spec, service_lock_dir
 from agent.engine.disk import UNPACK_FACTOR, engine_room, shortfall
 from agent.engine.docker import DockerEngine
 from agent.engine.registry import download_size
+from agent.engine.supnet import SupervisorNetwork
 from agent.errors import (
     AgentError,
     Conflict,
@@ -146,6 +147,7 @@ class Executor:
         self.engine = engine
         self.device = device
         self.images = images
+        self.supervisor_network: SupervisorNetwork | None = None  # set by the daemon
 
     async def run(
         self, plan: Plan, current: CurrentState, progress: ProgressSink, cancel: threading.Event
@@ -333,6 +335,13 @@ class Executor:
         # a handover-complete left from an earlier hand-over would end the next one at once
         await asyncio.to_thread(clear_handover, self.device.lock_dir, app.id, service.name)
         spec = container_spec(app, service, self.device, app.release.uuid, app.release.id)
+        supnet = self.supervisor_network
+        if (
+            supnet is not None
+            and supnet.config.name in spec.extra_networks
+            and not await supnet.ensure()  # the engine could not make it at start-up
+        ):
+            raise NotFound(f"supervisor network {supnet.config.name} is not there yet")
         if spec.features_left_out:  # the host lacks what a feature label asks for
             log.warning(
                 "feature_left_out",

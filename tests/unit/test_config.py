@@ -77,7 +77,7 @@ def test_local_api_keys(tmp_path):
     assert (cfg.local_mode, cfg.host_control, cfg.supervisor_api_host, cfg.device_id) == (
         False,
         "logind",
-        "127.0.0.1",
+        None,  # the supervisor network's gateway (engine/supnet.py)
         None,
     )
     cfg = load_device_config(
