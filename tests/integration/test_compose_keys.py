@@ -48,7 +48,13 @@ def test_compose_keys_reach_the_engine(device: Device, images: Images) -> None:
         name="keys",
         release_uuid="k1",
         release_id=1,
-        services={"main": service(images.main_v1, service_id=1, image_id=11, **composition)},
+        services={
+            "main": service(images.main_v1, service_id=1, image_id=11, **composition),
+            # camelCase keys, as the reference reads them too
+            "quota": service(
+                images.main_v1, service_id=2, image_id=11, cpuQuota=50000, memLimit="64m"
+            ),
+        },
         networks={"front": {"ipam": {"config": [{"subnet": "10.231.0.0/24"}]}}},
     )
     device.cloud.set_target(device.uuid, device_target({APP: target}))
@@ -79,6 +85,7 @@ def test_compose_keys_reach_the_engine(device: Device, images: Images) -> None:
     assert hc["CpuShares"] == 512
     assert hc["NanoCpus"] == 500_000_000
     assert hc["OomScoreAdj"] == 100
+    assert hc["OomKillDisable"] is True  # (cgroup v1 here; the engine drops it on v2)
     assert hc["Dns"] == ["10.9.9.9"]
     assert hc["DnsSearch"] == ["example.org"]
     assert hc["DnsOptions"] == ["ndots:2"]
@@ -92,6 +99,9 @@ def test_compose_keys_reach_the_engine(device: Device, images: Images) -> None:
     assert endpoint["IPAddress"] == "10.231.0.9"
     assert {"main", "www"} <= set(endpoint["Aliases"])
     assert endpoint["MacAddress"] == "02:42:0a:05:00:09"
+    (quota,) = device.by_service()["quota"]
+    assert quota.attrs["HostConfig"]["CpuQuota"] == 50000
+    assert quota.attrs["HostConfig"]["Memory"] == 64 * MIB
     # the engine's own view: the sysctl and the limits hold inside the running container
     assert main.exec_run(["cat", "/proc/sys/net/core/somaxconn"]).output.strip() == b"1024"
     assert main.exec_run(["sh", "-c", "ulimit -n"]).output.strip() == b"1024"

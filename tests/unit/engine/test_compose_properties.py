@@ -297,7 +297,10 @@ PLAUSIBLE: dict[str, Any] = {
     "userns_mode": st.sampled_from(["host", "", "private"]),
     "cgroup_parent": short_text,
 }
-any_key = st.sampled_from([*sorted(KNOWN_COMPOSE_KEYS), "junk", "x-custom", "build"])
+CAMEL = {"memLimit": "mem_limit", "cpuShares": "cpu_shares", "dnsSearch": "dns_search"}
+any_key = st.sampled_from(
+    [*sorted(KNOWN_COMPOSE_KEYS), "junk", "x-custom", "build", "memLimit", "cpuShares", "dnsSearch"]
+)
 # the keys whose values need more than a type check: drawn more often
 hole_key = st.sampled_from(
     [
@@ -323,7 +326,7 @@ def compositions(draw: st.DrawFn) -> dict[str, Any]:
     comp: dict[str, Any] = {}
     keys = draw(st.lists(any_key, max_size=3)) + draw(st.lists(hole_key, min_size=1, max_size=3))
     for key in dict.fromkeys(keys):
-        plausible = PLAUSIBLE.get(key, json_values)
+        plausible = PLAUSIBLE.get(CAMEL.get(key, key), json_values)
         comp[key] = draw(mostly(plausible, json_values))
     return comp
 
