@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import dataclasses
 import http.client
 import re
 import threading
@@ -58,6 +59,8 @@ from agent.model.current import (
     LABEL_SERVICE_ID,
     LABEL_SERVICE_NAME,
     LABEL_SUPERVISED,
+    EngineConfig,
+    network_app_uuid,
     normalize_refs,
     split_image_ref,
 )
@@ -116,6 +119,7 @@ class DockerEngine:
         self._api: docker.APIClient | None = None
         self._lock = threading.Lock()
         self._pulls: ThreadPoolExecutor | None = None
+        self._inspected: dict[str, EngineConfig] = {}  # container id -> (takeover) inspect
         # networks that are never an app's (the supervisor network, engine/supnet.py)
         self.reserved_networks: set[str] = set()
 
@@ -172,10 +176,9 @@ class DockerEngine:
                 volumes = self.api.volumes(filters=SUPERVISED_FILTER).get("Volumes") or []
             with _translated("list networks"):
                 networks = self.api.networks(filters=SUPERVISED_FILTER)
+            states = [c for c in (_container_state(raw) for raw in containers) if c is not None]
             return CurrentState(
-                containers=tuple(
-                    c for c in (_container_state(raw) for raw in containers) if c is not None
-                ),
+                containers=tuple(self._with_engine_config(states)),
                 images=tuple(
                     ImageState(
                         id=img["Id"],
@@ -194,6 +197,30 @@ class DockerEngine:
             )
 
         return await asyncio.to_thread(read)
+
+    def _with_engine_config(self, states: list[ContainerState]) -> Iterator[ContainerState]:
+        """Containers without our config-hash label (another supervisor made them, a takeover)
+        get their inspect and their image's, to be judged by what they run (engine/adopt.py).
+        Cached per container: what a container was created with never changes."""
+        seen = {c.id for c in states}
+        for gone in self._inspected.keys() - seen:
+            self._inspected.pop(gone, None)  # (two reads may run at once)
+        for c in states:
+            if c.config_hash is not None:
+                yield c
+                continue
+            config = self._inspected.get(c.id)
+            if config is None:
+                try:
+                    with _translated("inspect container"):
+                        info = self.api.inspect_container(c.id)
+                    with _translated("inspect image"):
+                        image = self.api.inspect_image(info["Image"])
+                except NotFound:  # gone meanwhile: judged on the next pass
+                    yield c
+                    continue
+                config = self._inspected[c.id] = EngineConfig(info, image)
+            yield dataclasses.replace(c, engine_config=config)
 
     async def image_id(self, ref: str) -> str | None:
         try:
@@ -656,6 +683,6 @@ def _network_state(raw: dict[str, Any]) -> NetworkState:
         name=str(raw["Name"]),
         id=str(raw["Id"]),
         app_id=_label_int(labels, LABEL_APP_ID),
-        app_uuid=labels.get(LABEL_APP_UUID),
+        app_uuid=network_app_uuid(str(raw["Name"]), labels),
         labels=dict(labels),
     )

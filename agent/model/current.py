@@ -4,9 +4,10 @@ carry the `io.balena.*` labels. Rebuilt from the engine on every reconcile pass,
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 # Labels shared with the reference supervisor, so devices can switch agents.
 LABEL_SUPERVISED = "io.balena.supervised"
@@ -33,6 +34,16 @@ class ContainerStatus(StrEnum):
 
 
 @dataclass(frozen=True)
+class EngineConfig:
+    """A container's inspect and its image's, as the engine returned them: read for containers
+    without our config-hash label (another supervisor made them), to judge them by what they
+    run (engine/adopt.py)."""
+
+    container: Mapping[str, Any]
+    image: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class ContainerState:
     id: str
     name: str
@@ -50,6 +61,8 @@ class ContainerState:
     health: str | None = None  # healthy | unhealthy | starting | None (no healthcheck)
     exit_code: int | None = None
     created_at: str = ""
+    # only for a container without our config-hash label (a takeover): what it runs
+    engine_config: EngineConfig | None = field(default=None, compare=False, repr=False)
 
     @property
     def running(self) -> bool:
@@ -164,6 +177,25 @@ def volume_engine_name(app_id: int, name: str) -> str:
 def network_engine_name(app_id: int, name: str) -> str:
     """App networks live on the engine as `{appId}_{name}`; `default` is implicit."""
     return f"{app_id}_{name}"
+
+
+def app_network_name(app_id: int, app_uuid: str, name: str, existing: Collection[str]) -> str:
+    """The engine name of an app's network `name`: ours (`{appId}_{name}`), unless only the one
+    balena's supervisor names `{appUuid}_{name}` exists (a takeover): that one is used as is."""
+    ours = network_engine_name(app_id, name)
+    theirs = f"{app_uuid}_{name}"
+    return theirs if ours not in existing and theirs in existing else ours
+
+
+def network_app_uuid(name: str, labels: Mapping[str, str]) -> str | None:
+    """The app uuid of a network: its label, or (balena's supervisor labels only the app id)
+    the `{appUuid}_` its name starts with."""
+    if labels.get(LABEL_APP_UUID):
+        return labels[LABEL_APP_UUID]
+    prefix, sep, _ = name.partition("_")
+    if sep and len(prefix) >= 32 and all(ch in "0123456789abcdefABCDEF" for ch in prefix):
+        return prefix
+    return None
 
 
 def container_name(service: str, image_id: int, release_id: int, release_uuid: str) -> str:

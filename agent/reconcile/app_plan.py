@@ -21,7 +21,7 @@ from agent.model import (
     UpdateStatus,
     normalize_image_ref,
 )
-from agent.model.current import network_engine_name, volume_engine_name
+from agent.model.current import app_network_name, volume_engine_name
 from agent.model.target import service_networks
 from agent.reconcile.steps import (
     AppPlan,
@@ -82,6 +82,11 @@ class EngineIndex:
 
     def has_image(self, ref: str) -> bool:
         return normalize_image_ref(ref) in self.image_refs
+
+    def network_name(self, app: AppSpec, name: str) -> str:
+        """The engine name of the app's network `name` (balena's `{appUuid}_{name}` when only
+        that one exists: a takeover)."""
+        return app_network_name(app.id, app.uuid, name, self.networks)
 
     def networks_of(self, app: AppSpec) -> list[NetworkState]:
         """The app's networks: labelled with its uuid, or (left by an older supervisor that
@@ -163,7 +168,7 @@ def plan_app(app: AppSpec, idx: EngineIndex, ctx: PlanContext) -> tuple[AppPlan,
     if not container_steps and not waiting:
         # Every service has exactly one container of its config, in the right release and
         # run state (anything else yields a step or a reason to wait): the app is done.
-        needed = {network_engine_name(app.id, name) for name in networks}
+        needed = {idx.network_name(app, name) for name in networks}
         steps += [
             RemoveNetwork(n.name, n.app_uuid) for n in idx.networks_of(app) if n.name not in needed
         ]
@@ -220,7 +225,7 @@ def _create_steps(
             if volume_engine_name(app.id, name) not in idx.volumes:
                 steps.append(CreateVolume(app, release.volumes[name]))
     for name in sorted(networks):
-        if network_engine_name(app.id, name) not in idx.networks:
+        if idx.network_name(app, name) not in idx.networks:
             steps.append(CreateNetwork(app, networks[name]))
     return steps
 
@@ -339,7 +344,7 @@ def _missing_resources(app: AppSpec, svc: ServiceSpec, idx: EngineIndex) -> list
     waiting += [
         f"{svc.name} waits for network {net}"
         for net in service_networks(svc)
-        if network_engine_name(app.id, net) not in idx.networks
+        if idx.network_name(app, net) not in idx.networks
     ]
     return waiting
 

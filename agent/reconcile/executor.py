@@ -18,7 +18,8 @@ from pathlib import Path
 
 import structlog
 
-from agent.engine.compose import DeviceContext, container_spec, service_lock_dir
+from agent.engine.adopt import spec_on_engine
+from agent.engine.compose import DeviceContext, service_lock_dir
 from agent.engine.disk import UNPACK_FACTOR, engine_room, shortfall
 from agent.engine.docker import DockerEngine
 from agent.engine.registry import download_size
@@ -334,7 +335,8 @@ class Executor:
         await asyncio.to_thread(_make_lock_dir, lock_dir)
         # a handover-complete left from an earlier hand-over would end the next one at once
         await asyncio.to_thread(clear_handover, self.device.lock_dir, app.id, service.name)
-        spec = container_spec(app, service, self.device, app.release.uuid, app.release.id)
+        networks = frozenset(n.name for n in current.networks)
+        spec = spec_on_engine(app, service, self.device, networks)  # balena's networks too
         supnet = self.supervisor_network
         if (
             supnet is not None

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import structlog
 
+from agent.engine.adopt import Judgement, adopt
 from agent.engine.docker import CONNECTED, DockerEngine
 from agent.errors import AgentError, EngineError, InsufficientSpace
 from agent.locks import (
@@ -73,6 +74,7 @@ class Reconciler:
         self._pull_errors: dict[str, str] = {}  # release uuid -> latest pull error
         # app uuid -> why a step of the last pass failed (e.g. the engine refused a value)
         self._step_errors: dict[str, str] = {}
+        self._judged: dict[str, tuple[str, ...]] = {}  # takeover verdicts logged, by container
         self.aborted: dict[str, str] = {}
         self._progress: dict[str, int] = {}
         self._locks_seen: dict[int, tuple[tuple[str, str], ...]] = {}
@@ -185,6 +187,12 @@ class Reconciler:
         generation = self._generation
         self._cancel = threading.Event()
         current = await self._engine.current_state(frozenset(self._images.ids))
+        # containers balena's supervisor made: those equal to their target service are ours
+        if any(c.engine_config is not None for c in current.containers):
+            # (off the loop: a container spec and a comparison per container of theirs)
+            device = self._executor.device
+            current, judged = await asyncio.to_thread(adopt, current, target, device)
+            self._log_takeover(judged)
         locks = await asyncio.to_thread(held_locks, self._lock_dir)
         handed_over = await asyncio.to_thread(handover_signalled, self._lock_dir)
         self._log_locks(locks)
@@ -234,6 +242,23 @@ class Reconciler:
                 self._status.set_reason(uuid, step_errors[uuid])
         self._step_errors = step_errors
         return False, bool(failures)
+
+    def _log_takeover(self, judged: tuple[Judgement, ...]) -> None:
+        """Each container another supervisor made, once per verdict: adopted as it runs, or
+        to be replaced for the settings that differ from its target service."""
+        for j in judged:
+            if self._judged.get(j.container) == j.differences:
+                continue
+            self._judged[j.container] = j.differences
+            if j.adopted:
+                log.info("takeover_adopted", container=j.container, service=j.service)
+            else:
+                log.info(
+                    "takeover_differs",
+                    container=j.container,
+                    service=j.service,
+                    differences=list(j.differences),
+                )
 
     def _report_crash(self, error: str, delay: float) -> None:
         """A pass raised something unexpected: say so in the status of the apps it was
