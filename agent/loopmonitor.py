@@ -24,7 +24,10 @@ Logged but not the agent's doing (the event's `excused` says why, see `excuse`):
 test hook, asyncio's debug-mode bookkeeping, kernel stalls inside asyncio's own non-blocking
 socket calls, and `Thread.start` waiting for a new worker thread to be scheduled.
 A C call that holds the GIL throughout can't be sampled: the event then says so, and its
-`callback` (debug mode adds where it was created) tells what ran.
+`callback` (debug mode adds where it was created) tells what ran. Such an unsampled stall is
+excused (`unsampled`) below `UNSAMPLED_FACTOR` × the threshold: on a busy VM a loop thread that
+the guest sees running may not be (steal time), and a starved sampler sees nothing; a real
+blocking call releases the GIL and is sampled, and a C call holding it longer still fails.
 """
 
 from __future__ import annotations
@@ -47,6 +50,9 @@ log = structlog.get_logger("agent.loopmonitor")
 ENV = "DEVICE_AGENT_SLOW_CALLBACK_MS"
 TICK_S = 0.01  # sampling period (each sample takes the GIL from the loop for a moment)
 HANG_FACTOR = 10  # a callback still running after 10 × the threshold is reported at once
+# a slow callback the sampler never caught (no Python frame seen) is only a failure past this
+# many × the threshold: below it, a busy VM (steal time, a starved sampler thread) explains it
+UNSAMPLED_FACTOR = 4
 MAX_STACK = 40  # frames kept in a logged stack
 
 
@@ -147,12 +153,12 @@ class LoopMonitor:
         if effective <= self.threshold_s:
             return
         stacks = self._stacks if sampled else None
-        stack = (
-            stacks.most_common(1)[0][0]
-            if stacks
-            else "(not sampled: a C call held the GIL or the machine was busy; see callback)"
-        )
-        self._report(seq, handle, wall, effective, waited, stack)
+        if stacks:
+            self._report(seq, handle, wall, effective, waited, stacks.most_common(1)[0][0])
+            return
+        stack = "(not sampled: a C call held the GIL or the machine was busy; see callback)"
+        short = effective < UNSAMPLED_FACTOR * self.threshold_s
+        self._report(seq, handle, wall, effective, waited, stack, "unsampled" if short else None)
 
     def _watch(self) -> None:
         """Sample the loop thread's stack while a callback runs long. Reports itself only a
@@ -188,6 +194,7 @@ class LoopMonitor:
         effective: float,
         waited: float | None,
         stack: str,
+        excused: str | None = None,
     ) -> None:
         self._reported_seq = seq
         self.reported += 1
@@ -202,7 +209,7 @@ class LoopMonitor:
             blocking_ms=round(effective * 1000, 1),
             cpu_wait_ms=None if waited is None else round(waited * 1000, 1),
             threshold_ms=round(self.threshold_s * 1000),
-            excused=excuse(stack),
+            excused=excused or excuse(stack),
             stack=stack,
         )
 
