@@ -63,6 +63,7 @@ from agent.model.current import (
     network_app_uuid,
     normalize_refs,
     split_image_ref,
+    volume_app_id,
 )
 
 log = structlog.get_logger("agent.engine")
@@ -671,7 +672,7 @@ def _volume_state(raw: dict[str, Any]) -> VolumeState:
     labels = raw.get("Labels") or {}
     return VolumeState(
         name=str(raw["Name"]),
-        app_id=_label_int(labels, LABEL_APP_ID),
+        app_id=volume_app_id(str(raw["Name"]), labels),
         app_uuid=labels.get(LABEL_APP_UUID),
         labels=dict(labels),
     )

@@ -198,6 +198,15 @@ def network_app_uuid(name: str, labels: Mapping[str, str]) -> str | None:
     return None
 
 
+def volume_app_id(name: str, labels: Mapping[str, str]) -> int:
+    """The app id of a volume: its label, or (balena's supervisor labels volumes with the app
+    uuid only) the `{appId}_` its name starts with, as the reference reads it; 0 if neither."""
+    for text in (labels.get(LABEL_APP_ID, ""), name.partition("_")[0] if "_" in name else ""):
+        if text.isascii() and text.isdigit():
+            return int(text)
+    return 0
+
+
 def container_name(service: str, image_id: int, release_id: int, release_uuid: str) -> str:
     """`{service}_{imageId}_{releaseId}_{commit}`: the reference's naming, so release metadata
     can be carried to a new release by a rename (labels can't change on a container)."""
