@@ -267,8 +267,22 @@ def _check_networks(
     if spec.primary_network is None:
         return
     wanted = {spec.primary_network, *spec.extra_networks}
-    attached = ((container.get("NetworkSettings") or {}).get("Networks") or {}).keys()
+    attached: Mapping[str, Any] = (container.get("NetworkSettings") or {}).get("Networks") or {}
     check("networks", wanted, set(attached))
+    # per network, what the target asks for (the engine adds the container's short id and
+    # DNS names to the aliases, and addresses where none were asked for: as the reference,
+    # only what is asked is compared)
+    for net, settings in spec.endpoints.items():
+        if net not in attached:
+            continue  # (a difference of networks already)
+        endpoint: Mapping[str, Any] = attached[net] or {}
+        aliases = set(settings.get("aliases") or ())
+        have = set(endpoint.get("Aliases") or ()) | set(endpoint.get("DNSNames") or ())
+        check("aliases", True, aliases <= have)
+        ipam: Mapping[str, Any] = endpoint.get("IPAMConfig") or {}
+        for key, engine_key in (("ipv4_address", "IPv4Address"), ("ipv6_address", "IPv6Address")):
+            if settings.get(key):
+                check(key, settings[key], ipam.get(engine_key))
 
 
 def _env_dict(env: Iterable[str] | None) -> dict[str, str]:

@@ -224,6 +224,10 @@ def _label_changed(inspect: dict[str, Any]) -> None:
         (_set(("HostConfig", "NetworkMode"), "host"), "network_mode"),
         (_set(("HostConfig", "Memory"), 128 * 2**20), "mem_limit"),
         (_set(("NetworkSettings", "Networks"), {"bridge": {}}), "networks"),
+        (
+            _set(("NetworkSettings", "Networks", "7_default", "Aliases"), ["cccccccccccc"]),
+            "aliases",
+        ),
     ],
 )
 def test_each_real_difference_is_named_and_the_container_replaced(change, difference):
@@ -282,3 +286,20 @@ def test_a_tty_or_a_variable_an_older_supervisor_did_not_inject_is_no_difference
     inspect["Config"]["Env"].append("BALENA_DEVICE_TYPE=raspberrypi3")
     _, judged = adopt(current_with(tgt, inspect), tgt, DEVICE)
     assert judged[0].differences == ("environment",)
+
+
+def test_an_address_asked_for_on_a_network_is_compared():
+    networks = {"default": {"ipam": {"config": [{"subnet": "10.9.0.0/24", "gateway": "10.9.0.1"}]}}}
+    composition = {**COMPOSITION, "networks": {"default": {"ipv4_address": "10.9.0.7"}}}
+    services = {"main": svc("reg/main:1", image_id=11, composition=composition)}
+    body = app(7, release("r2", services, rid=2, volumes={"data": {}}, networks=networks))
+    tgt = target({UUID: body})
+    img = image("reg/main:1")
+    spec = spec_of(tgt, frozenset({"7_default"}))
+    inspect = balena_inspect(spec, img.id)
+    endpoint = inspect["NetworkSettings"]["Networks"]["7_default"]
+    endpoint["IPAMConfig"] = {"IPv4Address": "10.9.0.7"}
+    config = EngineConfig(inspect, {"Config": IMAGE_CONFIG})
+    assert differences(spec, img.id, config) == []
+    endpoint["IPAMConfig"] = {"IPv4Address": "10.9.0.8"}
+    assert differences(spec, img.id, config) == ["ipv4_address"]
