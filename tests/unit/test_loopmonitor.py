@@ -38,6 +38,10 @@ def reads_a_slow_device() -> None:
     time.sleep(0.15)  # stands for a blocking read
 
 
+def blocks_for(seconds: float) -> None:
+    time.sleep(seconds)
+
+
 def burns_cpu(seconds: float) -> None:
     end = time.thread_time() + seconds
     while time.thread_time() < end:
@@ -152,10 +156,10 @@ def test_an_unsampled_stall_fails_only_when_long(monkeypatch):
     monkeypatch.setattr("agent.loopmonitor.TICK_S", 30.0)  # a sampler that never gets to run
 
     async def short() -> None:
-        time.sleep(0.1)
+        blocks_for(0.1)
 
     async def long() -> None:
-        time.sleep(0.3)
+        blocks_for(0.3)
 
     brief = run_with_monitor(short)
     assert len(brief) == 1 and brief[0]["excused"] == "unsampled", brief
