@@ -149,11 +149,13 @@ class Readiness:
 
     def reason(self) -> str | None:
         """Why the agent is ready now, or None while it isn't."""
-        if self._reconciler.converged.is_set():
-            return "target applied"
+        # Without a persisted target, only a poll can bring one to converge on: the first
+        # poll is what made the agent ready, even when the tick comes after the apply too.
         polled = self._poller.polls > 0 and self._poller.last_outcome is not None
         if polled and not self._had_target:
             return "no persisted target, first poll done"
+        if self._reconciler.converged.is_set():
+            return "target applied"
         if self._clock() >= self._deadline:
             return "deadline"
         return None

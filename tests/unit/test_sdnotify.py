@@ -96,6 +96,8 @@ def test_ready_rules():
     assert with_target.reason() is None  # a persisted target must be applied first
     reconciler.converged.set()
     assert with_target.reason() == "target applied"
+    # the poll brought the target and it was applied before the tick looked: the poll came first
+    assert without.reason() == "no persisted target, first poll done"
     reconciler.converged.clear()
     clock[0] = 100.0
     assert with_target.reason() == "deadline"
