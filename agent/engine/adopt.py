@@ -18,16 +18,7 @@ from typing import Any
 from agent.engine.compose import ContainerSpec, DeviceContext, container_spec, default_env
 from agent.model import AppSpec, CurrentState, ServiceSpec, TargetState
 from agent.model.current import (
-    LABEL_APP_ID,
-    LABEL_APP_UUID,
-    LABEL_CONFIG_HASH,
-    LABEL_IMAGE_ID,
-    LABEL_IMAGE_REF,
-    LABEL_RELEASE_ID,
-    LABEL_RELEASE_UUID,
-    LABEL_SERVICE_ID,
-    LABEL_SERVICE_NAME,
-    LABEL_SUPERVISED,
+    SUPERVISOR_LABELS,
     EngineConfig,
     app_network_name,
     network_engine_name,
@@ -35,21 +26,7 @@ from agent.model.current import (
 from agent.model.target import service_networks
 
 # labels a supervisor writes for its own bookkeeping (ids live in the container's name too)
-BOOKKEEPING_LABELS = frozenset(
-    {
-        LABEL_SUPERVISED,
-        LABEL_APP_ID,
-        LABEL_APP_UUID,
-        LABEL_SERVICE_ID,
-        LABEL_SERVICE_NAME,
-        LABEL_IMAGE_ID,
-        LABEL_RELEASE_ID,
-        LABEL_RELEASE_UUID,
-        LABEL_CONFIG_HASH,
-        LABEL_IMAGE_REF,
-        "io.balena.architecture",
-    }
-)
+BOOKKEEPING_LABELS = SUPERVISOR_LABELS | {"io.balena.architecture"}
 # variables that differ between supervisors without changing what the service does: the
 # version of the supervisor (ours only) and the device name at creation (the reference omits
 # it from its comparison too)

@@ -21,6 +21,21 @@ LABEL_RELEASE_UUID = "io.balena.release-uuid"
 # Ours: a digest of the service config the container was created from (see ServiceSpec).
 LABEL_CONFIG_HASH = "io.balena.device-agent.config-hash"
 LABEL_IMAGE_REF = "io.balena.device-agent.image"
+# every label above: what a supervisor stamps on a container for its own bookkeeping
+SUPERVISOR_LABELS = frozenset(
+    {
+        LABEL_SUPERVISED,
+        LABEL_APP_ID,
+        LABEL_APP_UUID,
+        LABEL_SERVICE_ID,
+        LABEL_SERVICE_NAME,
+        LABEL_IMAGE_ID,
+        LABEL_RELEASE_ID,
+        LABEL_RELEASE_UUID,
+        LABEL_CONFIG_HASH,
+        LABEL_IMAGE_REF,
+    }
+)
 
 
 class ContainerStatus(StrEnum):
