@@ -2,40 +2,18 @@ from dataclasses import replace
 from pathlib import Path
 
 from agent.engine.compose import DeviceContext, container_spec, parse_ports, restart_policy
-from agent.model import parse_target
+from tests.unit.engine.targets import one_app
 
 DEVICE = DeviceContext("dev1", "raspberrypi4-64", Path("/tmp/locks"), "0.1.0")
 
 
 def make(composition, networks=None, volumes=None, labels=None, device=DEVICE):
-    body = {
-        "dev1": {
-            "apps": {
-                "a1": {
-                    "id": 5,
-                    "name": "app",
-                    "releases": {
-                        "r9": {
-                            "id": 90,
-                            "services": {
-                                "main": {
-                                    "id": 3,
-                                    "image_id": 4,
-                                    "image": "reg/main:1",
-                                    "environment": {"FOO": "bar"},
-                                    "labels": {"my.label": "x"} if labels is None else labels,
-                                    "composition": composition,
-                                }
-                            },
-                            "volumes": volumes or {},
-                            "networks": networks or {},
-                        }
-                    },
-                }
-            }
-        }
+    main = {
+        "environment": {"FOO": "bar"},
+        "labels": {"my.label": "x"} if labels is None else labels,
+        "composition": composition,
     }
-    app = parse_target(body, "dev1").apps["a1"]
+    app = one_app(main, networks=networks, volumes=volumes)
     assert app.release is not None, app.rejection
     return container_spec(app, app.release.services["main"], device, "r9", 90)
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from agent.engine.compose import DeviceContext, container_spec
 from agent.engine.features import HOST_PATHS, HostFacts
-from agent.model import parse_target
+from tests.unit.engine.targets import one_app
 
 DEVICE = DeviceContext(
     "dev1",
@@ -25,33 +25,12 @@ DEVICE = DeviceContext(
 
 
 def service(environment=None, labels=None, composition=None):
-    body = {
-        "dev1": {
-            "name": "frosty-dew",
-            "apps": {
-                "a1": {
-                    "id": 5,
-                    "name": "myapp",
-                    "releases": {
-                        "r9": {
-                            "id": 90,
-                            "services": {
-                                "main": {
-                                    "id": 3,
-                                    "image_id": 4,
-                                    "image": "reg/main:1",
-                                    "environment": environment or {},
-                                    "labels": labels or {},
-                                    "composition": composition or {},
-                                }
-                            },
-                        }
-                    },
-                }
-            },
-        }
+    main = {
+        "environment": environment or {},
+        "labels": labels or {},
+        "composition": composition or {},
     }
-    app = parse_target(body, "dev1").apps["a1"]
+    app = one_app(main, app_name="myapp", device_name="frosty-dew")
     assert app.release is not None, app.rejection
     return app, app.release.services["main"]
 

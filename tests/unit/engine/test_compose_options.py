@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from agent.model import parse_target
 from agent.reconcile.planner import plan
 from agent.reconcile.steps import PlanContext
+from tests.unit.engine.targets import one_app
 from tests.unit.engine.test_compose import make
 from tests.unit.reconcile.factories import (
     app,
@@ -25,32 +25,8 @@ from tests.unit.reconcile.factories import (
 
 
 def service_of(composition: dict[str, Any], networks: dict[str, Any] | None = None) -> Any:
-    body = {
-        "dev1": {
-            "apps": {
-                "a1": {
-                    "id": 5,
-                    "name": "app",
-                    "releases": {
-                        "r9": {
-                            "id": 90,
-                            "services": {
-                                "main": {
-                                    "id": 3,
-                                    "image_id": 4,
-                                    "image": "reg/main:1",
-                                    "composition": composition,
-                                },
-                                "db": {"id": 4, "image_id": 5, "image": "reg/db:1"},
-                            },
-                            "networks": networks or {},
-                        }
-                    },
-                }
-            }
-        }
-    }
-    return parse_target(body, "dev1").apps["a1"]
+    db = {"id": 4, "image_id": 5, "image": "reg/db:1"}
+    return one_app({"composition": composition}, others={"db": db}, networks=networks)
 
 
 def rejection(composition: dict[str, Any], networks: dict[str, Any] | None = None) -> str:
