@@ -13,7 +13,7 @@ from typing import Any
 
 import structlog
 
-from agent import __version__, sdnotify
+from agent import SUPERVISOR_COMPAT_VERSION, __version__, sdnotify
 from agent.api.keys import ApiKeys
 from agent.api.server import ApiServer
 from agent.cloud.client import CloudClient
@@ -105,7 +105,7 @@ class Agent:
             uuid=config.uuid,
             device_type=config.device_type,
             lock_dir=config.lock_dir,
-            supervisor_version=__version__,
+            supervisor_version=SUPERVISOR_COMPAT_VERSION,
             api_port=config.listen_port,
             api_host=config.supervisor_api_host or self.supervisor_network.config.gateway,
             supervisor_network=self.supervisor_network.config.name,
@@ -122,7 +122,7 @@ class Agent:
         )
         uname = os.uname()
         self.contract = DeviceContract(  # what service contracts may require of this device
-            supervisor_version=__version__,
+            supervisor_version=SUPERVISOR_COMPAT_VERSION,
             device_type=config.device_type,
             device_arch=device.device_arch,
             os_slug=device.host.os_slug or None,
@@ -302,6 +302,7 @@ class Agent:
         log.info(
             "agent_starting",
             version=__version__,
+            supervisor_compat=SUPERVISOR_COMPAT_VERSION,
             uuid=self.config.uuid,
             api=self.config.api_endpoint,
             engine=self.config.docker_host,

@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from agent import __version__
+from agent import SUPERVISOR_COMPAT_VERSION, __version__
 from agent.api import actions
 from agent.api.auth import Handler
 from agent.api.common import (
@@ -199,7 +199,8 @@ async def container_id(request: web.Request) -> web.Response:
 
 
 async def version(_request: web.Request) -> web.Response:
-    return success(version=__version__)
+    # the reference's version the agent matches, not ours: the balena CLI gates on it
+    return success(version=SUPERVISOR_COMPAT_VERSION)
 
 
 async def device_name(request: web.Request) -> web.Response:
@@ -309,6 +310,8 @@ async def agent_status(request: web.Request) -> web.Response:
     return success(
         device={
             "uuid": agent.config.uuid,
+            "agentVersion": __version__,
+            "supervisorVersion": SUPERVISOR_COMPAT_VERSION,
             "name": base.name if base is not None else "",
             "status": status.overall_status(),
             "localMode": agent.local_mode,

@@ -15,7 +15,7 @@ from typing import Any
 
 import aiohttp
 
-from agent import __version__
+from agent import SUPERVISOR_COMPAT_VERSION, __version__
 from agent.errors import CloudError
 from agent.httpbody import BodyTooLarge, read_whole
 
@@ -60,7 +60,8 @@ class CloudClient:
     def _headers(self) -> dict[str, str]:
         return {
             "Authorization": f"Bearer {self._api_key}",
-            "User-Agent": f"device-agent/{__version__}",
+            # the reference's product token first (the cloud knows supervisors by it), then ours
+            "User-Agent": f"Supervisor/{SUPERVISOR_COMPAT_VERSION} device-agent/{__version__}",
         }
 
     async def _get_session(self) -> aiohttp.ClientSession:

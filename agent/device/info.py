@@ -12,7 +12,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from agent import __version__
+from agent import SUPERVISOR_COMPAT_VERSION
 
 
 def _bucket(value: float, step: float) -> int:
@@ -139,7 +139,7 @@ def device_fields(api_port: int) -> dict[str, Any]:
         "mac_address": " ".join(macs),
         "os_version": osr.get("PRETTY_NAME", ""),
         "os_variant": osr.get("VARIANT_ID", "prod"),
-        "supervisor_version": __version__,
+        "supervisor_version": SUPERVISOR_COMPAT_VERSION,
     }
     return fields
 

@@ -191,7 +191,7 @@ def default_env(app: AppSpec, service: ServiceSpec, device: DeviceContext) -> di
         "RESIN_SERVICE_KILL_ME_PATH": "/tmp/balena/handover-complete",
         "BALENA_SERVICE_HANDOVER_COMPLETE_PATH": "/tmp/balena/handover-complete",
         "USER": "root",
-        "BALENA_SUPERVISOR_VERSION": device.supervisor_version,  # ours; not in the reference
+        "BALENA_SUPERVISOR_VERSION": device.supervisor_version,  # SUPERVISOR_COMPAT_VERSION
     }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from agent import __version__
+from agent import SUPERVISOR_COMPAT_VERSION, __version__
 from tests.helpers import wait_until
 from tests.integration.api_helpers import APP, APP_ID, OTHER_ID, deploy, running
 
@@ -18,7 +18,12 @@ def test_every_endpoint_answers_with_the_reference_shape(device, images):
     assert api("GET", "/v1/healthy", key=None).status == 200
     version = api("GET", "/v2/version")
     assert version.content_type.startswith("application/json")
-    assert version.body == {"status": "success", "version": __version__}
+    # the balena supervisor version the agent matches (the balena CLI gates local mode and
+    # livepush on it); the agent's own version is in /v2/agent/status
+    assert version.body == {"status": "success", "version": SUPERVISOR_COMPAT_VERSION}
+    own = api("GET", "/v2/agent/status").body["device"]
+    assert own["agentVersion"] == __version__
+    assert own["supervisorVersion"] == SUPERVISOR_COMPAT_VERSION
 
     dev = api("GET", "/v1/device").body
     assert {
@@ -35,6 +40,11 @@ def test_every_endpoint_answers_with_the_reference_shape(device, images):
         "download_progress",
     } <= dev.keys()
     assert dev["api_port"] == agent.config["listenPort"] and dev["commit"] == "r1"
+    assert dev["supervisor_version"] == SUPERVISOR_COMPAT_VERSION
+    reported = [r["body"].get("supervisor_version") for r in device.state()["reports"]]
+    assert SUPERVISOR_COMPAT_VERSION in reported, reported
+    env = device.docker.containers.get(running(device)["main"]).attrs["Config"]["Env"]
+    assert f"BALENA_SUPERVISOR_VERSION={SUPERVISOR_COMPAT_VERSION}" in env
     assert dev["update_pending"] is False and dev["status"] == "Idle"
 
     apps = api("GET", "/v2/applications/state").body

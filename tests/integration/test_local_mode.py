@@ -84,6 +84,10 @@ def test_balena_push_flow_v2_then_v3_and_restart(device, images):
     for path in ("/v2/version", "/v2/local/device-info", "/v2/local/target-state"):
         wait_until(lambda path=path: api("GET", path, key=None).status == 200, 10)
         assert api("GET", path, key=None).content_type.startswith("application/json")
+    # the CLI's gates (balena-cli src/utils/device/deploy.ts): multicontainer local mode needs
+    # a supervisor >= 7.21.4, livepush >= 9.7.0
+    claimed = api("GET", "/v2/version", key=None).body["version"]
+    assert tuple(int(part) for part in claimed.split(".")) >= (9, 7, 0)
     state = api("GET", "/v2/local/target-state", key=None).body["state"]
     assert state["local"]["config"] == {"BALENA_SUPERVISOR_LOCAL_MODE": "1"}
 

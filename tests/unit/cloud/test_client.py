@@ -69,3 +69,34 @@ def test_a_target_past_the_size_cap_is_a_clear_cloud_error(monkeypatch):
             await client.fetch_target(None)
 
     _with_cloud(Trickle(chunk_bytes=4096), test)
+
+
+def test_cloud_requests_name_the_compatible_supervisor_and_this_agent():
+    """balena's cloud knows supervisors by `Supervisor/<version>`; ours follows it."""
+    from aiohttp import web
+
+    from agent import SUPERVISOR_COMPAT_VERSION, __version__
+
+    seen: list[str] = []
+
+    async def state(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("User-Agent", ""))
+        return web.json_response({UUID: TARGET})
+
+    async def main() -> None:
+        app = web.Application()
+        app.router.add_get(f"/device/v3/{UUID}/state", state)
+        app.router.add_patch("/device/v3/state", state)
+        server = TestServer(app, host="127.0.0.1")
+        await server.start_server()
+        client = CloudClient(str(server.make_url("")), UUID, KEY)
+        try:
+            await client.fetch_target(None)
+            await client.patch_state({UUID: {}})
+        finally:
+            await client.close()
+            await server.close()
+
+    asyncio.run(main())
+    expected = f"Supervisor/{SUPERVISOR_COMPAT_VERSION} device-agent/{__version__}"
+    assert seen == [expected, expected]

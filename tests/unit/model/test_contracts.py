@@ -225,3 +225,24 @@ def test_no_contracts_no_change():
     body = document({"main": svc(), "web": svc(MET)})
     target = parse_target(body, "dev")
     assert apply_contracts(target, body, DEVICE).target == target
+
+
+def test_the_claimed_supervisor_version_meets_what_balena_releases_require():
+    """The agent claims the reference's version for `sw.supervisor`: a release written for
+    balena's supervisor 14 runs, one that needs a supervisor newer than that claim does not."""
+    from dataclasses import replace
+
+    from agent import SUPERVISOR_COMPAT_VERSION, __version__
+
+    device = replace(DEVICE, supervisor_version=SUPERVISOR_COMPAT_VERSION)
+
+    def meets(version: str) -> bool:
+        contract = parse_contract({"requires": [{"type": "sw.supervisor", "version": version}]})
+        return requirements_met(contract, device)
+
+    assert meets(">=14") and meets(">=14.0.0") and meets(">=9.7.0") and meets("^19.0.0")
+    assert not meets(">=20") and not meets("<19")
+    # the agent's own version would refuse them: the claim is what makes these releases run
+    own = replace(DEVICE, supervisor_version=__version__)
+    contract = parse_contract({"requires": [{"type": "sw.supervisor", "version": ">=14"}]})
+    assert not requirements_met(contract, own)
