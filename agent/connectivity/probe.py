@@ -113,6 +113,13 @@ def _bind_device(sock: socket.socket, iface: str | None) -> None:
             sock.setsockopt(socket.SOL_SOCKET, _SO_BINDTODEVICE, iface.encode())
 
 
+def _unanswered(what: str, timeout: float, exc: OSError) -> ProbeResult:
+    """A probe that timed out or failed (TimeoutError is an OSError)."""
+    if isinstance(exc, TimeoutError):
+        return ProbeResult(False, f"no answer to {what} in {timeout:.0f} s")
+    return ProbeResult(False, f"{what}: {exc.strerror or exc}")
+
+
 async def icmp_echo(address: str, timeout: float, iface: str | None = None) -> ProbeResult | None:
     """One echo request; None when no ICMP socket can be opened here."""
     opened = _open_icmp()
@@ -134,10 +141,8 @@ async def icmp_echo(address: str, timeout: float, iface: str | None = None) -> P
         try:
             await loop.sock_sendto(sock, echo_request(ident, seq), (address, 0))
             await asyncio.wait_for(reply(), timeout)
-        except TimeoutError:
-            return ProbeResult(False, f"no answer to {what} in {timeout:.0f} s")
         except OSError as exc:
-            return ProbeResult(False, f"{what}: {exc.strerror or exc}")
+            return _unanswered(what, timeout, exc)
     return ProbeResult(True, f"{what} answered")
 
 
@@ -154,10 +159,8 @@ async def tcp_connect(
             await asyncio.wait_for(loop.sock_connect(sock, (address, port)), timeout)
         except ConnectionRefusedError:
             return ProbeResult(True, f"{what} refused (RST: the peer answered)")
-        except TimeoutError:
-            return ProbeResult(False, f"no answer to {what} in {timeout:.0f} s")
         except OSError as exc:
-            return ProbeResult(False, f"{what}: {exc.strerror or exc}")
+            return _unanswered(what, timeout, exc)
     return ProbeResult(True, f"{what} accepted")
 
 
