@@ -12,10 +12,10 @@ from typing import Any
 
 import docker
 
-from testbed.targets import app, device_target, service
+from testbed.targets import service
 from tests.helpers import wait_until
 from tests.integration.conftest import Device, Images
-from tests.integration.test_core_loop import APP, APP_ID, wait_status
+from tests.integration.test_core_loop import APP, APP_ID, demo_target, wait_status
 
 OS_VERSION = "balenaOS 6.1.2"
 NETWORK = f"{APP}_default"  # the reference names networks {appUuid}_{name}
@@ -41,18 +41,7 @@ def the_target(images: Images, release_uuid: str, release_id: int, aux_env: str)
         ),
         "aux": service(images.aux_v1, service_id=2, image_id=12, environment={"MODE": aux_env}),
     }
-    return device_target(
-        {
-            APP: app(
-                app_id=APP_ID,
-                name="demo",
-                release_uuid=release_uuid,
-                release_id=release_id,
-                services=services,
-                volumes={"data": {}},
-            )
-        }
-    )
+    return demo_target(release_uuid, release_id, services)
 
 
 def balena_env(dev: Device, name: str) -> dict[str, str]:
