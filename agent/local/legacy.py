@@ -18,6 +18,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from agent.errors import TargetStateError
+from agent.model.target import raw_services
 
 LOCAL_IMAGE_ID_LABEL = "io.balena.device-agent.local-image-id"
 # v2 service keys that are not compose fields
@@ -159,14 +160,7 @@ def service_images(document: dict[str, Any]) -> set[str]:
 
 def _services(document: dict[str, Any]) -> Iterator[dict[str, Any]]:
     for device in document.values():
-        apps = device.get("apps") if isinstance(device, dict) else None
-        for app in apps.values() if isinstance(apps, dict) else ():
-            releases = app.get("releases") if isinstance(app, dict) else None
-            for release in releases.values() if isinstance(releases, dict) else ():
-                services = release.get("services") if isinstance(release, dict) else None
-                for svc in services.values() if isinstance(services, dict) else ():
-                    if isinstance(svc, dict):
-                        yield svc
+        yield from raw_services(device.get("apps") if isinstance(device, dict) else None)
 
 
 def _int(value: Any, message: str) -> int:

@@ -31,6 +31,7 @@ from agent.cloud.poller import STORE_KEY as TARGET_KEY
 from agent.errors import EngineError, StoreError, TargetStateError
 from agent.local.intake import STORE_KEY as LOCAL_TARGET_KEY
 from agent.model import parse_target
+from agent.model.target import raw_services
 from agent.store import Store
 
 if TYPE_CHECKING:
@@ -138,16 +139,8 @@ def load_preloaded(path: Path, device_uuid: str, store: Store) -> Preloaded | No
 
 
 def _images(apps: dict[str, Any]) -> frozenset[str]:
-    refs = set()
-    for app in apps.values():
-        releases = app.get("releases") if isinstance(app, dict) else None
-        for release in releases.values() if isinstance(releases, dict) else ():
-            services = release.get("services") if isinstance(release, dict) else None
-            for svc in services.values() if isinstance(services, dict) else ():
-                image = svc.get("image") if isinstance(svc, dict) else None
-                if isinstance(image, str) and image:
-                    refs.add(image)
-    return frozenset(refs)
+    images = (svc.get("image") for svc in raw_services(apps))
+    return frozenset(i for i in images if isinstance(i, str) and i)
 
 
 async def adopt_images(engine: DockerEngine, managed: ManagedImages, refs: frozenset[str]) -> None:

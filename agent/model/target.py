@@ -13,7 +13,7 @@ import ipaddress
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
@@ -459,3 +459,15 @@ def network_peer(service: ServiceSpec) -> str | None:
 def _dependencies(service: ServiceSpec) -> list[str]:
     peer = network_peer(service)
     return [dep for dep, _ in service.composition.depends_on] + ([peer] if peer else [])
+
+
+def raw_services(apps: Any) -> Iterator[dict[str, Any]]:
+    """Every service entry of a v3 document's `apps`, read leniently (what is not an object is
+    passed over): for a look at a document that is not, or not yet, parsed."""
+    for app in apps.values() if isinstance(apps, dict) else ():
+        releases = app.get("releases") if isinstance(app, dict) else None
+        for release in releases.values() if isinstance(releases, dict) else ():
+            services = release.get("services") if isinstance(release, dict) else None
+            for svc in services.values() if isinstance(services, dict) else ():
+                if isinstance(svc, dict):
+                    yield svc
