@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import uuid as uuidlib
+from pathlib import Path
 from typing import Any
 
 from testbed.processes import free_port
@@ -29,6 +30,22 @@ def _flashed(device: Device, provisioning_key: str) -> None:
 def _config_json(device: Device) -> dict[str, Any]:
     result: dict[str, Any] = json.loads(device.agent.config_path.read_text())
     return result
+
+
+def _preload(device: Device, target: dict[str, Any]) -> Path:
+    """The target's apps written where balena-preload leaves them (apps.json)."""
+    apps_json = device.agent.root / "apps.json"
+    device.agent.root.mkdir(parents=True, exist_ok=True)
+    apps_json.write_text(json.dumps({"apps": target["apps"], "config": {}}))
+    return apps_json
+
+
+def _wait_main_running(device: Device) -> None:
+    wait_until(
+        lambda: [c.status for c in device.by_service().get("main", [])] == ["running"],
+        60,
+        message=lambda: device.agent.log_tail(30),
+    )
 
 
 def test_a_device_with_only_the_provisioning_key_registers_then_runs_its_release(
@@ -84,20 +101,14 @@ def test_a_preloaded_release_runs_before_any_poll_without_pulling(
     device: Device, images: Images
 ) -> None:
     preloaded = device.docker.images.pull(images.main_v1)  # as balena-preload leaves the engine
-    apps_json = device.agent.root / "apps.json"
     target = release(images, "r1", 1, images.main_v1, with_aux=False)
-    device.agent.root.mkdir(parents=True, exist_ok=True)
-    apps_json.write_text(json.dumps({"apps": target["apps"], "config": {}}))
+    apps_json = _preload(device, target)
     # the cloud is out of reach: the release can only come from the preload
     device.agent.config.update(
         apiEndpoint=f"http://127.0.0.1:{free_port()}", appsJsonPath=str(apps_json)
     )
     device.agent.start()
-    wait_until(
-        lambda: [c.status for c in device.by_service().get("main", [])] == ["running"],
-        60,
-        message=lambda: device.agent.log_tail(30),
-    )
+    _wait_main_running(device)
     events = [e["event"] for e in device.agent.events()]
     assert "preload_loaded" in events and "pull_started" not in events
     assert "target_fetched" not in events
@@ -130,17 +141,11 @@ def test_a_preloaded_flashed_device_runs_offline_then_registers_and_keeps_its_co
     target = release(images, "r1", 1, images.main_v1, with_aux=False)
     device.cloud.create_application(APP_ID, "the-fleets-key")
     device.cloud.set_application_target(APP_ID, target)
-    apps_json = device.agent.root / "apps.json"
-    device.agent.root.mkdir(parents=True, exist_ok=True)
-    apps_json.write_text(json.dumps({"apps": target["apps"], "config": {}}))
+    apps_json = _preload(device, target)
     _flashed(device, "not-yet-valid")
     device.agent.config.update(appsJsonPath=str(apps_json))
     device.agent.start()
-    wait_until(
-        lambda: [c.status for c in device.by_service().get("main", [])] == ["running"],
-        60,
-        message=lambda: device.agent.log_tail(30),
-    )
+    _wait_main_running(device)
     (before,) = device.by_service()["main"]
     assert not device.agent.events_named("device_registered")
     device.cloud.create_application(APP_ID, "not-yet-valid")  # the key is accepted now
