@@ -144,6 +144,12 @@ class DockerEngine:
 
         return await asyncio.to_thread(call)
 
+    async def _call(self, what: str, method: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """`method`, an unbound `docker.APIClient` method, on the client in a worker thread:
+        the client (built on first use, a synchronous GET /version) is never touched on the
+        loop, nor is the lock that guards its construction."""
+        return await self._run(what, lambda: method(self.api, *args, **kwargs))
+
     def close(self) -> None:
         if self._pulls is not None:
             self._pulls.shutdown(wait=False, cancel_futures=True)
@@ -225,14 +231,14 @@ class DockerEngine:
 
     async def image_id(self, ref: str) -> str | None:
         try:
-            info = await self._run(f"inspect image {ref}", self.api.inspect_image, ref)
+            info = await self._call(f"inspect image {ref}", docker.APIClient.inspect_image, ref)
         except NotFound:
             return None
         return str(info["Id"])
 
     async def container_logs(self, container_id: str, tail: int = 50) -> str:
-        raw = await self._run(
-            "container logs", self.api.logs, container_id, tail=tail, timestamps=False
+        raw = await self._call(
+            "container logs", docker.APIClient.logs, container_id, tail=tail, timestamps=False
         )
         return raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
 
@@ -310,12 +316,14 @@ class DockerEngine:
         return await asyncio.get_running_loop().run_in_executor(self._pull_pool(), context.run, run)
 
     async def remove_image(self, image_id: str) -> None:
-        await self._run(f"remove image {image_id[:19]}", self.api.remove_image, image_id)
+        await self._call(f"remove image {image_id[:19]}", docker.APIClient.remove_image, image_id)
 
     async def image_size_hint(self, ref: str) -> int | None:
         """The registry's idea of the image size, when the engine can ask it (distribution)."""
         try:
-            data = await self._run("inspect distribution", self.api.inspect_distribution, ref)
+            data = await self._call(
+                "inspect distribution", docker.APIClient.inspect_distribution, ref
+            )
         except EngineError:
             return None
         size = (data.get("Descriptor") or {}).get("size")
@@ -327,9 +335,9 @@ class DockerEngine:
         self, name: str, driver: str, opts: dict[str, str], labels: dict[str, str]
     ) -> None:
         all_labels = {**labels, LABEL_SUPERVISED: "true"}
-        await self._run(
+        await self._call(
             f"create volume {name}",
-            self.api.create_volume,
+            docker.APIClient.create_volume,
             name,
             driver,
             driver_opts=opts or None,
@@ -349,9 +357,9 @@ class DockerEngine:
             docker.types.IPAMPool(subnet=p.subnet, gateway=p.gateway, iprange=p.ip_range)
             for p in ipam
         ]
-        await self._run(
+        await self._call(
             f"create network {name}",
-            self.api.create_network,
+            docker.APIClient.create_network,
             name,
             driver=driver,
             internal=internal,
@@ -423,36 +431,40 @@ class DockerEngine:
             return await asyncio.to_thread(run)
 
     async def start(self, container_id: str) -> None:
-        await self._run("start container", self.api.start, container_id)
+        await self._call("start container", docker.APIClient.start, container_id)
 
     async def stop(self, container_id: str, timeout: int | None = None) -> None:
-        await self._run("stop container", self.api.stop, container_id, timeout=timeout)
+        await self._call("stop container", docker.APIClient.stop, container_id, timeout=timeout)
 
     async def kill_and_remove(self, container_id: str, timeout: int | None = None) -> None:
         """Stop gracefully (the container's stop signal, then SIGKILL after the timeout) and
         remove; a container that is already gone is fine."""
         try:
-            await self._run("stop container", self.api.stop, container_id, timeout=timeout)
+            await self._call("stop container", docker.APIClient.stop, container_id, timeout=timeout)
         except NotFound:
             return
         try:
-            await self._run(
-                "remove container", self.api.remove_container, container_id, v=False, force=True
+            await self._call(
+                "remove container",
+                docker.APIClient.remove_container,
+                container_id,
+                v=False,
+                force=True,
             )
         except NotFound:
             return
 
     async def rename(self, container_id: str, name: str) -> None:
-        await self._run("rename container", self.api.rename, container_id, name)
+        await self._call("rename container", docker.APIClient.rename, container_id, name)
 
     # --- local API actions --------------------------------------------------------------------
 
     async def restart(self, container_id: str, timeout: int | None = None) -> None:
         kwargs = {} if timeout is None else {"timeout": timeout}
-        await self._run("restart container", self.api.restart, container_id, **kwargs)
+        await self._call("restart container", docker.APIClient.restart, container_id, **kwargs)
 
     async def remove_volume(self, name: str) -> None:
-        await self._run(f"remove volume {name}", self.api.remove_volume, name)
+        await self._call(f"remove volume {name}", docker.APIClient.remove_volume, name)
 
     async def log_lines(
         self, container_id: str, since: float | None, follow: bool
