@@ -60,3 +60,21 @@ def remove_labelled(client: docker.DockerClient, label: str = SUPERVISED_LABEL) 
     for volume in client.volumes.list(filters=filters):
         with contextlib.suppress(docker.errors.NotFound):
             volume.remove(force=True)
+
+
+def run_for_output(
+    client: docker.DockerClient, image: str, command: list[str], **kwargs: object
+) -> str:
+    """Run a short container to its end and return what it printed. The engine copies a
+    container's output to its log a moment after the process exits: a container that prints
+    and exits at once can show an empty log right after `wait` (seen on a loaded machine), so
+    the log is read again until it has something, for up to 5 s."""
+    container = client.containers.run(image, command, detach=True, **kwargs)  # type: ignore[arg-type]
+    try:
+        container.wait(timeout=60)
+        return wait_until(
+            lambda: container.logs().decode(), 5, interval=0.1, message="the container's output"
+        )
+    finally:
+        with contextlib.suppress(docker.errors.APIError):
+            container.remove(force=True)

@@ -16,6 +16,7 @@ import pytest
 from devcloud.client import DevCloudClient
 from testbed import PrivateEngine, Registry, ThrottledProxy, image_ref_via, publish
 from testbed.processes import AgentProcess, DevCloudProcess
+from tests.helpers import SUPERVISED_LABEL
 
 MIB = 1024 * 1024
 SLOW_CALLBACK_MS = 50.0
@@ -95,7 +96,12 @@ class Device:
     docker: docker.DockerClient
 
     def containers(self) -> list[docker.models.containers.Container]:
-        return self.docker.containers.list(all=True, filters={"label": "io.balena.supervised"})
+        # the SDK lists, then inspects each container: one the agent removes in between
+        # raises NotFound, which only means "listed too early": list again
+        for _ in range(20):
+            with contextlib.suppress(docker.errors.NotFound):
+                return self.docker.containers.list(all=True, filters={"label": SUPERVISED_LABEL})
+        return self.docker.containers.list(all=True, filters={"label": SUPERVISED_LABEL})
 
     def by_service(self) -> dict[str, list[docker.models.containers.Container]]:
         out: dict[str, list[docker.models.containers.Container]] = {}

@@ -22,7 +22,7 @@ from testbed import (
     publish,
 )
 from testbed.images import MIB
-from tests.helpers import SUPERVISED_LABEL, wait_until
+from tests.helpers import SUPERVISED_LABEL, run_for_output, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -94,10 +94,8 @@ def test_publish_then_pull_through_proxy_by_digest(
     before = slow_registry.bytes_down
     _pull(client, via_proxy)
     assert slow_registry.bytes_down - before >= published.size
-    output = client.containers.run(
-        via_proxy, ["cat", "/marker"], labels={SUPERVISED_LABEL: "1"}, remove=True
-    )
-    assert output.decode() == marker
+    output = run_for_output(client, via_proxy, ["cat", "/marker"], labels={SUPERVISED_LABEL: "1"})
+    assert output == marker
     client.images.remove(via_proxy, force=True)
 
 
