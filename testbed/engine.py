@@ -163,9 +163,27 @@ class PrivateEngine:
         """Stop and delete the whole root (unmounting whatever dockerd left mounted)."""
         if self._root is None:
             return
+        bridges = self._bridges() if self.is_running() else []
         self.stop()
         remove_bridge(self.host)  # the supervisor network's, which dockerd leaves behind
+        # dockerd leaves its networks' bridges behind too: left, each would hold one of the
+        # engines' default address pools, and a later engine finds none free
+        for name in bridges:
+            subprocess.run(["ip", "link", "delete", name], capture_output=True, check=False)
         remove_tree(self.root)
+
+    def _bridges(self) -> list[str]:
+        """The host interfaces of this engine's bridge networks (not `none`/`host`)."""
+        try:
+            with contextlib.closing(self.client(timeout=10)) as client:
+                networks = client.api.networks()
+        except Exception:  # purging must go on whatever the engine answers
+            return []
+        return [
+            (n.get("Options") or {}).get("com.docker.network.bridge.name") or f"br-{n['Id'][:12]}"
+            for n in networks
+            if n.get("Driver") == "bridge"
+        ]
 
     def is_running(self) -> bool:
         return self.pid is not None and self.ping()
