@@ -101,16 +101,20 @@ def fuzz(base_url: str, headers: dict[str, str], skip: set[str]) -> tuple[Counte
     return counts, failures
 
 
+# one hypothesis setting for both schemathesis passes (keyed and header fuzzing)
+SCHEMA_RUN = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    database=None,
+    phases=[Phase.explicit, Phase.generate],
+    suppress_health_check=list(HealthCheck),
+)
+
+
 def _runner(operation, mode, base_url, headers, counts, failures):
     streaming = "streaming" in (operation.definition.raw.get("tags") or [])
 
-    @settings(
-        max_examples=EXAMPLES,
-        deadline=None,
-        database=None,
-        phases=[Phase.explicit, Phase.generate],
-        suppress_health_check=list(HealthCheck),
-    )
+    @SCHEMA_RUN
     @given(case=operation.as_strategy(generation_mode=mode))
     def run(case) -> None:
         if headers:  # the fixed key: a generated `?apikey=` would win over it
@@ -184,13 +188,7 @@ def fuzz_headers(base_url: str, device_key: str) -> tuple[Counter, list[str]]:
 def _header_runner(operation, mode, base_url, device_key, counts, failures):
     streaming = "streaming" in (operation.definition.raw.get("tags") or [])
 
-    @settings(
-        max_examples=EXAMPLES,
-        deadline=None,
-        database=None,
-        phases=[Phase.explicit, Phase.generate],
-        suppress_health_check=list(HealthCheck),
-    )
+    @SCHEMA_RUN
     @given(
         case=operation.as_strategy(generation_mode=mode),
         extra=extra_headers(device_key),
