@@ -298,7 +298,11 @@ def install(app: web.Application, connectivity: Connectivity) -> None:
     async def sampler(_app: web.Application) -> AsyncIterator[None]:
         task = asyncio.create_task(connectivity.run(), name="devcloud-connectivity")
         yield
-        task.cancel()
+        # cancel until it ends: Python 3.11's wait_for swallows a cancel that lands as its
+        # inner await finishes, and one swallowed cancel would hang the server's shutdown
+        while not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=1.0)
         with contextlib.suppress(asyncio.CancelledError):
             await task
 

@@ -118,15 +118,18 @@ def test_hand_over_kills_the_old_container_within_1s_of_handover_complete(device
     assert device.update_status(APP)[1] == "applying changes"
     services = device.state()["current"]["apps"][APP]["releases"]["r2"]["services"]
     assert services["main"]["status"] == "Handing over"
-    signalled = time.time()
     code, out = new.exec_run(["sh", "-c", "touch /tmp/balena/handover-complete"])
     assert code == 0, out
+    # when the service wrote the file (the same directory, seen from the host): the docker exec
+    # that wrote it is the test's own overhead, not the agent's reaction time
+    written = (device.agent.lock_dir / str(APP_ID) / "main" / "handover-complete").stat()
     wait_status(device, "r2", "done", timeout=15)
     evts = events(device.docker, t0)
     new_started = first(evts, "start", lambda e: e.name == new.name)
     old_killed = first(evts, "die", lambda e: e.name == old.name)
     assert new_started.t < old_killed.t
-    assert old_killed.t - signalled < 1.0, f"killed {old_killed.t - signalled:.2f}s after signal"
+    after = old_killed.t - written.st_mtime
+    assert after < 1.0, f"killed {after:.2f}s after handover-complete was written"
 
 
 def test_hand_over_keeps_the_old_one_when_the_new_one_is_unhealthy(device, images):
