@@ -20,6 +20,7 @@ from agent.cloud.client import CloudClient
 from agent.cloud.poller import Poller
 from agent.cloud.provision import Registrar, ensure_identity
 from agent.cloud.reporter import Reporter, ReportSources
+from agent.cloud.tags import DeviceTags
 from agent.config import DeviceConfig, FleetConfig, apply_config_vars
 from agent.connectivity.monitor import ConnectivityMonitor, vpn_config
 from agent.device.info import CpuSampler, device_arch, device_fields, metrics
@@ -150,6 +151,11 @@ class Agent:
             interval_s=lambda: self.fleet.poll_interval_ms / 1000.0,
         )
         self.poller.after_poll.append(self.keys.flush)  # keys a full disk kept from the store
+        # device tags set through the local API, sent to the cloud (agent/cloud/tags.py)
+        self.tags = DeviceTags(
+            self.client, self.store, lambda: self.fleet.poll_interval_ms / 1000.0
+        )
+        self.poller.after_poll.append(self._poll_done)
         cpu = CpuSampler()
         self._metrics = _cached(METRICS_CACHE_S, lambda: metrics(cpu, config.data_dir))
         self.reporter = Reporter(
@@ -238,15 +244,24 @@ class Agent:
             )
             self.fleet = new
 
-    def request_update(self, force: bool = False) -> bool:
-        """The instant-update trigger: poll the cloud now and re-run the apply loop. Returns
-        False (ignored) when instant updates are off and the request is not forced."""
+    def request_update(self, force: bool = False, cancel: bool = False) -> bool:
+        """The instant-update trigger: poll the cloud now and re-run the apply loop; with
+        `cancel`, the apply in flight is abandoned first (its pulls stop), as the reference
+        does. Returns False (ignored, nothing cancelled) when instant updates are off and the
+        request is not forced."""
         if not force and not self.fleet.instant_update_trigger:
             return False
-        log.info("update_requested", force=force)
+        log.info("update_requested", force=force, cancel=cancel)
+        if cancel:
+            self.reconciler.cancel_apply()
         self.poller.trigger()
         self.reconciler.wake(force=force)
         return True
+
+    def _poll_done(self) -> None:
+        """After each poll: a successful one says the cloud is back for the tags' sender."""
+        if self.status.last_poll_error is None:
+            self.tags.poll_succeeded()
 
     # --- local API: local mode, keys, health (issue 4) ---------------------------------------
 
@@ -330,6 +345,7 @@ class Agent:
         spawn("engine-events", self.reconciler.watch_engine)
         spawn("poll", self.registrar.then(self.poller.run))
         spawn("report", self.registrar.then(self.reporter.run))
+        spawn("tags", self.registrar.then(self.tags.run))
         try:
             await self.api.start()
         except OSError as exc:

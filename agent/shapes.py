@@ -171,6 +171,15 @@ STATE_SHAPES: Mapping[str, Shape] = {
     "report-cache": Obj({"acked": Opt(MapOf(AnyValue())), "metrics_at": Num()}),
     # agent/local/intake.py: the local-mode target document
     "local-target": Obj(),
+    # agent/cloud/tags.py: device tags set through the API, acknowledged by the cloud, last
+    # known from it
+    "device-tags": Obj(
+        {
+            "target": Opt(MapOf(Str())),
+            "reported": Opt(MapOf(Str())),
+            "known": Opt(ListOf(Obj())),
+        }
+    ),
 }
 
 

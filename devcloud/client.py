@@ -168,6 +168,13 @@ class DevCloudClient:
             result = self._json("PUT", path, set_to)
         return result
 
+    def tag_requests(self, uuid: str) -> list[dict[str, str]]:
+        """The bodies' entries for `uuid` of every `PATCH /device/v3/tags`, in order."""
+        result: list[dict[str, str]] = self._request(
+            "GET", f"/admin/devices/{self._q(uuid)}/tags?requests=1"
+        )
+        return result
+
     def clear_records(self, uuid: str) -> dict[str, Any]:
         result: dict[str, Any] = self._request(
             "POST", f"/admin/devices/{self._q(uuid)}/clear-records", b""

@@ -1,7 +1,10 @@
 """Device tags, the way the balena API serves them to a device (its OData resources, reduced to
 what the supervisor uses): `GET /v6/device?$filter=uuid eq '…'` for the device's id, `GET
-/v6/device_tag?$filter=device/uuid eq '…'`, `POST /v6/device_tag`, `PATCH /v6/device_tag(id)`.
-Plus `GET|PUT /admin/devices/{uuid}/tags` for tests."""
+/v6/device_tag?$filter=device/uuid eq '…'`, `POST /v6/device_tag`, `PATCH /v6/device_tag(id)`,
+and the route the reference supervisor (17.8+) sends the tags an app sets with: `PATCH
+/device/v3/tags` with `{uuid: {tagKey: value}}` (creates or updates each tag of each device the
+key may act for). Plus `GET|PUT /admin/devices/{uuid}/tags` for tests; every device-v3 tags
+request is recorded (`GET /admin/devices/{uuid}/tags?requests=1`)."""
 
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ class Tags:
     ids: dict[str, int] = field(default_factory=dict)  # device uuid -> numeric id
     rows: dict[int, dict[str, Any]] = field(default_factory=dict)  # tag id -> row
     next_tag: int = 1
+    requests: dict[str, list[dict[str, str]]] = field(default_factory=dict)  # PATCH /device/v3/tags
 
     def device_id(self, uuid: str) -> int:
         return self.ids.setdefault(uuid, len(self.ids) + 1)
@@ -100,9 +104,33 @@ async def patch_tag(request: web.Request) -> web.Response:
     return web.Response(text="OK")
 
 
+async def patch_v3_tags(request: web.Request) -> web.Response:
+    tags = request.app[TAGS_KEY]
+    try:
+        body = json.loads(await request.read() or b"null")
+    except ValueError:
+        raise web.HTTPBadRequest(text="body is not JSON") from None
+    valid = isinstance(body, dict) and all(
+        isinstance(per, dict) and all(isinstance(v, str) for v in per.values())
+        for per in body.values()
+    )
+    if not valid or not body:
+        raise web.HTTPBadRequest(text="body must be {uuid: {tagKey: value}}")
+    for uuid in body:
+        _authed(request, uuid)
+    for uuid, per in body.items():
+        tags.device_id(uuid)
+        tags.requests.setdefault(uuid, []).append(dict(per))
+        for key, value in per.items():
+            tags.put(uuid, key, value)
+    return web.Response(text="OK")
+
+
 async def admin_tags(request: web.Request) -> web.Response:
     tags = request.app[TAGS_KEY]
     uuid = request.match_info["uuid"]
+    if request.query.get("requests"):
+        return web.json_response(tags.requests.get(uuid, []))
     if request.method == "PUT":
         for key, value in json.loads(await request.read()).items():
             tags.put(uuid, key, str(value))
@@ -116,5 +144,6 @@ def add_tag_routes(app: web.Application, cloud: Cloud) -> None:
     app.router.add_get("/v6/device_tag", get_tags)
     app.router.add_post("/v6/device_tag", post_tag)
     app.router.add_patch(r"/v6/device_tag({id:\d+})", patch_tag)
+    app.router.add_patch("/device/v3/tags", patch_v3_tags)
     app.router.add_get("/admin/devices/{uuid}/tags", admin_tags)
     app.router.add_put("/admin/devices/{uuid}/tags", admin_tags)

@@ -34,11 +34,12 @@ from agent.api.connectivity import (
 )
 from agent.api.context import AGENT
 from agent.device.info import vpn_state
-from agent.errors import CloudError, Conflict, NotFound
-from agent.model import ServiceStatus
+from agent.errors import Conflict, NotFound, StoreError
+from agent.model import CurrentState, ServiceStatus
 
 OPENAPI = Path(__file__).with_name("openapi.json")
 _TAG_KEY_RE = re.compile(r"\s")
+TAGS_BODY = "Invalid tags body, must be an object like `{[tagKey: string]: string}`"
 
 
 # --- apps and services --------------------------------------------------------------------------
@@ -75,7 +76,8 @@ async def applications_state(request: web.Request) -> web.Response:
 async def application_state(request: web.Request) -> web.Response:
     agent = request.app[AGENT]
     app_id = app_id_of(request.match_info["appId"])
-    app, _ = await actions.scoped_app(request, app_id)
+    # the reference's 409 for an app the device doesn't have
+    app, _ = await _known_app(request, app_id, 409, f"Application ID does not exist: {app_id}")
     view = agent.status.apps.get(app.uuid)
     release = app.spec.release if app.spec is not None else None
     services: dict[str, Any] = {}
@@ -116,11 +118,25 @@ def app_action(purge: bool) -> Handler:
     async def handle(request: web.Request) -> web.Response:
         app_id = app_id_of(request.match_info["appId"])
         force = flag(await read_body(request), "force")
-        app, _ = await actions.scoped_app(request, app_id)
+        # the reference's 503 (its internal-inconsistency error) for an app it doesn't have
+        missing = f"Application with ID {app_id} is not in the current state"
+        app, _ = await _known_app(request, app_id, 503, missing)
         await actions.restart_app(request.app[AGENT], app, force, purge=purge)
         return text_response("OK")
 
     return handle
+
+
+async def _known_app(
+    request: web.Request, app_id: int, status: int, message: str
+) -> tuple[actions.AppRef, CurrentState]:
+    """`actions.scoped_app`, with the reference's status for an unknown app on this route."""
+    try:
+        return await actions.scoped_app(request, app_id)
+    except ApiError as exc:
+        if exc.status != 404:
+            raise
+        raise ApiError(status, message) from exc
 
 
 async def state_status(request: web.Request) -> web.Response:
@@ -191,7 +207,7 @@ async def container_id(request: web.Request) -> web.Response:
     if name is None:
         return success(services=best)
     if name not in best:
-        raise ApiError(404, "Could not find service with that name")
+        raise ApiError(503, "Could not find service with that name")  # the reference's 503
     return success(containerId=best[name])
 
 
@@ -222,27 +238,25 @@ def _config_vars(request: web.Request) -> dict[str, str]:
 
 
 async def get_tags(request: web.Request) -> web.Response:
-    agent = request.app[AGENT]
-    try:
-        tags = await agent.client.device_tags()
-    except CloudError as exc:
-        raise ApiError(503, f"could not fetch the device's tags from the cloud: {exc}") from exc
-    return success(tags=tags)
+    """The cloud's tags with the ones set here and not yet sent laid over them; the last known
+    ones when the cloud can't be reached (the reference answers 500 then)."""
+    return success(tags=await request.app[AGENT].tags.view())
 
 
 async def patch_tags(request: web.Request) -> web.Response:
+    """202 once the tags are scheduled and persisted; agent/cloud/tags.py sends them."""
     body = await read_body(request)
-    bad = "Invalid tags body, must be an object like `{[tagKey: string]: string}`"
     for key, value in body.items():
         if not isinstance(value, str):
-            raise ApiError(400, bad)
-        if not key or _TAG_KEY_RE.search(key):
-            raise ApiError(400, "Tag keys cannot be empty or contain whitespace")
-    agent = request.app[AGENT]
+            raise ApiError(400, TAGS_BODY)
+        if _TAG_KEY_RE.search(key):
+            raise ApiError(400, "Tag keys cannot contain whitespace")
+        if not key:  # ours: the cloud has no tag without a key, it would be retried forever
+            raise ApiError(400, "Tag keys cannot be empty")
     try:
-        await agent.client.set_device_tags(body, agent.config.device_id)
-    except CloudError as exc:
-        raise ApiError(503, f"could not set the device's tags in the cloud: {exc}") from exc
+        await request.app[AGENT].tags.set(body)
+    except StoreError as exc:
+        raise ApiError(503, f"could not persist the device's tags: {exc}") from exc
     return json_response({"status": "success"}, status=202)
 
 

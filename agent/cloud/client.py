@@ -141,23 +141,10 @@ class CloudClient:
             if isinstance(r, dict)
         ]
 
-    async def set_device_tags(self, tags: dict[str, str], device_id: int | None = None) -> None:
-        """Create or update each tag (key → value) of this device."""
-        existing = {t["name"]: t["id"] for t in await self.device_tags()}
-        for key, value in tags.items():
-            if key in existing:
-                await self._odata("PATCH", f"/v6/device_tag({existing[key]})", {"value": value})
-                continue
-            if device_id is None:
-                found = await self._odata(
-                    "GET", f"/v6/device?$select=id&$filter=uuid eq '{self.uuid}'"
-                )
-                rows = found.get("d", []) if isinstance(found, dict) else []
-                if not rows:
-                    raise CloudError("the cloud does not know this device")
-                device_id = int(rows[0]["id"])
-            body = {"device": device_id, "tag_key": key, "value": value}
-            await self._odata("POST", "/v6/device_tag", body)
+    async def patch_device_tags(self, tags: dict[str, str]) -> None:
+        """Create or update this device's tags, as the reference does: one `PATCH
+        /device/v3/tags` with `{uuid: {tagKey: value}}`."""
+        await self._odata("PATCH", "/device/v3/tags", {self.uuid: tags})
 
     async def _read_ok(self, resp: aiohttp.ClientResponse, what: str) -> bytes:
         """The whole body of a 2xx answer (up to MAX_TARGET_BYTES); else a CloudError with
