@@ -4,8 +4,11 @@ key's scope reaches (an app key sees its own app).
 
 - OPEN: no key (`/ping`, `/v1/healthy`).
 - ANY_KEY: the device key or any app's key.
-- DEVICE: the device (global) key only; an app key gets 403 (the reference lets app keys reboot
-  or update the device; we don't).
+- DEVICE: what balena's docs show apps doing with the key they get through
+  `io.balena.features.supervisor-api` (reboot, shut down, update, host-config): any key, as on
+  balena; the device key only (an app key gets 403) with config.json `strictApiKeys: true`.
+- AGENT_DEVICE: this agent's own device-wide routes (no such route on balena): the device key
+  only, in both modes.
 - APP_PATH / APP_BODY: an app's own routes; the app is the path's `{appId}` or the body's
   `appId`. An app key scoped to another app gets 401, as the reference answers.
 
@@ -22,7 +25,8 @@ from aiohttp import web
 class Access(enum.Enum):
     OPEN = "open"
     ANY_KEY = "any key"
-    DEVICE = "device key"
+    DEVICE = "device key when strict"
+    AGENT_DEVICE = "device key"
     APP_PATH = "app in path"
     APP_BODY = "app in body"
 
@@ -36,6 +40,8 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("POST", "/v1/shutdown"): _A.DEVICE,
     ("POST", "/v1/restart"): _A.APP_BODY,
     ("POST", "/v1/purge"): _A.APP_BODY,
+    ("GET", "/v1/device/host-config"): _A.DEVICE,
+    ("PATCH", "/v1/device/host-config"): _A.DEVICE,
     ("POST", "/v1/blink"): _A.ANY_KEY,
     ("POST", "/v1/regenerate-api-key"): _A.ANY_KEY,  # renews the caller's own key
     ("GET", "/v1/device"): _A.ANY_KEY,
@@ -54,7 +60,7 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("GET", "/v2/version"): _A.ANY_KEY,
     ("GET", "/v2/device/name"): _A.ANY_KEY,
     ("GET", "/v2/device/vpn"): _A.ANY_KEY,
-    ("GET", "/v2/device/status"): _A.DEVICE,
+    ("GET", "/v2/device/status"): _A.AGENT_DEVICE,
     ("GET", "/v2/device/tags"): _A.ANY_KEY,
     ("PATCH", "/v2/device/tags"): _A.ANY_KEY,
     ("GET", "/v2/cleanup-volumes"): _A.ANY_KEY,  # removes only the caller's app's volumes
@@ -65,7 +71,7 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("GET", "/v2/local/device-info"): _A.ANY_KEY,
     ("GET", "/v2/local/logs"): _A.ANY_KEY,  # only the caller's app's services
     ("POST", "/v2/journal-logs"): _A.ANY_KEY,
-    ("GET", "/metrics"): _A.DEVICE,
+    ("GET", "/metrics"): _A.AGENT_DEVICE,
 }
 
 

@@ -26,13 +26,19 @@ def key_of(request: web.Request) -> str | None:
     return match.group(1) if match else None
 
 
-async def check_access(request: web.Request, access: Access | None, scope: Scope) -> None:
-    """The table's rule for a known key: 403 for an app key on a device route, 401 for an
-    app key on another app's route (400 when that app id is malformed or missing)."""
+async def check_access(
+    request: web.Request, access: Access | None, scope: Scope, strict: bool = False
+) -> None:
+    """The table's rule for a known key: 403 for an app key on this agent's own device routes
+    (and, with `strict`, on balena's device routes too), 401 for an app key on another app's
+    route (400 when that app id is malformed or missing)."""
     if scope.is_global or access in (None, Access.OPEN, Access.ANY_KEY):
         return
-    if access is Access.DEVICE:
-        raise ApiError(403, "Forbidden: device-wide actions need the device API key")
+    if access is Access.DEVICE and not strict:
+        return
+    if access in (Access.DEVICE, Access.AGENT_DEVICE):
+        why = " (strictApiKeys is on)" if access is Access.DEVICE else ""
+        raise ApiError(403, f"Forbidden: device-wide actions need the device API key{why}")
     if access is Access.APP_PATH:
         app_id = app_id_of(request.match_info.get("appId"))
     else:
@@ -41,7 +47,9 @@ async def check_access(request: web.Request, access: Access | None, scope: Scope
         raise ApiError(401, "Unauthorized: this API key is scoped to another app")
 
 
-def auth_middleware(keys: ApiKeys, local_mode: Callable[[], bool]) -> web.middleware:  # type: ignore[valid-type]
+def auth_middleware(
+    keys: ApiKeys, local_mode: Callable[[], bool], strict: bool = False
+) -> web.middleware:  # type: ignore[valid-type]
     @web.middleware
     async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
         access = access_of(request)
@@ -53,7 +61,7 @@ def auth_middleware(keys: ApiKeys, local_mode: Callable[[], bool]) -> web.middle
         if scope is None:
             message = "Unauthorized: invalid API key" if key else "Unauthorized: API key required"
             raise ApiError(401, message)
-        await check_access(request, access, scope)
+        await check_access(request, access, scope, strict)
         request[SCOPE_KEY] = scope
         return await handler(request)
 

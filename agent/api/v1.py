@@ -7,7 +7,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from agent.api import actions
+from agent.api import actions, hostconfig
 from agent.api.auth import Handler
 from agent.api.common import (
     ApiError,
@@ -39,11 +39,12 @@ async def ping(_request: web.Request) -> web.Response:
 
 
 async def update(request: web.Request) -> web.Response:
+    """204 when the update check runs (forced, or instant updates on), 202 when ignored.
+    `cancel` aborts the apply in flight (its pulls too) before the target is applied anew,
+    as the reference does."""
     body = await read_body(request)
-    force = flag(body, "force")
-    if flag(body, "cancel"):
-        raise ApiError(501, "cancelling an update in progress is not supported by this agent")
-    accepted = request.app[AGENT].request_update(force)
+    force, cancel = flag(body, "force"), flag(body, "cancel")
+    accepted = request.app[AGENT].request_update(force, cancel=cancel)
     return web.Response(status=204 if accepted else 202)
 
 
@@ -66,7 +67,14 @@ def app_action(purge: bool) -> Handler:
     async def handle(request: web.Request) -> web.Response:
         body = await read_body(request)
         app_id, force = app_id_of(body.get("appId")), flag(body, "force")
-        app, _ = await actions.scoped_app(request, app_id)
+        try:
+            app, _ = await actions.scoped_app(request, app_id)
+        except ApiError as exc:  # the reference: an internal inconsistency, 503
+            if exc.status != 404:
+                raise
+            raise ApiError(
+                503, f"Application with ID {app_id} is not in the current state"
+            ) from exc
         await actions.restart_app(request.app[AGENT], app, force, purge=purge)
         return json_response({"Data": "OK", "Error": ""}) if purge else text_response("OK")
 
@@ -74,8 +82,10 @@ def app_action(purge: bool) -> Handler:
 
 
 async def blink(request: web.Request) -> web.Response:
+    """200 whether or not the board has an LED, as the reference answers (it blinks nothing
+    there either); without one the request is only logged."""
     if not await request.app[HOST].blink():
-        raise ApiError(501, "this device has no LED to blink (no /sys/class/leds/led0)")
+        log.info("blink_requested", led=False, note="this device has no LED to blink")
     return text_response("OK")
 
 
@@ -126,10 +136,11 @@ async def device(request: web.Request) -> web.Response:
 
 async def get_app(request: web.Request) -> web.Response:
     app_id = app_id_of(request.match_info["appId"])
-    app, current = await actions.scoped_app(request, app_id)
+    with actions.legacy_codes():  # v1: an unknown app is 400, as the reference answers
+        app, current = await actions.scoped_app(request, app_id)
     containers = actions.service_containers(current, app)
     if not containers:
-        raise ApiError(404, actions.APP_NOT_FOUND)
+        raise ApiError(400, "App not found")
     if len(containers) > 1:
         raise ApiError(400, ONLY_SINGLE)
     (container,) = containers.values()
@@ -154,8 +165,9 @@ def legacy_service(action: str) -> Handler:
     async def handle(request: web.Request) -> web.Response:
         app_id = app_id_of(request.match_info["appId"])
         force = flag(await read_body(request), "force")
-        app, current = await actions.scoped_app(request, app_id)
-        container = actions.pick_service(current, app, None, None)
+        with actions.legacy_codes():  # v1: unknown app or service is 400, as the reference
+            app, current = await actions.scoped_app(request, app_id)
+            container = actions.pick_service(current, app, None, None)
         await actions.service_action(request.app[AGENT], app, container, action, force)
         return json_response({"containerId": container.id})
 
@@ -173,6 +185,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/blink", blink)
     app.router.add_post("/v1/regenerate-api-key", regenerate_api_key)
     app.router.add_get("/v1/device", device)
+    app.router.add_get("/v1/device/host-config", hostconfig.get_host_config)
+    app.router.add_patch("/v1/device/host-config", hostconfig.patch_host_config)
     app.router.add_get("/v1/apps/{appId}", get_app)
     app.router.add_post("/v1/apps/{appId}/stop", legacy_service("stop"))
     app.router.add_post("/v1/apps/{appId}/start", legacy_service("start"))

@@ -101,6 +101,20 @@ class Reconciler:
         self.converged.clear()
         self._wake.set()
 
+    def cancel_apply(self) -> bool:
+        """`POST /v1/update {"cancel": true}`: abandon the pass in flight, as the reference
+        aborts its running apply. Its pulls stop (through their cancel flag; the engine drops
+        what it had not finished), no step of it is taken any further, the running release
+        keeps running, and the next pass plans afresh against the target then in force.
+        True when a pass was in flight."""
+        busy = self.busy_since is not None
+        self._generation += 1  # the running pass sees it and ends without counting failures
+        self._cancel.set()
+        self.converged.clear()
+        self._wake.set()
+        log.info("apply_cancelled", in_flight=busy)
+        return busy
+
     def wake(self, force: bool = False) -> None:
         if force:
             self._force_once = True

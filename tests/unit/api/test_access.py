@@ -1,5 +1,7 @@
-"""The access table: every route has exactly one rule, and the middleware applies it (an app
-key gets 403 on a device route and 401 on another app's route, as documented)."""
+"""The access table: every route has exactly one rule, and the middleware applies it. As on
+balena, an app key may reboot, update and change the host config; with `strictApiKeys` it
+gets 403 there. It gets 403 on this agent's own device routes and 401 on another app's route
+in both modes."""
 
 import pytest
 from aiohttp import web
@@ -40,8 +42,12 @@ def test_device_routes_are_those_the_readme_names():
         ("POST", "/v1/update"),
         ("POST", "/v1/reboot"),
         ("POST", "/v1/shutdown"),
-        ("GET", "/metrics"),
+        ("GET", "/v1/device/host-config"),
+        ("PATCH", "/v1/device/host-config"),
         ("POST", "/v2/local/target-state"),
+    }
+    assert {r for r, a in ROUTES.items() if a is Access.AGENT_DEVICE} == {
+        ("GET", "/metrics"),
         ("GET", "/v2/device/status"),
     }
     assert {r for r, a in ROUTES.items() if a is Access.OPEN} == {
@@ -54,17 +60,22 @@ def _path(template: str, app_id: int) -> str:
     return template.replace("{appId}", str(app_id))
 
 
-def test_an_app_key_is_held_to_the_table(tmp_path):
-    """App 5's key: 403 on every device route, 401 on app 6's routes (path or body), and
-    through to the handler (here: the engine is down, 503) on its own app's routes."""
+@pytest.mark.parametrize("strict", [False, True])
+def test_an_app_key_is_held_to_the_table(tmp_path, strict):
+    """App 5's key: 403 on the agent's own device routes (and, strict, on balena's device
+    routes; else through to the handler), 401 on app 6's routes (path or body), and through
+    to the handler (here: the engine is down, 503) on its own app's routes."""
 
     async def check(client, agent, updates):
         key = {"Authorization": f"Bearer {agent.keys.app_keys[5]}"}
         for (method, template), access in sorted(ROUTES.items()):
-            if access is Access.DEVICE:
+            if access is Access.AGENT_DEVICE or (access is Access.DEVICE and strict):
                 answer = await client.request(method, template, headers=key)
                 assert answer.status == 403, template
                 assert (await answer.json())["status"] == "failed"
+            elif access is Access.DEVICE:
+                answer = await client.request(method, template, headers=key, json={})
+                assert answer.status not in (401, 403), template
             elif access is Access.APP_PATH:
                 other = await client.request(method, _path(template, 6), headers=key, json={})
                 assert other.status == 401, template
@@ -78,9 +89,9 @@ def test_an_app_key_is_held_to_the_table(tmp_path):
                 assert own.status not in (401, 403), template
                 bad = await client.request(method, template, headers=key, json={"appId": "²"})
                 assert bad.status == 400, template
-        assert updates == []
+        assert updates == ([] if strict else [False])  # the one /v1/update that went through
         # the device key passes every rule
         device = {"Authorization": f"Bearer {agent.keys.global_key}"}
         assert (await client.get("/v2/device/status", headers=device)).status not in (401, 403)
 
-    run(tmp_path, check)
+    run(tmp_path, check, strict=strict)

@@ -21,7 +21,7 @@ class FakeEngine:
         raise EngineUnavailable("list containers: engine not reachable")
 
 
-def fake_agent(tmp_path: Path, local_mode: bool = False):
+def fake_agent(tmp_path: Path, local_mode: bool = False, strict: bool = False):
     keys = ApiKeys(Store(tmp_path))
     keys.ensure_apps({5})
     updates = []
@@ -29,10 +29,10 @@ def fake_agent(tmp_path: Path, local_mode: bool = False):
         keys=keys,
         local_mode=local_mode,
         healthy=lambda: (True, "ok"),
-        request_update=lambda force: updates.append(force) or force,
+        request_update=lambda force, cancel=False: updates.append(force) or force,
         engine=FakeEngine(),
         images=SimpleNamespace(ids=set()),
-        config=SimpleNamespace(lock_dir=tmp_path / "locks", uuid="dev1"),
+        config=SimpleNamespace(lock_dir=tmp_path / "locks", uuid="dev1", strict_api_keys=strict),
     )
     return agent, updates
 
@@ -45,8 +45,8 @@ class ApiTestServer(TestServer):
         return web.AppRunner(self.app, **runner_options())
 
 
-def run(tmp_path, check, local_mode=False):
-    agent, updates = fake_agent(tmp_path, local_mode)
+def run(tmp_path, check, local_mode=False, strict=False):
+    agent, updates = fake_agent(tmp_path, local_mode, strict)
     host = HostActions(RecordingHost(tmp_path / "host.jsonl"))
     app = make_app(agent, host, AgentMetrics(agent))
 
@@ -93,17 +93,35 @@ def test_scopes_and_update_answers(tmp_path):
     async def check(client, agent, updates):
         app_key = {"Authorization": f"Bearer {agent.keys.app_keys[5]}"}
         device_key = {"Authorization": f"Bearer {agent.keys.global_key}"}
-        forbidden = await client.post("/v1/update", headers=app_key)
-        assert forbidden.status == 403 and "device API key" in (await forbidden.json())["message"]
+        # as on balena, an app's key may ask for an update (strictApiKeys refuses it)
+        assert (await client.post("/v1/update", headers=app_key)).status == 202
         assert (await client.post("/v1/update", headers=device_key)).status == 202
         assert (
             await client.post("/v1/update", json={"force": 1}, headers=device_key)
         ).status == 204
-        assert updates == [False, True]
+        assert updates == [False, False, True]
         other = await client.post("/v1/restart", json={"appId": 6}, headers=app_key)
         assert other.status == 401
 
     run(tmp_path, check)
+
+
+def test_strict_api_keys_keep_app_keys_off_device_routes(tmp_path):
+    async def check(client, agent, updates):
+        app_key = {"Authorization": f"Bearer {agent.keys.app_keys[5]}"}
+        for method, path in (
+            ("POST", "/v1/update"),
+            ("POST", "/v1/reboot"),
+            ("PATCH", "/v1/device/host-config"),
+        ):
+            forbidden = await client.request(method, path, headers=app_key, json={})
+            assert forbidden.status == 403, path
+            assert "strictApiKeys" in (await forbidden.json())["message"]
+        assert (await client.post("/v1/blink", headers=app_key)).status == 200
+        assert (await client.post("/v1/restart", json={"appId": 6}, headers=app_key)).status == 401
+        assert updates == []
+
+    run(tmp_path, check, strict=True)
 
 
 def test_errors_are_json_with_honest_codes(tmp_path):
