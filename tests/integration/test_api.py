@@ -120,16 +120,17 @@ def test_every_endpoint_answers_with_the_reference_shape(device, images):
     assert api("GET", "/v2/cleanup-volumes").body == {"status": "success"}
     assert any(v.name == f"{APP_ID}_data" for v in device.docker.volumes.list())  # in use: kept
 
-    # honest answers where the device has no such thing
+    # no LED on this board: 200 and a log line, as the reference answers
     blink = api("POST", "/v1/blink")
-    assert blink.status == 501 and blink.body["status"] == "failed"
+    assert blink.status == 200 and blink.body == "OK"
+    agent.wait_for_event("blink_requested", 10, led=False)
     journal = api("POST", "/v2/journal-logs", {"count": 5})
     assert journal.status in (200, 501)
 
     # legacy single-container routes on a two-service app: the reference's 400
     single = api("GET", f"/v1/apps/{APP_ID}")
     assert single.status == 400 and "single-container" in single.body["message"]
-    assert api("GET", "/v1/apps/4242").status == 404
+    assert api("GET", "/v1/apps/4242").status == 400  # the reference's legacy answer
 
     metrics = api("GET", "/metrics")
     assert metrics.status == 200 and metrics.content_type.startswith("text/plain")
@@ -170,9 +171,7 @@ def test_keys_and_scopes(device, images):
     assert api("GET", f"/v2/applications/{OTHER_ID}/state", key=own).status == 401
     assert api("POST", f"/v2/applications/{OTHER_ID}/restart", {}, key=own).status == 401
     assert api("POST", "/v1/restart", {"appId": OTHER_ID}, key=own).status == 401
-    assert api("POST", "/v1/reboot", {}, key=own).status == 403
-    assert api("POST", "/v1/shutdown", {}, key=own).status == 403
-    assert api("POST", "/v1/update", {}, key=own).status == 403
+    # (device-wide actions with an app key: tests/integration/test_api_keys.py)
     assert api("GET", "/metrics", key=own).status == 403
     assert api("GET", "/v2/device/status", key=own).status == 403
     assert set(api("GET", "/v2/containerId", key=own).body["services"]) == {"main", "aux"}

@@ -1,0 +1,66 @@
+"""POST /v1/update {"cancel": true} while a release downloads through a slow registry: the
+apply in flight is abandoned and its pull stopped, the running release keeps running untouched,
+and, as the reference does after a cancel, the target is applied anew (the download starts over
+and the update still completes)."""
+
+from __future__ import annotations
+
+import time
+
+from testbed.targets import app, device_target, service
+from tests.helpers import wait_until
+from tests.integration.api_helpers import API_LABEL, APP, APP_ID, deploy, running, wait_done
+
+MIB = 1024 * 1024
+
+
+def _release_with_big_main(images) -> dict:
+    services = {
+        "main": service(images.main_v2, service_id=1, image_id=21, volumes=["data:/data"]),
+        "aux": service(
+            images.aux_v1, service_id=2, image_id=12, labels=API_LABEL, network_mode="host"
+        ),
+    }
+    return app(
+        app_id=APP_ID,
+        name="apiapp",
+        release_uuid="r2",
+        release_id=2,
+        services=services,
+        volumes={"data": {}},
+    )
+
+
+def _app_status(agent) -> dict:
+    return next(a for a in agent.api("GET", "/v2/agent/status").body["apps"] if a["appUuid"] == APP)
+
+
+def test_cancel_stops_the_pull_and_keeps_the_running_release(device, images, slow_registry):
+    deploy(device, images)
+    agent = device.agent
+    before = running(device)
+    slow_registry.set_rate(1 * MIB)  # 24 MiB: ~24 s of download
+    device.cloud.set_target(device.uuid, device_target({APP: _release_with_big_main(images)}))
+    agent.wait_for_event("pull_started", 30, image=images.main_v2)
+    wait_until(lambda: _app_status(agent)["updateStatus"] == "downloading", 30)
+    time.sleep(2)  # well into the download
+
+    # the app's own key may cancel, as on balena
+    answer = agent.api("POST", "/v1/update", {"cancel": True}, key=agent.api_key(APP_ID))
+    assert answer.status == 204
+    agent.wait_for_event("apply_cancelled", 10, in_flight=True)
+    failed = agent.wait_for_event("pull_failed", 15, image=images.main_v2)
+    assert "cancelled" in failed["error"]
+    # the cancelled pull is not a failed attempt: the release is not given up
+    assert not agent.events_named("release_aborted")
+    # the running release was not touched; the new one is downloaded from the start again
+    assert running(device) == before
+    assert len(agent.events_named("pull_started")) >= 2
+    status = _app_status(agent)
+    assert status["updateStatus"] == "downloading", status
+    assert device.update_status(APP)[0] == "r2"
+
+    slow_registry.set_rate(None)
+    wait_done(device, APP, timeout=120)
+    assert running(device)["aux"] == before["aux"]
+    assert running(device)["main"] != before["main"]
