@@ -5,7 +5,8 @@ PATCH takes the same shape (agent/hostconfig/parse.py validates it as the refere
 for what it can't read), refuses with 423 while an app holds its update lock (unless `force`
 or the fleet's lock override), stores the proxy under `{hostBootDir}/system-proxy/` and
 restarts the host's proxy units where it has them, sets the hostname through
-systemd-hostnamed (503 when that can't be reached) and answers 200 `OK`.
+systemd-hostnamed (503 when that can't be reached) and answers 200 `OK`. With
+`hostControl: "record"` (tests) the hostname is recorded instead, as reboots are.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from aiohttp import web
 from agent.api import actions
 from agent.api.common import ApiError, flag, json_response, read_body, text_response
 from agent.api.context import AGENT
-from agent.hostconfig.dbus import HostBus, HostBusError
+from agent.hostconfig.dbus import HostBusError, HostConfigBus, make_host_bus
 from agent.hostconfig.parse import HostConfigInvalid, parse
 from agent.hostconfig.proxy import ProxyFiles
 
@@ -35,10 +36,15 @@ def boot_dir(agent: Agent) -> Path:
     return agent.config.host_boot_dir or agent.config.data_dir / "boot"
 
 
+def host_bus(agent: Agent) -> HostConfigBus:
+    """hostnamed/systemd over D-Bus; with `hostControl: "record"`, a recorder (tests)."""
+    return make_host_bus(agent.config.host_control, agent.config.data_dir)
+
+
 async def get_host_config(request: web.Request) -> web.Response:
     agent = request.app[AGENT]
     try:
-        hostname = await HostBus().hostname()
+        hostname = await host_bus(agent).hostname()
     except HostBusError:
         hostname = socket.gethostname()  # no hostnamed: the kernel's (the same name)
     proxy = await asyncio.to_thread(ProxyFiles(boot_dir(agent)).read)
@@ -60,7 +66,7 @@ async def patch_host_config(request: web.Request) -> web.Response:
         return text_response("OK")
     if not (force or agent.fleet.override_lock) and await actions.locked(agent):
         raise ApiError(423, actions.LOCKED)
-    bus = HostBus()
+    bus = host_bus(agent)
     if patch.proxy is not None:
         files = ProxyFiles(boot_dir(agent))
         try:
@@ -75,7 +81,7 @@ async def patch_host_config(request: web.Request) -> web.Response:
             "host_config_proxy_set",
             dir=str(files.dir),
             removed=not patch.proxy,
-            applied=restarted or "stored only: no proxy units on this host",
+            applied=restarted or "stored only: no proxy units restarted on this host",
         )
     if patch.hostname is not None:
         name = patch.hostname or agent.config.uuid[:7]

@@ -76,3 +76,17 @@ def test_only_the_loaded_proxy_units_are_restarted(tmp_path):
     ]
     busctl, _ = fake_busctl(tmp_path / "none" if (tmp_path / "none").mkdir() is None else tmp_path)
     assert asyncio.run(HostBus(busctl).restart_proxy_units()) == []
+
+
+def test_the_recorder_keeps_the_hostname_and_touches_nothing(tmp_path):
+    from agent.hostconfig.dbus import RecordingHostBus
+
+    bus = RecordingHostBus(tmp_path / "host-actions.jsonl")
+    with pytest.raises(HostBusError):
+        asyncio.run(bus.hostname())
+    asyncio.run(bus.set_hostname("one"))
+    asyncio.run(bus.set_hostname("two"))
+    assert asyncio.run(bus.hostname()) == "two"
+    assert asyncio.run(bus.restart_proxy_units()) == []
+    lines = (tmp_path / "host-actions.jsonl").read_text().splitlines()
+    assert [json.loads(line)["action"] for line in lines] == ["hostname", "hostname"]
