@@ -95,3 +95,14 @@ def test_local_api_keys(tmp_path):
     for bad in ({"hostControl": "ssh"}, {"localMode": 3}, {"deviceId": "x"}):
         with pytest.raises(ConfigError):
             load_device_config(write(tmp_path, **bad), env={})
+
+
+def test_strict_api_keys_and_host_boot_dir(tmp_path):
+    cfg = load_device_config(write(tmp_path), env={})
+    assert (cfg.strict_api_keys, cfg.host_boot_dir) == (False, None)
+    cfg = load_device_config(write(tmp_path, strictApiKeys=True, hostBootDir="/mnt/boot"), env={})
+    assert cfg.strict_api_keys and str(cfg.host_boot_dir) == "/mnt/boot"
+    assert "strictApiKeys" not in cfg.extra and "hostBootDir" not in cfg.extra
+    assert load_device_config(write(tmp_path, strictApiKeys="true"), env={}).strict_api_keys
+    with pytest.raises(ConfigError, match="strictApiKeys"):
+        load_device_config(write(tmp_path, strictApiKeys=[1]), env={})
