@@ -34,6 +34,8 @@ Admin API (JSON in/out, no auth):
   PUT  /admin/trickle                        {chunk_bytes, pause_ms?} | null: cloud-wide
         (also --trickle CHUNK_BYTES:PAUSE_MS at start)
 
+Device logs: POST /device/v2/{uuid}/log-stream (gzip NDJSON), see devcloud.logs.
+
 Pages: GET / and /devices — the Devices page (HTML, refreshes every 2 s).
 Options for the cloud side of cloudlink: --wg-interface, --openvpn-status, --poll-interval-ms.
 """

@@ -180,3 +180,13 @@ class DevCloudClient:
             "POST", f"/admin/devices/{self._q(uuid)}/clear-records", b""
         )
         return result
+
+    def logs(self, uuid: str) -> dict[str, Any]:
+        """The device's log stream as received: {lines, received, requests, refused,
+        raw_bytes, encodings} (devcloud/logs.py)."""
+        result: dict[str, Any] = self._request("GET", f"/admin/devices/{self._q(uuid)}/logs")
+        return result
+
+    def cut_logs(self, uuid: str, cut: bool) -> None:
+        """Refuse (and break) the device's log stream until called again with False."""
+        self._json("PUT", f"/admin/devices/{self._q(uuid)}/logs/cut", {"cut": cut})

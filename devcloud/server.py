@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 from aiohttp import web
 
 from devcloud.connectivity import CONNECTIVITY_KEY, Connectivity, install
+from devcloud.logs import add_log_routes
 from devcloud.pages import add_page_routes
 from devcloud.provisioning import add_provisioning_routes
 from devcloud.state import (
@@ -379,6 +380,7 @@ def make_app(
     app.router.add_put("/admin/devices/{uuid}/trickle", admin_set_trickle)
     app.router.add_put("/admin/trickle", admin_set_cloud_trickle)
     add_tag_routes(app, cloud)
+    add_log_routes(app, cloud)
     add_provisioning_routes(app, cloud)  # after the tags: it shares their device ids
     add_page_routes(app)
     return app

@@ -1,0 +1,202 @@
+"""The cloud log channel, put together: followers → buffer → sender, the agent's system lines,
+the positions that make a restart resume exactly, and the on/off switch
+(`SUPERVISOR_LOG_CONTROL`, read at every tick: off stops the followers and the stream and
+forgets what waits, as the reference's `enable(false)` drops lines, src/logging/index.ts:101).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Mapping, MutableMapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from agent import logs
+from agent.cloudlogs import spill
+from agent.cloudlogs.buffer import LogBuffer
+from agent.cloudlogs.followers import Followers
+from agent.cloudlogs.ratelimit import RateLimiter
+from agent.cloudlogs.sender import Sender
+from agent.cloudlogs.system import system_message
+from agent.cloudlogs.wire import Entry, system_entry
+from agent.engine.docker import DockerEngine
+from agent.errors import StoreError
+from agent.store import Store
+
+log = structlog.get_logger("agent.cloudlogs")
+
+STORE_KEY = "cloud-logs"
+TICK_S = 0.2
+SPILL_DIR = "cloud-logs"
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """config.json: `logBufferBytes` (memory), `logSpillBytes` (disk, 0 = no spill),
+    `logRateLimit` (lines a second per service) and `logRateBurst`."""
+
+    mem_bytes: int = 256 * 1024  # the reference's MAX_PENDING_BYTES (balena-backend.ts:20)
+    disk_bytes: int = 4 * 1024 * 1024
+    rate: float = 500.0
+    burst: float = 1000.0
+
+    @classmethod
+    def of(cls, extra: Mapping[str, Any]) -> LogSettings:
+        def num(key: str, default: float, low: float) -> float:
+            value = extra.get(key)
+            if isinstance(value, int | float) and not isinstance(value, bool) and value >= low:
+                return value
+            if value is not None:
+                log.error("config_invalid", key=key, value=value, using=default)
+            return default
+
+        d = cls()
+        return cls(
+            mem_bytes=int(num("logBufferBytes", d.mem_bytes, 4096)),
+            disk_bytes=int(num("logSpillBytes", d.disk_bytes, 0)),
+            rate=num("logRateLimit", d.rate, 1),
+            burst=num("logRateBurst", d.burst, 1),
+        )
+
+
+class CloudLogs:
+    def __init__(
+        self,
+        engine: DockerEngine,
+        store: Store,
+        settings: LogSettings,
+        cloud: Callable[[], tuple[str, str, str]],  # endpoint, uuid, key (once registered)
+        data_dir: Path,
+        enabled: Callable[[], bool],
+    ) -> None:
+        self._engine = engine
+        self._store = store
+        self.settings = settings
+        self._enabled = enabled
+        self._spill_dir = data_dir / SPILL_DIR
+        self.buffer = LogBuffer(settings.mem_bytes, settings.disk_bytes, self._spill_dir)
+        self.limiter = RateLimiter(settings.rate, settings.burst)
+        saved = store.get(STORE_KEY) or {}
+        self._positions: dict[str, int] = dict(saved.get("positions") or {})
+        self._started_ns: int = saved.get("started_ns") or time.time_ns()
+        self._cloud = cloud
+        self.sender: Sender | None = None
+        self.followers: Followers | None = None
+        self._on = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
+        self._store_failed = False
+        self._announced = False
+
+    # --- the agent's own lines ---------------------------------------------------------------
+
+    def sink(self, event: MutableMapping[str, Any]) -> None:
+        """A logging sink (agent/logs.py): may be called from any thread."""
+        found = system_message(event)
+        if found is None or not self._on:
+            return
+        entry = system_entry(found[0], int(time.time() * 1000), error=found[1])
+        if threading.get_ident() == self._loop_thread:
+            self.buffer.put(entry)
+        elif self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed
+                self._loop.call_soon_threadsafe(self.buffer.put, entry)
+
+    # --- positions ----------------------------------------------------------------------------
+
+    async def _written(self, batch: list[Entry]) -> None:
+        """About to write `batch`: persist where each container's log stands after it."""
+        moved = False
+        for e in batch:
+            if e.container and self._positions.get(e.container) != e.ns:
+                self._positions[e.container] = e.ns
+                moved = True
+        if not moved:
+            return
+        known = self.followers.last if self.followers is not None else self._positions
+        self._positions = {k: v for k, v in self._positions.items() if k in known}
+        try:
+            await self._store.put_async(
+                STORE_KEY, {"positions": dict(self._positions), "started_ns": self._started_ns}
+            )
+        except StoreError as exc:
+            if not self._store_failed:
+                log.error("cloud_logs_position_not_saved", error=str(exc))
+            self._store_failed = True
+
+    # --- life cycle ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        await asyncio.to_thread(spill.clear, self._spill_dir)
+        self.sender = Sender(*self._cloud(), self.buffer, self._written)
+        self._loop, self._loop_thread = asyncio.get_running_loop(), threading.get_ident()
+        logs.add_sink(self.sink)
+        positions, started_ns = self._positions, self._started_ns
+        try:
+            while True:
+                await self._wait_enabled()
+                await self._run_on(positions, started_ns)
+                # turned on again later: only what is logged from then on
+                positions, started_ns = {}, time.time_ns()
+        finally:
+            self._on = False
+            logs.remove_sink(self.sink)
+
+    async def _wait_enabled(self) -> None:
+        while True:  # a config var: read at each tick, not signalled
+            if self._enabled():
+                return
+            await asyncio.sleep(TICK_S)
+
+    async def _run_on(self, positions: dict[str, int], started_ns: int) -> None:
+        assert self.sender is not None
+        log.info("cloud_logs_on", spill_bytes=self.settings.disk_bytes)
+        self._on = True
+        if not self._announced:  # the agent started before the sink was there
+            self._announced = True
+            self.buffer.put(system_entry("Supervisor starting", int(time.time() * 1000)))
+        self.followers = Followers(self._engine, self.buffer, self.limiter, positions, started_ns)
+        tasks = [
+            asyncio.create_task(self.followers.run(), name="cloudlogs-followers"),
+            asyncio.create_task(self.sender.run(), name="cloudlogs-sender"),
+        ]
+        try:
+            while self._enabled():
+                for task in tasks:
+                    if task.done():  # a bug: say it, the supervisor restarts the channel
+                        task.result()
+                await self.buffer.spill()
+                self._rate_notices()
+                await asyncio.sleep(TICK_S)
+        finally:
+            self._on = False
+            for task in tasks:
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.gather(*tasks, return_exceptions=True)
+            await self.buffer.clear()
+        log.info("cloud_logs_off")
+
+    def _rate_notices(self) -> None:
+        now = time.monotonic()
+        for key in self.limiter.pending():
+            got = self.limiter.notice(key, now)
+            if got is None:
+                continue
+            lines, first_ms, last_ms = got
+            span = time.strftime("%H:%M:%S", time.gmtime(first_ms / 1000))
+            end = time.strftime("%H:%M:%S", time.gmtime(last_ms / 1000))
+            self.buffer.put(
+                system_entry(
+                    f"Service '{key}' logs faster than {self.settings.rate:g} lines/s: "
+                    f"dropped {lines} line(s) from {span} to {end} UTC",
+                    int(time.time() * 1000),
+                    error=True,
+                )
+            )

@@ -1,0 +1,132 @@
+"""One follower per running supervised container, feeding the buffer.
+
+A follower starts when the engine says a container started (its events stream; a rescan at
+start, after the engine comes back and every `RESCAN_S` as a safety net) and reads the
+container's log with nanosecond times from where it left off: in this process the time of the
+last line read, across a restart the position persisted when that line was sent (see
+channel.py). A line at or before that time is skipped, so a container restart, an engine
+restart or an agent restart neither repeats nor loses lines. A container never followed
+before reads its whole log if it was created after cloud logging first ran here, else from
+now (an adopted device does not upload its services' history).
+
+Each line passes the per-service rate limiter first; a dropped line costs a counter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+
+import structlog
+
+from agent.cloudlogs.buffer import LogBuffer
+from agent.cloudlogs.ratelimit import RateLimiter
+from agent.cloudlogs.wire import Entry, encode
+from agent.engine.docker import DockerEngine
+from agent.engine.logframes import container_starts, is_tty, log_frames, supervised_containers
+from agent.errors import EngineError
+from agent.model import ContainerState
+
+log = structlog.get_logger("agent.cloudlogs")
+
+RESCAN_S = 30.0
+ENGINE_RETRY_S = 2.0
+
+
+class Followers:
+    def __init__(
+        self,
+        engine: DockerEngine,
+        buffer: LogBuffer,
+        limiter: RateLimiter,
+        positions: dict[str, int],
+        started_ns: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._engine = engine
+        self._buffer = buffer
+        self._limiter = limiter
+        self.last: dict[str, int] = dict(positions)  # container -> ns of the last line read
+        self._started_ns = started_ns  # when cloud logging first ran on this device
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._tty: dict[str, bool] = {}
+        self._clock = clock
+        self._rescan = asyncio.Event()
+
+    @property
+    def following(self) -> int:
+        return len(self._tasks)
+
+    async def run(self) -> None:
+        """Follow until cancelled: the engine's start events, and rescans."""
+        events = asyncio.create_task(self._watch_events(), name="cloudlogs-events")
+        try:
+            while True:
+                self._rescan.clear()
+                with contextlib.suppress(EngineError):  # engine down: the next scan follows
+                    await self._scan()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._rescan.wait(), RESCAN_S)
+        finally:
+            events.cancel()
+            for task in self._tasks.values():
+                task.cancel()
+            self._tasks.clear()
+
+    async def _watch_events(self) -> None:
+        while True:
+            try:
+                async for _cid in container_starts(self._engine):
+                    self._rescan.set()  # "" (connected) included: what started meanwhile
+            except EngineError:
+                pass
+            await asyncio.sleep(ENGINE_RETRY_S)
+
+    async def _scan(self) -> None:
+        containers = await supervised_containers(self._engine)
+        ids = {c.id for c in containers}
+        for c in containers:
+            if c.running and c.id not in self._tasks:
+                if c.id not in self._tty:
+                    self._tty[c.id] = await is_tty(self._engine, c.id)
+                self._tasks[c.id] = asyncio.create_task(
+                    self._follow(c, self._since(c)), name=f"cloudlogs-{c.id[:12]}"
+                )
+        for gone in [k for k in self.last if k not in ids]:
+            del self.last[gone]
+            self._tty.pop(gone, None)
+
+    def _since(self, c: ContainerState) -> int | None:
+        if c.id in self.last:
+            return self.last[c.id]
+        if c.created_ts >= self._started_ns // 1_000_000_000:  # whole seconds
+            return None  # new since cloud logging runs here: its whole log
+        now = time.time_ns()
+        self.last[c.id] = now
+        return now
+
+    async def _follow(self, c: ContainerState, since_ns: int | None) -> None:
+        key, service_id = c.service_name, c.service_id
+        last = since_ns or 0
+        try:
+            async for frame in log_frames(
+                self._engine, c.id, since_ns, True, self._tty.get(c.id, False)
+            ):
+                if frame.ns <= last:
+                    continue  # the engine keeps lines at `since` itself
+                last = self.last[c.id] = frame.ns
+                ts_ms = frame.ns // 1_000_000
+                if not self._limiter.allow(key, self._clock(), ts_ms):
+                    continue
+                line = encode(frame.text, ts_ms, service_id=service_id, stderr=frame.stderr)
+                self._buffer.put(Entry(line, key, ts_ms, c.id, frame.ns))
+        except EngineError:
+            pass  # gone meanwhile, or the engine went away: a later scan follows again
+        except Exception:
+            log.exception("cloud_logs_follow_failed", container=c.id[:12])
+        finally:
+            if self._tasks.get(c.id) is asyncio.current_task():
+                del self._tasks[c.id]
+            self._rescan.set()  # it stopped: restarted meanwhile? (an engine restart)

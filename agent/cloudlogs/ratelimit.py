@@ -1,0 +1,59 @@
+"""Per-service token bucket: a service that writes faster than `rate` lines a second (beyond a
+burst) has the excess dropped and counted; `notice` says how many once per `notice_every_s`,
+so a flood costs the agent a counter, not memory or bandwidth."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    at: float
+    dropped: int = 0
+    first_ms: int = 0
+    last_ms: int = 0
+    noticed_at: float = 0.0
+
+
+class RateLimiter:
+    def __init__(self, rate: float, burst: float, notice_every_s: float = 1.0) -> None:
+        self.rate = rate
+        self.burst = max(burst, 1.0)
+        self.notice_every_s = notice_every_s
+        self._buckets: dict[str, _Bucket] = {}
+        self.dropped_total = 0
+
+    def allow(self, key: str, now: float, ts_ms: int) -> bool:
+        b = self._buckets.get(key)
+        if b is None:
+            b = self._buckets[key] = _Bucket(self.burst, now)
+        b.tokens = min(self.burst, b.tokens + (now - b.at) * self.rate)
+        b.at = now
+        if b.tokens >= 1.0:
+            b.tokens -= 1.0
+            return True
+        if not b.dropped:
+            b.first_ms = ts_ms
+        b.dropped += 1
+        b.last_ms = ts_ms
+        self.dropped_total += 1
+        return False
+
+    def notice(self, key: str, now: float) -> tuple[int, int, int] | None:
+        """(lines dropped, first ms, last ms) since the last notice, at most once per
+        `notice_every_s` per service; None when there is nothing (yet) to say."""
+        b = self._buckets.get(key)
+        if b is None or not b.dropped or now - b.noticed_at < self.notice_every_s:
+            return None
+        out = (b.dropped, b.first_ms, b.last_ms)
+        b.dropped = 0
+        b.noticed_at = now
+        return out
+
+    def pending(self) -> list[str]:
+        return [k for k, b in self._buckets.items() if b.dropped]
+
+    def forget(self, key: str) -> None:
+        self._buckets.pop(key, None)

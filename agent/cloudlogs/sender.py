@@ -1,0 +1,135 @@
+"""The log stream to the cloud: a chunked, gzip-encoded NDJSON POST (wire.py).
+
+As the reference: the request is opened when there is something to send, its body a single
+gzip member sync-flushed at most every 100 ms; a broken request is opened again after
+min(5 s · 2^failures, 300 s) (balena-backend.ts:15-16,117-128), here with jitter (a random
+wait between half and all of it) so a fleet that lost its cloud together does not come back
+in step.
+
+Where it differs, on purpose: the reference keeps one request open until 60 s without a line
+(balena-backend.ts:17,207) and cannot tell which lines a broken request delivered. Here a
+request ends after `REQUEST_MAX_S` and the cloud's answer confirms it; the lines of a request
+that fails (refused, cut, no answer) go back to the head of the buffer and are sent again, so
+a cut loses nothing; at worst the cloud sees again what it took from the broken request.
+Before a batch is written, `on_write` is awaited (the channel persists the containers'
+positions there), so an agent killed at any point resumes right after the last line written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+import aiohttp
+import structlog
+
+from agent import SUPERVISOR_COMPAT_VERSION, __version__
+from agent.cloudlogs.buffer import LogBuffer
+from agent.cloudlogs.wire import CONTENT_TYPE, FLUSH_S, PATH, Entry, GzipStream
+
+log = structlog.get_logger("agent.cloudlogs")
+
+MIN_COOLDOWN_S = 5.0
+MAX_COOLDOWN_S = 300.0
+REQUEST_MAX_S = 10.0
+MAX_BATCH_BYTES = 64 * 1024
+ANSWER_TIMEOUT_S = 30.0
+
+
+def cooldown(failures: int, rand: Callable[[], float] = random.random) -> float:
+    """The wait before the next attempt after `failures` failed ones in a row."""
+    if failures <= 0:
+        return 0.0
+    full = min(2 ** (failures - 1) * MIN_COOLDOWN_S, MAX_COOLDOWN_S)
+    return full * (0.5 + rand() / 2)
+
+
+@dataclass
+class SenderStats:
+    lines: int = 0
+    raw_bytes: int = 0  # the NDJSON before gzip
+    wire_bytes: int = 0  # the request bodies
+    requests: int = 0
+    failures: int = 0
+    resent: int = 0
+
+
+class Sender:
+    def __init__(
+        self,
+        endpoint: str,
+        uuid: str,
+        api_key: str,
+        buffer: LogBuffer,
+        on_write: Callable[[list[Entry]], Awaitable[None]],
+    ) -> None:
+        self._url = endpoint.rstrip("/") + PATH.format(uuid=uuid)
+        self._headers = {
+            "Authorization": f"Bearer {api_key}",
+            "Content-Type": CONTENT_TYPE,
+            "Content-Encoding": "gzip",
+            "User-Agent": f"Supervisor/{SUPERVISOR_COMPAT_VERSION} device-agent/{__version__}",
+        }
+        self._buffer = buffer
+        self._on_write = on_write
+        self.stats = SenderStats()
+        self.connected = False
+
+    async def run(self) -> None:
+        failures = 0
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=ANSWER_TIMEOUT_S)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            while True:
+                await self._buffer.ready.wait()
+                if await self._request(session):
+                    failures = 0
+                    continue
+                failures += 1
+                self.stats.failures += 1
+                await asyncio.sleep(cooldown(failures))
+
+    async def _request(self, session: aiohttp.ClientSession) -> bool:
+        inflight: list[Entry] = []
+        gz = GzipStream()
+        self.stats.requests += 1
+        try:
+            async with session.post(
+                self._url, data=self._body(gz, inflight), headers=self._headers
+            ) as resp:
+                ok = 200 <= resp.status < 300
+                if not ok:
+                    text = (await resp.content.read(512)).decode(errors="replace")
+                    log.warning("cloud_logs_refused", status=resp.status, answer=text[:200])
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            log.warning("cloud_logs_failed", error=str(exc) or type(exc).__name__)
+            ok = False
+        finally:
+            self.connected = False
+        self.stats.raw_bytes += gz.raw_bytes
+        self.stats.wire_bytes += gz.wire_bytes
+        if ok:
+            self.stats.lines += len(inflight)
+        else:
+            self.stats.resent += len(inflight)
+            self._buffer.requeue(inflight)
+        return ok
+
+    async def _body(self, gz: GzipStream, inflight: list[Entry]) -> AsyncIterator[bytes]:
+        self.connected = True
+        deadline = time.monotonic() + REQUEST_MAX_S
+        while (left := deadline - time.monotonic()) > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._buffer.ready.wait(), left)
+            notice = self._buffer.take_drop_notice()
+            batch = ([notice] if notice else []) + await self._buffer.take(MAX_BATCH_BYTES)
+            if not batch:
+                continue
+            inflight.extend(batch)
+            await self._on_write(batch)
+            yield gz.batch([e.line for e in batch])
+            await asyncio.sleep(FLUSH_S)  # the reference's throttled sync flush
+        yield gz.end()

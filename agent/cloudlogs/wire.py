@@ -1,0 +1,87 @@
+"""The log stream's wire format, as the reference sends it (src/logging/balena-backend.ts):
+
+- `POST {apiEndpoint}/device/v2/{uuid}/log-stream` with `Authorization: Bearer <device key>`,
+  `Content-Type: application/x-ndjson`, `Content-Encoding: gzip` (balena-backend.ts:102-108);
+- one JSON object a line: `message`, `timestamp` (ms), `isSystem: true` for the agent's own
+  lines, `isStdErr` when true, `serviceId` for a container's line (src/logging/types.ts:1-15;
+  log-backend.ts drops a container line without serviceId, balena-backend.ts:89);
+- a message longer than 10,000 characters is cut and ends in `[...]` (balena-backend.ts:19,93);
+- the gzip stream is sync-flushed at most every 100 ms, a balance of compression and latency
+  (ZLIB_TIMEOUT, balena-backend.ts:14,212).
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from dataclasses import dataclass
+
+PATH = "/device/v2/{uuid}/log-stream"
+CONTENT_TYPE = "application/x-ndjson"
+FLUSH_S = 0.1
+MAX_MESSAGE_CHARS = 10_000
+OMISSION = "[...]"
+SYSTEM_KEY = ""  # the buffer's and rate limiter's key for the agent's own lines
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One encoded line and what the buffer needs to know about it."""
+
+    line: bytes  # the NDJSON line, newline included
+    key: str  # service name; SYSTEM_KEY for the agent's own lines
+    ts_ms: int
+    container: str = ""  # container id ("" for system lines)
+    ns: int = 0  # the engine's time of the line: the container's resume position
+
+
+def truncate(message: str) -> str:
+    if len(message) <= MAX_MESSAGE_CHARS:
+        return message
+    return message[: MAX_MESSAGE_CHARS - len(OMISSION)] + OMISSION
+
+
+def encode(
+    message: str,
+    ts_ms: int,
+    *,
+    service_id: int | None = None,
+    stderr: bool = False,
+    system: bool = False,
+) -> bytes:
+    obj: dict[str, object] = {"message": truncate(message), "timestamp": ts_ms}
+    if system:
+        obj["isSystem"] = True
+    if stderr:
+        obj["isStdErr"] = True
+    if service_id is not None and not system:
+        obj["serviceId"] = service_id
+    return (_dumps(obj) + "\n").encode()
+
+
+def system_entry(message: str, ts_ms: int, error: bool = False) -> Entry:
+    return Entry(encode(message, ts_ms, system=True, stderr=error), SYSTEM_KEY, ts_ms)
+
+
+class GzipStream:
+    """One request body: a single gzip member, sync-flushed after each batch so the cloud can
+    decode every line sent so far; `end()` closes the member."""
+
+    def __init__(self, level: int = 6) -> None:
+        self._z = zlib.compressobj(level, zlib.DEFLATED, 31)
+        self.raw_bytes = 0
+        self.wire_bytes = 0
+
+    def batch(self, lines: list[bytes]) -> bytes:
+        data = b"".join(lines)
+        self.raw_bytes += len(data)
+        out = self._z.compress(data) + self._z.flush(zlib.Z_SYNC_FLUSH)
+        self.wire_bytes += len(out)
+        return out
+
+    def end(self) -> bytes:
+        out = self._z.flush(zlib.Z_FINISH)
+        self.wire_bytes += len(out)
+        return out

@@ -1,0 +1,203 @@
+"""Device logs reach the devcloud (issue 13), against the real engine: a service prints a
+sequence number (kept in its volume, so a container restart goes on counting) and the cloud
+must see every number once, in order — live, after a cut of the log stream, after the agent
+is SIGKILLed and after the engine restarts; a flood is capped with a drop line; the fleet var
+SUPERVISOR_LOG_CONTROL switches the stream off and on."""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+from testbed import PrivateEngine
+from testbed.targets import service
+from tests.helpers import wait_until
+from tests.integration.conftest import Device, Images
+from tests.integration.test_core_loop import demo_target, wait_status
+
+SEQ_RE = re.compile(r"^seq=(\d+)$")
+# counts on from the number saved in its volume; `trap` so a stop takes one sleep, not 10 s
+COUNTER = (
+    "trap 'exit 0' TERM; i=$(cat /data/n 2>/dev/null || echo 0); "
+    "while true; do i=$((i+1)); echo $i > /data/n; echo seq=$i; "
+    "if [ $((i % 5)) = 0 ]; then echo err=$i >&2; fi; sleep 0.2; done"
+)
+FLOOD = (
+    "trap 'exit 0' TERM; while [ ! -e /tmp/go ]; do sleep 0.2; done; i=0; "
+    "while [ $i -lt 20000 ]; do echo flood-$i; i=$((i+1)); done; echo flood-done; "
+    "while true; do sleep 1; done"
+)
+
+
+def counter_release(
+    images: Images, release_uuid: str = "r1", config: dict[str, str] | None = None
+) -> dict[str, Any]:
+    services = {
+        "main": service(
+            images.main_v1,
+            service_id=1,
+            image_id=11,
+            volumes=["data:/data"],
+            command=["/bin/sh", "-c", COUNTER],
+        )
+    }
+    return demo_target(release_uuid, 1, services, config)
+
+
+def cloud_lines(dev: Device) -> list[dict[str, Any]]:
+    return list(dev.cloud.logs(dev.uuid)["lines"])
+
+
+def seqs(dev: Device) -> list[int]:
+    out = []
+    for line in cloud_lines(dev):
+        m = SEQ_RE.match(str(line.get("message", "")))
+        if m and line.get("serviceId") == 1:
+            out.append(int(m.group(1)))
+    return out
+
+
+def last_seq_printed(dev: Device) -> int:
+    (main,) = dev.by_service()["main"]
+    code, out = main.exec_run(["cat", "/data/n"])
+    assert code == 0, out
+    return int(out.decode().strip())
+
+
+def assert_complete(got: list[int]) -> None:
+    """Every number from the first to the last, once, in order."""
+    assert got, "no sequence lines reached the cloud"
+    expected = list(range(got[0], got[-1] + 1))
+    if got != expected:
+        dups = sorted({n for n in got if got.count(n) > 1})
+        missing = sorted(set(expected) - set(got))
+        raise AssertionError(f"duplicates {dups[:20]}, missing {missing[:20]} (of {len(got)})")
+
+
+def wait_caught_up(dev: Device, timeout: float) -> list[int]:
+    """Until the cloud has the number the service printed last (read just before)."""
+    target = last_seq_printed(dev)
+    wait_until(
+        lambda: (seqs(dev) or [0])[-1] >= target,
+        timeout,
+        interval=0.2,
+        message=lambda: (
+            f"cloud at {(seqs(dev) or [0])[-1]}, service at {target};\n" + dev.agent.log_tail(20)
+        ),
+    )
+    return seqs(dev)
+
+
+def start_counter(dev: Device, images: Images, **config: str) -> None:
+    dev.cloud.set_target(dev.uuid, counter_release(images, config=config or None))
+    dev.agent.start()
+    wait_status(dev, "r1", "done")
+
+
+def test_lines_reach_the_cloud_in_order_within_two_seconds(device: Device, images: Images):
+    start_counter(device, images)
+    wait_until(lambda: len(seqs(device)) >= 5, 20, message="first lines in the cloud")
+    # latency: a number printed now is in the cloud within 2 s
+    printed = last_seq_printed(device)
+    t0 = time.monotonic()
+    wait_until(lambda: seqs(device)[-1] >= printed, 2.0, interval=0.05, message="2 s latency")
+    assert time.monotonic() - t0 <= 2.0
+    got = seqs(device)
+    assert got[0] == 1, "the container's first line is missing"
+    assert_complete(got)
+    lines = cloud_lines(device)
+    errs = [x for x in lines if str(x["message"]).startswith("err=")]
+    assert errs and all(x.get("isStdErr") is True for x in errs)
+    outs = [x for x in lines if SEQ_RE.match(str(x["message"]))]
+    assert all("isStdErr" not in x and "isSystem" not in x for x in outs)
+    assert all(isinstance(x["timestamp"], int) for x in lines)
+    system = [str(x["message"]) for x in lines if x.get("isSystem")]
+    assert "Supervisor starting" in system
+    assert any(m.startswith("Downloading image '") for m in system), system
+    assert any(m.startswith("Installing service 'main'") for m in system), system
+    assert any(m.startswith("Update of") and m.endswith(" done") for m in system), system
+    assert set(device.cloud.logs(device.uuid)["encodings"]) == {"gzip"}
+
+
+def test_a_cut_of_the_log_stream_loses_nothing(device: Device, images: Images):
+    start_counter(device, images)
+    wait_until(lambda: len(seqs(device)) >= 5, 20, message="first lines in the cloud")
+    device.cloud.cut_logs(device.uuid, True)
+    time.sleep(20)  # the bound logic is the same for a minute; see the module docstring
+    cut_at = last_seq_printed(device)
+    device.cloud.cut_logs(device.uuid, False)
+    got = wait_caught_up(device, 60)
+    assert got[-1] >= cut_at
+    assert_complete(sorted(set(got)))  # nothing lost
+    refused = device.cloud.logs(device.uuid)["refused"]
+    assert refused >= 1, "the cut was never seen"
+
+
+def test_agent_sigkill_and_restart_neither_repeats_nor_loses(device: Device, images: Images):
+    start_counter(device, images)
+    wait_until(lambda: len(seqs(device)) >= 10, 20, message="first lines in the cloud")
+    for _ in range(2):
+        device.agent.kill()
+        time.sleep(2)  # the service logs on meanwhile
+        device.agent.start()
+        wait_caught_up(device, 30)
+    assert_complete(seqs(device))
+
+
+def test_engine_restart_neither_repeats_nor_loses(
+    device: Device, images: Images, engine: PrivateEngine
+):
+    start_counter(device, images)
+    wait_until(lambda: len(seqs(device)) >= 10, 20, message="first lines in the cloud")
+    engine.restart()
+    wait_until(
+        lambda: [c.status for c in device.by_service().get("main", [])] == ["running"],
+        60,
+        message="main running again after the engine restart",
+    )
+    time.sleep(2)
+    wait_caught_up(device, 30)
+    assert_complete(seqs(device))
+
+
+def test_a_flood_is_capped_with_a_drop_line(device: Device, images: Images):
+    services = {
+        "flood": service(images.aux_v1, service_id=3, image_id=13, command=["/bin/sh", "-c", FLOOD])
+    }
+    device.cloud.set_target(device.uuid, demo_target("r1", 1, services, None))
+    device.agent.start()
+    wait_status(device, "r1", "done")
+    (flood,) = device.by_service()["flood"]
+    flood.exec_run(["touch", "/tmp/go"])
+
+    def drop_line() -> str | None:
+        for x in cloud_lines(device):
+            if x.get("isSystem") and "logs faster than" in str(x["message"]):
+                return str(x["message"])
+        return None
+
+    message: str = wait_until(drop_line, 30, message="the rate limit's drop line")
+    assert "Service 'flood'" in message and "dropped" in message
+    received = [x for x in cloud_lines(device) if str(x["message"]).startswith("flood-")]
+    assert len(received) < 20_000
+
+
+def test_log_control_off_stops_the_stream_and_on_resumes_it(device: Device, images: Images):
+    start_counter(device, images)
+    wait_until(lambda: len(seqs(device)) >= 5, 20, message="first lines in the cloud")
+    polls = len(device.state()["polls"])
+    off = counter_release(images, config={"BALENA_SUPERVISOR_LOG_CONTROL": "false"})
+    device.cloud.set_target(device.uuid, off)
+    device.agent.api("POST", "/v1/update", {"force": True})
+    device.agent.wait_for_event("cloud_logs_off", 30)
+    assert len(device.state()["polls"]) <= polls + 2
+    time.sleep(1)
+    stopped_at = seqs(device)[-1]
+    time.sleep(3)
+    assert seqs(device)[-1] == stopped_at, "lines went on after the stream was turned off"
+    on = counter_release(images, config={"RESIN_SUPERVISOR_LOG_CONTROL": "1"})
+    device.cloud.set_target(device.uuid, on)
+    device.agent.api("POST", "/v1/update", {"force": True})
+    wait_until(lambda: len(device.agent.events_named("cloud_logs_on")) >= 2, 30, message="on again")
+    wait_until(lambda: seqs(device)[-1] > stopped_at + 5, 20, message="lines again")

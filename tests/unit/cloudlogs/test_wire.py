@@ -1,0 +1,67 @@
+"""The log stream's encoder and gzip framing: what the cloud decodes is what was written."""
+
+from __future__ import annotations
+
+import json
+import zlib
+
+from agent.cloudlogs.wire import MAX_MESSAGE_CHARS, GzipStream, encode, system_entry
+from agent.engine.logframes import LogFrame, parse_stamp, since_param, split_frames
+
+
+def test_a_container_line_has_the_reference_keys_and_no_others():
+    line = encode("hello", 1700000000123, service_id=7)
+    assert line.endswith(b"\n")
+    assert json.loads(line) == {"message": "hello", "timestamp": 1700000000123, "serviceId": 7}
+    err = json.loads(encode("oops", 1, service_id=7, stderr=True))
+    assert err["isStdErr"] is True
+
+
+def test_a_system_line_is_marked_and_has_no_service():
+    obj = json.loads(system_entry("Killing service 'main'", 5, error=True).line)
+    assert obj == {
+        "message": "Killing service 'main'",
+        "timestamp": 5,
+        "isSystem": True,
+        "isStdErr": True,
+    }
+
+
+def test_a_long_message_is_cut_with_the_reference_omission():
+    obj = json.loads(encode("x" * (MAX_MESSAGE_CHARS + 50), 1, service_id=1))
+    assert len(obj["message"]) == MAX_MESSAGE_CHARS
+    assert obj["message"].endswith("[...]")
+    assert json.loads(encode("é" * 10, 1, service_id=1))["message"] == "é" * 10
+
+
+def test_every_flushed_batch_decodes_before_the_member_ends():
+    gz = GzipStream()
+    inflate = zlib.decompressobj(wbits=47)
+    first = [encode(f"line {i}", i, service_id=1) for i in range(100)]
+    assert inflate.decompress(gz.batch(first)) == b"".join(first)  # sync-flushed
+    second = [encode("more", 1, service_id=2)]
+    assert inflate.decompress(gz.batch(second) + gz.end()) == second[0]
+    assert inflate.eof
+    assert gz.raw_bytes == sum(map(len, first + second))
+    assert gz.wire_bytes < gz.raw_bytes / 4  # repetitive log lines compress well
+
+
+def test_engine_stamps_keep_nanoseconds_and_since_round_trips():
+    ns = parse_stamp(b"2024-05-01T10:00:00.123456789Z")
+    assert ns == 1714557600_123456789
+    assert since_param(ns) == "1714557600.123456789"
+    assert parse_stamp(b"2024-05-01T10:00:00Z") == 1714557600_000000000
+    assert parse_stamp(b"garbage") is None
+
+
+def test_frames_are_split_into_lines_per_stream_even_across_frames():
+    chunks = [
+        (False, b"2024-05-01T10:00:00.000000001Z out one\n2024-05-01T10:00:00.000000002Z out"),
+        (True, b"2024-05-01T10:00:00.000000003Z err one\n"),
+        (False, b" two\n"),
+    ]
+    assert list(split_frames(iter(chunks))) == [
+        LogFrame(1714557600_000000001, False, "out one"),
+        LogFrame(1714557600_000000003, True, "err one"),
+        LogFrame(1714557600_000000002, False, "out two"),
+    ]
