@@ -54,7 +54,7 @@ def _dumps(data: Any) -> str:
 async def read_body(request: web.Request) -> dict[str, Any]:
     """The request body as an object: JSON, or form-encoded (as the reference also accepts).
     An empty body is `{}`."""
-    if not request.can_read_body:
+    if not request.body_exists:  # not can_read_body: false once the auth middleware read it
         return {}
     encoding = request.headers.get("Content-Encoding", "").strip().lower()
     if encoding not in ("", "identity"):
