@@ -241,6 +241,7 @@ class FleetConfig:
     override_lock: bool = False
     local_mode: bool = False
     connectivity_check: bool = True
+    log_control: bool = True  # SUPERVISOR_LOG_CONTROL: device logs go to the cloud
 
 
 _BOOL_TRUE = {"1", "true", "on", "yes"}
@@ -253,6 +254,7 @@ _VARS: dict[str, str] = {
     "SUPERVISOR_OVERRIDE_LOCK": "override_lock",
     "SUPERVISOR_LOCAL_MODE": "local_mode",
     "SUPERVISOR_CONNECTIVITY_CHECK": "connectivity_check",
+    "SUPERVISOR_LOG_CONTROL": "log_control",
 }
 
 
