@@ -21,6 +21,7 @@ from agent.cloud.poller import Poller
 from agent.cloud.provision import Registrar, ensure_identity
 from agent.cloud.reporter import Reporter, ReportSources
 from agent.cloud.tags import DeviceTags
+from agent.cloudlogs.channel import CloudLogs, LogSettings
 from agent.config import DeviceConfig, FleetConfig, apply_config_vars
 from agent.connectivity.monitor import ConnectivityMonitor, vpn_config
 from agent.device.info import CpuSampler, device_arch, device_fields, metrics
@@ -180,6 +181,15 @@ class Agent:
             connectivity_check=lambda: self.fleet.connectivity_check,
         )
         self.status.listeners.append(self.connectivity.poke)
+        # device logs to the cloud (issue 13): off in local mode, as the reference's local backend
+        self.cloud_logs = CloudLogs(
+            self.engine,
+            self.store,
+            LogSettings.of(config.extra),
+            lambda: (self.config.api_endpoint, self.config.uuid, self.config.device_api_key),
+            config.data_dir,
+            enabled=lambda: self.fleet.log_control and not self.local_mode,
+        )
         self.api = ApiServer(self)
         # every long-lived task, restarted if it ever ends (agent/supervise.py)
         self.supervisor = Supervisor()
@@ -345,6 +355,7 @@ class Agent:
         spawn("engine-events", self.reconciler.watch_engine)
         spawn("poll", self.registrar.then(self.poller.run))
         spawn("report", self.registrar.then(self.reporter.run))
+        spawn("cloud-logs", self.registrar.then(self.cloud_logs.run))
         spawn("tags", self.registrar.then(self.tags.run))
         try:
             await self.api.start()
