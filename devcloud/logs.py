@@ -17,6 +17,7 @@ import json
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from html import escape
 from typing import Any
 
 from aiohttp import web
@@ -119,3 +120,57 @@ def add_log_routes(app: web.Application, cloud: Cloud) -> None:
     app.router.add_post("/device/v2/{uuid}/log-stream", log_stream)
     app.router.add_get("/admin/devices/{uuid}/logs", admin_logs)
     app.router.add_put("/admin/devices/{uuid}/logs/cut", admin_cut)
+
+
+# -- the Devices page's log panel ------------------------------------------------------------
+
+PANEL_LINES = 50
+
+PANEL_STYLE = """
+section.logs { margin-top: 28px; }
+section.logs h2 { font-size: 16px; margin: 0 0 6px; }
+ol.loglines { list-style: none; margin: 0; padding: 8px 10px; background: #0f1720;
+              color: #d8dee9; font: 12px/1.5 ui-monospace, monospace; border-radius: 6px; }
+ol.loglines li { white-space: pre-wrap; word-break: break-all; }
+ol.loglines time { color: #7b8794; margin-right: 8px; }
+ol.loglines .svc { color: #8fbcbb; margin-right: 8px; }
+ol.loglines li.system .svc { color: #ebcb8b; font-weight: 600; }
+ol.loglines li.stderr .msg { color: #f28b82; }
+"""
+
+
+def service_names(target: dict[str, Any] | None) -> dict[int, str]:
+    """serviceId -> service name, from the device's target ({name, config, apps})."""
+    names: dict[int, str] = {}
+    apps = (target or {}).get("apps") or {}
+    for app in apps.values() if isinstance(apps, dict) else []:
+        for release in (app.get("releases") or {}).values():
+            for name, svc in (release.get("services") or {}).items():
+                if isinstance(svc, dict) and isinstance(svc.get("id"), int):
+                    names[svc["id"]] = str(name)
+    return names
+
+
+def render_panel(name: str, uuid: str, logs: DeviceLogs, names: dict[int, str]) -> str:
+    """The device's latest lines, newest last: time, service (system lines marked), message."""
+    items = []
+    for line in list(logs.lines)[-PANEL_LINES:]:
+        ts = line.get("timestamp")
+        when = time.strftime("%H:%M:%S", time.gmtime(ts / 1000)) if isinstance(ts, int) else "?"
+        system = bool(line.get("isSystem"))
+        sid = line.get("serviceId")
+        svc = "system" if system else names.get(sid, f"service {sid}") if sid else "?"
+        classes = " ".join(
+            c for c, on in (("system", system), ("stderr", line.get("isStdErr"))) if on
+        )
+        items.append(
+            f'<li class="logline {classes}" data-system="{str(system).lower()}">'
+            f'<time>{escape(when)}</time><span class="svc">{escape(svc)}</span>'
+            f'<span class="msg">{escape(str(line.get("message", "")))}</span></li>'
+        )
+    body = "".join(items) or '<li class="empty">No log lines yet.</li>'
+    return (
+        f'<section class="logs" id="logs-{escape(uuid)}"><h2>Logs · {escape(name)} '
+        f"<small>last {min(len(logs.lines), PANEL_LINES)} of {logs.received} lines</small></h2>"
+        f'<ol class="loglines">{body}</ol></section>'
+    )

@@ -1,7 +1,8 @@
 """The Devices page (`GET /` and `/devices`): one row per device with its status (current name,
 the older one in small text), the heartbeat and cloudlink indicators, the update status and its
 duration (since the latest update status change, as the product page describes) and the last
-poll. Plain HTML refreshing itself every 2 s; every value is escaped."""
+poll, and below the table each device's latest log lines. Plain HTML refreshing itself every
+2 s; every value is escaped."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from html import escape
 from aiohttp import web
 
 from devcloud.connectivity import CONNECTIVITY_KEY, DeviceConnectivity, iso
+from devcloud.logs import LOGS_KEY, PANEL_STYLE, LogStore, render_panel, service_names
 from devcloud.state import Device
 
 REFRESH_S = 2
@@ -113,22 +115,30 @@ def _row(device: Device, conn: DeviceConnectivity, now: float) -> str:
     )
 
 
-def render_devices(rows: list[tuple[Device, DeviceConnectivity]], now: float) -> str:
-    """The whole page for these devices, as of `now`."""
+def render_devices(
+    rows: list[tuple[Device, DeviceConnectivity]], now: float, logs: LogStore | None = None
+) -> str:
+    """The whole page for these devices, as of `now`; below the table each device's latest
+    log lines (devcloud/logs.py)."""
     head = "".join(f"<th>{escape(c)}</th>" for c in _COLUMNS)
     body = "".join(_row(d, c, now) for d, c in rows) or (
         f'<tr><td class="empty" colspan="{len(_COLUMNS)}">No devices yet.</td></tr>'
     )
     stamp = datetime.fromtimestamp(now, UTC).strftime("%H:%M:%S UTC")
     count = f"{len(rows)} device{'' if len(rows) == 1 else 's'}"
+    panels = "".join(
+        render_panel(d.name, d.uuid, logs.devices[d.uuid], service_names(d.target))
+        for d, _ in rows
+        if logs is not None and d.uuid in logs.devices
+    )
     return (
         "<!doctype html>\n"
         '<html lang="en"><head><meta charset="utf-8">'
         f'<meta http-equiv="refresh" content="{REFRESH_S}">'
         "<title>Devices · devcloud</title>"
-        f"<style>{_STYLE}</style></head>\n"
+        f"<style>{_STYLE}{PANEL_STYLE}</style></head>\n"
         f'<body><h1>Devices</h1><p class="meta">{count} · as of {stamp}</p>\n'
-        f"<table><thead><tr>{head}</tr></thead>\n<tbody>{body}</tbody></table>\n"
+        f"<table><thead><tr>{head}</tr></thead>\n<tbody>{body}</tbody></table>\n{panels}"
         "</body></html>\n"
     )
 
@@ -139,7 +149,7 @@ async def devices_page(request: web.Request) -> web.Response:
     devices = sorted(connectivity.cloud.devices.values(), key=lambda d: (d.name, d.uuid))
     rows = [(d, connectivity.of(d, now)) for d in devices]
     return web.Response(
-        text=render_devices(rows, now),
+        text=render_devices(rows, now, request.app.get(LOGS_KEY)),
         content_type="text/html",
         headers={"Cache-Control": "no-store"},
     )
