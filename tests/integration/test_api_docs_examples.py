@@ -4,7 +4,9 @@ status and response (keys, and values where the docs fix them). The examples are
 in api_docs_examples.json; a row that says `differs` is where the agent answers differently on
 purpose (README, "Where the agent differs from the reference"), and what it checks instead.
 
-Rows run in phases so that the destructive ones don't spoil the rest: reads, service actions,
+The table also holds the reference's error answers for the same routes (phase `errors`, with
+the reference's source for each). Rows run in phases so that the destructive ones don't spoil
+the rest: reads, error answers, service actions,
 app restart/purge, key regeneration, reboot/shutdown (hostControl `record`), and last the
 local-mode endpoints on the same device restarted in local mode (the docs call those without
 a key, which only local mode allows)."""
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -22,9 +25,10 @@ from testbed.processes import AgentProcess
 from tests.helpers import wait_until
 from tests.integration.api_helpers import APP_ID, deploy, running
 
+MIRROR = Path("/work/.mirror/balena-os+balena-supervisor/repo")  # the reference, where present
 TABLE = json.loads(Path(__file__).with_name("api_docs_examples.json").read_text())
 POWER = {"reboot", "shutdown"}
-PHASES = ("read", "service", "app", "key", "host", "local")
+PHASES = ("read", "errors", "service", "app", "key", "host", "local")
 
 
 def test_table_covers_every_curl_example_of_the_docs():
@@ -46,7 +50,23 @@ def test_table_covers_every_curl_example_of_the_docs():
         "PATCH /v2/device/tags", "GET /v2/device/vpn", "GET /v2/cleanup-volumes",
         "POST /v2/journal-logs",
     }  # fmt: skip
-    covered = {row["doc"].split(" (")[0] for row in TABLE["rows"]}
+    if MIRROR.is_dir():
+        docs = subprocess.run(
+            ["git", "-C", str(MIRROR), "show", "HEAD:docs/API.md"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        headings = set(re.findall(r"^### ((?:GET|POST|PATCH|PUT|DELETE) /\S+)", docs, re.M))
+        # the local-mode and device-info sections are headed in words; their curl lines count
+        headings |= {"GET /v2/local/device-info", "GET /v2/local/logs", "GET /v2/device/name"}
+        headings |= {"GET /v2/device/tags", "PATCH /v2/device/tags", "GET /v2/device/vpn"}
+        headings |= {"GET /v2/cleanup-volumes", "POST /v2/journal-logs"}
+        assert headings == documented, (
+            sorted(headings - documented),
+            sorted(documented - headings),
+        )
+    covered = {row["doc"].split(" (")[0] for row in TABLE["rows"] if row["phase"] != "errors"}
     assert documented <= covered, sorted(documented - covered)
     assert all(row["phase"] in PHASES for row in TABLE["rows"])
 
@@ -55,7 +75,7 @@ def test_every_docs_example_answers_as_documented(device, images):
     device.cloud.tags(device.uuid, {"DeviceLocation": "warehouse #3"})
     deploy(device, images)
     agent = device.agent
-    keys = {"app": agent.api_key(APP_ID), "none": None}
+    keys = {"app": agent.api_key(APP_ID), "device": agent.api_key(), "none": None}
     failures: list[str] = []
 
     for phase in PHASES:
