@@ -86,6 +86,7 @@ class Reconciler:
         self.converged = asyncio.Event()  # set whenever the engine matches the target
         self.busy_since: float | None = None  # unix time the running pass began (health)
         self._pass_apps: set[str] | None = None  # app uuids the running pass executes steps for
+        self._cancelled_generation = -1  # the generation a cancel (POST /v1/update) began
 
     @property
     def target(self) -> TargetState | None:
@@ -109,6 +110,7 @@ class Reconciler:
         True when a pass was in flight."""
         busy = self.busy_since is not None
         self._generation += 1  # the running pass sees it and ends without counting failures
+        self._cancelled_generation = self._generation
         self._cancel.set()
         self.converged.clear()
         self._wake.set()
@@ -243,7 +245,10 @@ class Reconciler:
         self._pass_apps = touched or None
         failures = await self._executor.run(plan, current, self._on_progress, self._cancel)
         if generation != self._generation:
-            log.info("target_changed_mid_apply")
+            if self._cancelled_generation == self._generation:
+                log.info("apply_pass_cancelled")  # POST /v1/update {cancel}
+            else:
+                log.info("target_changed_mid_apply")
             return False, False
         step_errors: dict[str, str] = {}
         uuids = {a.id: u for u, a in target.apps.items()}

@@ -51,6 +51,7 @@ def test_cancel_stops_the_pull_and_keeps_the_running_release(device, images, slo
     agent.wait_for_event("apply_cancelled", 10, in_flight=True)
     failed = agent.wait_for_event("pull_failed", 15, image=images.main_v2)
     assert "cancelled" in failed["error"]
+    agent.wait_for_event("apply_pass_cancelled", 10)
     # the cancelled pull is not a failed attempt: the release is not given up
     assert not agent.events_named("release_aborted")
     # the running release was not touched; the new one is downloaded from the start again
