@@ -27,7 +27,7 @@ class ApiUnreachable(AgentError):
 class LocalApi:
     def __init__(self, config_path: Path, timeout: float = 10.0) -> None:
         config = load_device_config(config_path)
-        self.url = f"http://127.0.0.1:{config.listen_port}"
+        self.url = config.local_api_url
         keys = Store(config.data_dir).get(STORE_KEY, {}) or {}
         self._key = keys.get("global")
         self._timeout = timeout

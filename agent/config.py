@@ -3,6 +3,7 @@ vars that arrive in the target state and take effect at run time."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 from collections.abc import Mapping
@@ -35,6 +36,9 @@ class DeviceConfig:
     device_api_key: str
     device_type: str = "generic-amd64"
     listen_port: int = DEFAULT_LISTEN_PORT
+    # config.json `listenAddress`: the one address the local API binds (an IP literal); None:
+    # every interface, as the reference
+    listen_address: str | None = None
     poll_interval_ms: int = DEFAULT_POLL_INTERVAL_MS
     data_dir: Path = Path("/var/lib/device-agent")
     docker_host: str = DEFAULT_DOCKER_HOST
@@ -44,6 +48,13 @@ class DeviceConfig:
     log_format: str = "auto"  # auto | json | console
     local_mode: bool = False  # config.json `localMode`: targets come from the local API only
     host_control: str = "logind"  # logind (reboot/shutdown over D-Bus) | record (tests)
+    # config.json `strictApiKeys`: app-scoped API keys may not reboot, shut down, update or
+    # change the host config (403); off by default, as on balena (agent/api/access.py)
+    strict_api_keys: bool = False
+    # config.json `hostBootDir`: where host-config's proxy settings are written
+    # (`system-proxy/redsocks.conf`, `system-proxy/no_proxy`; balenaOS: /mnt/boot); None: the
+    # data dir's `boot/`
+    host_boot_dir: Path | None = None
     # what bridge-networked app containers are told the local API's host is (None: the
     # supervisor network's gateway, engine/supnet.py)
     supervisor_api_host: str | None = None
@@ -61,6 +72,15 @@ class DeviceConfig:
     # config.json `registryCredentials`: {host: (username, password)} for other registries
     registry_credentials: Mapping[str, tuple[str, str]] = field(default_factory=dict)
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def local_api_url(self) -> str:
+        """Where a process on the device reaches the local API (`device-agent status`)."""
+        address = self.listen_address
+        if address is None or ipaddress.ip_address(address).is_unspecified:
+            return f"http://127.0.0.1:{self.listen_port}"
+        host = f"[{address}]" if ":" in address else address
+        return f"http://{host}:{self.listen_port}"
 
 
 def load_device_config(path: Path, env: Mapping[str, str] | None = None) -> DeviceConfig:
@@ -107,6 +127,7 @@ def load_device_config(path: Path, env: Mapping[str, str] | None = None) -> Devi
         "deviceApiKey",
         "deviceType",
         "listenPort",
+        "listenAddress",
         "appUpdatePollInterval",
         "dataDir",
         "dockerHost",
@@ -125,6 +146,8 @@ def load_device_config(path: Path, env: Mapping[str, str] | None = None) -> Devi
         "appsJsonPath",
         "registryEndpoint",
         "registryCredentials",
+        "strictApiKeys",
+        "hostBootDir",
     }
     host_control = str(raw.get("hostControl", "logind"))
     if host_control not in ("logind", "record"):
@@ -134,6 +157,11 @@ def load_device_config(path: Path, env: Mapping[str, str] | None = None) -> Devi
         local_mode = local_mode.strip().lower() in _BOOL_TRUE
     if not isinstance(local_mode, bool):
         raise ConfigError(f"{path}: 'localMode' must be true or false")
+    strict_api_keys = raw.get("strictApiKeys", False)
+    if isinstance(strict_api_keys, str):
+        strict_api_keys = strict_api_keys.strip().lower() in _BOOL_TRUE
+    if not isinstance(strict_api_keys, bool):
+        raise ConfigError(f"{path}: 'strictApiKeys' must be true or false")
     device_id = raw.get("deviceId")
     if device_id is not None:
         device_id = integer("deviceId", 0, 1)
@@ -154,6 +182,7 @@ def load_device_config(path: Path, env: Mapping[str, str] | None = None) -> Devi
         device_api_key=identity("deviceApiKey"),
         device_type=str(raw.get("deviceType", "generic-amd64")),
         listen_port=integer("listenPort", DEFAULT_LISTEN_PORT, 0),
+        listen_address=_listen_address(path, raw.get("listenAddress")),
         poll_interval_ms=integer(
             "appUpdatePollInterval", DEFAULT_POLL_INTERVAL_MS, MIN_POLL_INTERVAL_MS
         ),
@@ -165,6 +194,8 @@ def load_device_config(path: Path, env: Mapping[str, str] | None = None) -> Devi
         log_format=log_format,
         local_mode=local_mode,
         host_control=host_control,
+        strict_api_keys=strict_api_keys,
+        host_boot_dir=Path(str(raw["hostBootDir"])) if raw.get("hostBootDir") else None,
         supervisor_api_host=str(raw.get("supervisorApiHost") or "") or None,
         device_id=device_id,
         provisioning_api_key=provisioning_key,
@@ -179,6 +210,19 @@ def load_device_config(path: Path, env: Mapping[str, str] | None = None) -> Devi
         registry_credentials=_registry_credentials(path, raw.get("registryCredentials")),
         extra={k: v for k, v in raw.items() if k not in known},
     )
+
+
+def _listen_address(path: Path, value: Any) -> str | None:
+    """`listenAddress`: an IPv4/IPv6 literal, or absent/"" for every interface."""
+    if value is None or value == "":
+        return None
+    try:
+        return str(ipaddress.ip_address(str(value)))
+    except ValueError:
+        raise ConfigError(
+            f"{path}: 'listenAddress' must be an IP address (or absent: every interface), "
+            f"got {value!r}"
+        ) from None
 
 
 _DOCKER_HUB = {"docker.io", "index.docker.io", "registry-1.docker.io"}

@@ -134,7 +134,7 @@ def _agent_view(config: DeviceConfig) -> dict[str, Any] | None:
     key = (Store(config.data_dir).get("api-keys", {}) or {}).get("global")
     if not key or not config.listen_port:
         return None
-    url = f"http://127.0.0.1:{config.listen_port}/v2/device/status"
+    url = f"{config.local_api_url}/v2/device/status"
     request = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"})
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:

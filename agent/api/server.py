@@ -1,4 +1,5 @@
-"""The local supervisor API server (aiohttp) on `listenPort`, all interfaces, as the reference.
+"""The local supervisor API server (aiohttp) on `listenPort`, all interfaces as the reference
+(or only `listenAddress`).
 
 Middlewares, outermost first: errors (every failure becomes `{status: "failed", message}` with
 an honest status code, never a 500 for what a client sent), then auth. Request bodies are
@@ -136,7 +137,14 @@ def runner_options() -> dict[str, Any]:
 
 def make_app(agent: Agent, host: HostActions, metrics: AgentMetrics) -> web.Application:
     app = web.Application(
-        middlewares=[errors, auth_middleware(agent.keys, lambda: agent.local_mode)],
+        middlewares=[
+            errors,
+            auth_middleware(
+                agent.keys,
+                lambda: agent.local_mode,
+                agent.config.strict_api_keys,
+            ),
+        ],
         client_max_size=MAX_BODY_BYTES,
     )
     app[AGENT] = agent
@@ -161,18 +169,21 @@ class ApiServer:
         self._app = make_app(agent, self.host, self.metrics)
         self._runner: web.AppRunner | None = None
         self._port = agent.config.listen_port
+        self._address = agent.config.listen_address  # None: every interface
         self.port: int | None = None
 
     async def start(self) -> None:
         logs.add_sink(self.metrics.observe)
         self._runner = web.AppRunner(self._app, **runner_options())
         await self._runner.setup()
-        site = web.TCPSite(self._runner, port=self._port, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+        site = web.TCPSite(
+            self._runner, self._address, self._port, shutdown_timeout=SHUTDOWN_TIMEOUT_S
+        )
         await site.start()
         server = site._server
         sockets = getattr(server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else self._port
-        log.info("api_listening", port=self.port)
+        log.info("api_listening", address=self._address or "*", port=self.port)
 
     async def stop(self) -> None:
         logs.remove_sink(self.metrics.observe)

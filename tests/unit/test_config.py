@@ -106,3 +106,26 @@ def test_strict_api_keys_and_host_boot_dir(tmp_path):
     assert load_device_config(write(tmp_path, strictApiKeys="true"), env={}).strict_api_keys
     with pytest.raises(ConfigError, match="strictApiKeys"):
         load_device_config(write(tmp_path, strictApiKeys=[1]), env={})
+
+
+@pytest.mark.parametrize(
+    ("value", "address", "url"),
+    [
+        (None, None, "http://127.0.0.1:48484"),
+        ("", None, "http://127.0.0.1:48484"),
+        ("127.0.0.5", "127.0.0.5", "http://127.0.0.5:48484"),
+        ("0.0.0.0", "0.0.0.0", "http://127.0.0.1:48484"),
+        ("::1", "::1", "http://[::1]:48484"),
+    ],
+)
+def test_listen_address_and_where_local_clients_reach_the_api(tmp_path, value, address, url):
+    values = {} if value is None else {"listenAddress": value}
+    cfg = load_device_config(write(tmp_path, **values), env={})
+    assert cfg.listen_address == address
+    assert cfg.local_api_url == url
+
+
+@pytest.mark.parametrize("value", ["localhost", "127.0.0.300", 5])
+def test_listen_address_must_be_an_ip_literal(tmp_path, value):
+    with pytest.raises(ConfigError, match="listenAddress"):
+        load_device_config(write(tmp_path, listenAddress=value), env={})
