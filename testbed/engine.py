@@ -7,6 +7,7 @@ import json
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from types import TracebackType
@@ -42,8 +43,20 @@ class PrivateEngine:
     root/daemon.json (empty config, so /etc/docker/daemon.json is ignored), root/dockerd.log.
     """
 
-    def __init__(self, root: Path | str | None = None) -> None:
+    def __init__(
+        self,
+        root: Path | str | None = None,
+        *,
+        tcp_address: str | None = None,
+        cap_wrapper: bool = False,
+    ) -> None:
+        """`tcp_address` ("127.0.0.5:2375"): also serve the API there, plain TCP, as a balenaOS
+        development image does (the balena CLI builds on it). `cap_wrapper`: run containers
+        through testbed/capdrop_runtime.py, which drops the capabilities this machine lacks, so
+        privileged containers start in a VM with a reduced bounding set."""
         self._root = Path(root).resolve() if root is not None else None
+        self.tcp_address = tcp_address
+        self.cap_wrapper = cap_wrapper
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
@@ -112,6 +125,12 @@ class PrivateEngine:
             "--iptables=false",
             "--ip-masq=false",
         ]  # fmt: skip
+        if self.tcp_address is not None:
+            # --tls=false says "plain TCP on purpose" (no TLS warning delay)
+            args += ["-H", f"tcp://{self.tcp_address}", "--tls=false"]
+        if self.cap_wrapper:
+            wrapper = self._write_cap_wrapper()
+            args += ["--add-runtime", f"capdrop={wrapper}", "--default-runtime", "capdrop"]
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the daemon
         self._log.write(f"\n=== testbed: starting {' '.join(args)}\n".encode())
         self._log.flush()
@@ -245,6 +264,15 @@ class PrivateEngine:
             if pid_alive(pid):
                 with contextlib.suppress(TestbedError):
                     terminate(pid, None, 2.0)
+
+    def _write_cap_wrapper(self) -> Path:
+        """root/capdrop-runtime: runs testbed/capdrop_runtime.py in front of runc."""
+        runc = find_binary("runc", "runc")
+        script = Path(__file__).with_name("capdrop_runtime.py")
+        wrapper = self.root / "capdrop-runtime"
+        wrapper.write_text(f'#!/bin/sh\nexec {sys.executable} {script} {runc} "$@"\n')
+        wrapper.chmod(0o755)
+        return wrapper
 
     def _close_log(self) -> None:
         if self._log is not None:

@@ -238,7 +238,8 @@ class AgentProcess:
 
     @property
     def api_url(self) -> str:
-        return f"http://127.0.0.1:{self.config['listenPort']}"
+        host = self.config.get("listenAddress") or "127.0.0.1"
+        return f"http://{host}:{self.config['listenPort']}"
 
     def api_key(self, app_id: int | None = None) -> str:
         """The device's global key, or an app's scoped key (as injected into its containers)."""
