@@ -20,6 +20,7 @@ from structlog.testing import capture_logs
 from agent.api.keys import ApiKeys
 from agent.cloud.poller import Poller
 from agent.cloud.reporter import Reporter, ReportSources
+from agent.cloud.tags import DeviceTags
 from agent.local.intake import TargetIntake
 from agent.model import UpdateStatus
 from agent.reconcile.executor import ManagedImages
@@ -69,6 +70,19 @@ def _local_target(store: Store) -> Any:
     return TargetIntake(store, lambda target: None).saved_local()
 
 
+class _NoTagsClient:
+    async def device_tags(self) -> list[dict[str, Any]]:
+        raise AssertionError("not fetched here")
+
+    async def patch_device_tags(self, tags: dict[str, str]) -> None:
+        raise AssertionError("not sent here")
+
+
+def _device_tags(store: Store) -> Any:
+    tags = DeviceTags(_NoTagsClient(), store, lambda: 10.0)
+    return tags.pending(), tags._reported, tags._known
+
+
 LOADERS: dict[str, tuple[Callable[[Store], Any], Any]] = {
     # key: (load as the agent does at start, what it holds with no file)
     "api-keys": (_api_keys, {}),
@@ -77,6 +91,7 @@ LOADERS: dict[str, tuple[Callable[[Store], Any], Any]] = {
     "target": (_target, None),
     "report-cache": (_report_cache, ({}, 0.0)),
     "local-target": (_local_target, None),
+    "device-tags": (_device_tags, ({}, {}, [])),
 }
 
 APP_STATUS = {
@@ -116,6 +131,11 @@ WRONG: list[tuple[str, Any, str]] = [
     ("report-cache", {"acked": {}, "metrics_at": {"t": 1}}, "$.metrics_at"),
     ("local-target", ["apps"], "$"),
     ("local-target", 3, "$"),
+    ("device-tags", [], "$"),
+    ("device-tags", {"target": {"floor": 3}}, "$.target.floor"),
+    ("device-tags", {"reported": ["floor"]}, "$.reported"),
+    ("device-tags", {"known": {"floor": "3"}}, "$.known"),
+    ("device-tags", {"known": ["floor"]}, "$.known[0]"),
 ]
 
 
