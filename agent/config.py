@@ -74,12 +74,19 @@ class DeviceConfig:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
-    def local_api_url(self) -> str:
-        """Where a process on the device reaches the local API (`device-agent status`)."""
+    def local_api_host(self) -> str:
+        """Where a process on the device (or a host-networked container) reaches the local
+        API: `listenAddress` when it names one address, else 127.0.0.1."""
         address = self.listen_address
         if address is None or ipaddress.ip_address(address).is_unspecified:
-            return f"http://127.0.0.1:{self.listen_port}"
-        host = f"[{address}]" if ":" in address else address
+            return "127.0.0.1"
+        return address
+
+    @property
+    def local_api_url(self) -> str:
+        """`device-agent status`'s and `diagnose`'s way to the local API."""
+        host = self.local_api_host
+        host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{self.listen_port}"
 
 

@@ -110,6 +110,7 @@ class Agent:
             supervisor_version=SUPERVISOR_COMPAT_VERSION,
             api_port=config.listen_port,
             api_host=config.supervisor_api_host or self.supervisor_network.config.gateway,
+            loopback_api_host=config.local_api_host,
             supervisor_network=self.supervisor_network.config.name,
             app_api_keys=self.keys.app_keys,
             device_arch=device_arch(config.extra.get("deviceArch")),

@@ -3,7 +3,6 @@ and the device facts the balena CLI asks for before it builds."""
 
 from __future__ import annotations
 
-import platform
 from typing import Any
 
 from aiohttp import web
@@ -16,11 +15,10 @@ from agent.api.common import (
     success,
 )
 from agent.api.context import AGENT
+from agent.device.info import device_arch
 from agent.errors import TargetStateError
 
 NOT_LOCAL = "Target state can only set when device is in local mode"
-_ARCH = {"x86_64": "amd64", "aarch64": "aarch64", "arm64": "aarch64", "armv7l": "armv7hf",
-         "armv6l": "rpi", "i686": "i386"}  # fmt: skip
 
 
 async def get_target_state(request: web.Request) -> web.Response:
@@ -63,8 +61,10 @@ async def set_target_state(request: web.Request) -> web.Response:
 
 
 async def device_info(request: web.Request) -> web.Response:
+    """`{info: {arch, deviceType}}`: the CLI builds for this arch (%%BALENA_ARCH%% in
+    Dockerfile.template); the same value containers get as BALENA_DEVICE_ARCH."""
     agent = request.app[AGENT]
-    arch = _ARCH.get(platform.machine(), platform.machine())
+    arch = device_arch(agent.config.extra.get("deviceArch"))
     return json_response(
         {"status": "success", "info": {"arch": arch, "deviceType": agent.config.device_type}}
     )

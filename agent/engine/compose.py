@@ -51,6 +51,8 @@ class DeviceContext:
     extra_env: dict[str, str] = field(default_factory=dict)
     api_port: int | None = None  # the local supervisor API, for `io.balena.features.supervisor-api`
     api_host: str = "127.0.0.1"
+    # the same for host-networked services: the device's loopback (or config `listenAddress`)
+    loopback_api_host: str = "127.0.0.1"
     # the engine network supervisor-api services off the host network join (engine/supnet.py)
     supervisor_network: str | None = None
     app_api_keys: Mapping[int, str] = field(default_factory=dict)  # app id -> app-scoped key
@@ -282,7 +284,8 @@ def supervisor_api_env(app: AppSpec, service: ServiceSpec, device: DeviceContext
     key = device.app_api_keys.get(app.id)
     if not wanted or key is None or device.api_port is None:
         return {}
-    host = "127.0.0.1" if service.composition.network_mode == "host" else device.api_host
+    host_net = service.composition.network_mode == "host"
+    host = device.loopback_api_host if host_net else device.api_host
     values = {
         "SUPERVISOR_API_KEY": key,
         "SUPERVISOR_HOST": host,

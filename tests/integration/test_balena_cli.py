@@ -128,14 +128,16 @@ class Cli:
     def printed(self, text: str) -> bool:
         return any(text in line for line in list(self.output))
 
-    def stop(self) -> None:
-        """Ctrl-C (the CLI cleans up its livepush containers), then kill what's left."""
+    def stop(self, grace: float = 15.0) -> None:
+        """Ctrl-C (the CLI cleans up its livepush containers), then kill what's left after
+        `grace` s. (`balena device logs` ignores Ctrl-C while its stream is open: CLI 25.2.6's
+        SIGINT handler emits 'close' on the stream, and it waits for 'end'.)"""
         if self.proc is None:
             return
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGINT)
         try:
-            self.proc.wait(15)
+            self.proc.wait(grace)
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
@@ -314,4 +316,4 @@ def test_logs_streams_the_services_output(cli_device: CliDevice) -> None:
         line = next(line for line in cli.output if marker in line)
         assert "[main]" in line, line  # shown as the service's
     finally:
-        cli.stop()
+        cli.stop(grace=2.0)

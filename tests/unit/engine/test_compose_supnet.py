@@ -70,3 +70,12 @@ def test_without_a_supervisor_network_nothing_is_joined() -> None:
     spec = make({}, labels=LABEL, device=replace(DEV, supervisor_network=None))
     assert spec.extra_networks == ()
     assert _env(spec)["BALENA_SUPERVISOR_HOST"] == "10.114.104.1"
+
+
+def test_host_networked_services_reach_the_api_where_it_listens() -> None:
+    """config.json `listenAddress` 127.0.0.5: a host-networked service is told that address."""
+    device = replace(DEV, loopback_api_host="127.0.0.5")
+    spec = make({"network_mode": "host"}, labels=LABEL, device=device)
+    env = _env(spec)
+    assert env["BALENA_SUPERVISOR_ADDRESS"] == "http://127.0.0.5:48484"
+    assert env["BALENA_SUPERVISOR_HOST"] == "127.0.0.5"
