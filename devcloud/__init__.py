@@ -5,6 +5,9 @@ Run it from the repo root: ``python -m devcloud --port 0 --port-file /tmp/devclo
 Device API (as balena's):
   GET   /device/v3/{uuid}/state      Authorization: Bearer <key>; ETag, If-None-Match -> 304
   PATCH /device/v3/state             Authorization: Bearer <key>; {uuid: {...}} -> 200 "OK"
+  PATCH /device/v3/tags              Authorization: Bearer <key>; {uuid: {tagKey: value}} -> 200
+        "OK"; answers 500 / 503 (Retry-After) while the device has a "500" / "503_retry_after"
+        fault (not counted); device tags also as OData (/v6/device_tag), see devcloud.tags
   GET   /ping                        200 "OK"
   POST  /device/register             Bearer <fleet provisioning key> -> 201 {id, uuid, api_key}
         (with the key exchange: GET /v7/device, POST /api-key/device/{id}/device-key), see
@@ -24,6 +27,8 @@ Admin API (JSON in/out, no auth):
   PUT  /admin/devices/{uuid}/target          {name, config, apps} -> {etag}
   PUT  /admin/devices/{uuid}/target?raw=1    any bytes, served verbatim -> {etag}
   POST /admin/devices/{uuid}/faults          {mode|null, count|null, retry_after|null}
+  GET|PUT /admin/devices/{uuid}/tags         -> {tagKey: value}; ?requests=1: the tags of every
+        PATCH /device/v3/tags for it, in order
   POST /admin/devices/{uuid}/clear-records   drops polls, reports, update status history
   PUT  /admin/devices/{uuid}/trickle         {chunk_bytes, pause_ms?} | null -> {uuid, trickle}
         send this device's answer bodies (state, tags) in pieces of chunk_bytes, pausing

@@ -3,8 +3,10 @@ what the supervisor uses): `GET /v6/device?$filter=uuid eq '…'` for the device
 /v6/device_tag?$filter=device/uuid eq '…'`, `POST /v6/device_tag`, `PATCH /v6/device_tag(id)`,
 and the route the reference supervisor (17.8+) sends the tags an app sets with: `PATCH
 /device/v3/tags` with `{uuid: {tagKey: value}}` (creates or updates each tag of each device the
-key may act for). Plus `GET|PUT /admin/devices/{uuid}/tags` for tests; every device-v3 tags
-request is recorded (`GET /admin/devices/{uuid}/tags?requests=1`)."""
+key may act for; 500 / 503 while the device has a "500" / "503_retry_after" fault).
+
+Plus `GET|PUT /admin/devices/{uuid}/tags` for tests; every device-v3 tags request is recorded
+(`GET /admin/devices/{uuid}/tags?requests=1`)."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from devcloud.state import Cloud, Device
+from devcloud.state import DEFAULT_RETRY_AFTER, Cloud, Device
 from devcloud.trickle import send_json
 
 _UUID_FILTER = re.compile(r"^(?:device/)?uuid eq '([^']+)'$")
@@ -116,8 +118,16 @@ async def patch_v3_tags(request: web.Request) -> web.Response:
     )
     if not valid or not body:
         raise web.HTTPBadRequest(text="body must be {uuid: {tagKey: value}}")
-    for uuid in body:
-        _authed(request, uuid)
+    devices = [_authed(request, uuid) for uuid in body]
+    for device in devices:  # a cloud that fails this device's polls fails its tags too
+        fault = device.fault
+        if fault is not None and fault.mode == "500":
+            return web.Response(status=500, text="Internal Server Error")
+        if fault is not None and fault.mode == "503_retry_after":
+            retry = DEFAULT_RETRY_AFTER if fault.retry_after is None else fault.retry_after
+            return web.Response(
+                status=503, text="Service Unavailable", headers={"Retry-After": str(retry)}
+            )
     for uuid, per in body.items():
         tags.device_id(uuid)
         tags.requests.setdefault(uuid, []).append(dict(per))

@@ -4,6 +4,8 @@ not the cloud can be reached, sent to the devcloud as the reference sends them (
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from testbed.processes import free_port
 from tests.helpers import wait_until
 
@@ -78,3 +80,23 @@ def test_tags_set_while_the_cloud_is_down_are_sent_after_a_restart(device):
     tags = agent.api("GET", "/v2/device/tags").body["tags"]
     assert [(t["name"], t["value"]) for t in tags] == [("location", "roof")]
     assert isinstance(tags[0]["id"], int)
+
+
+def test_tags_go_out_as_soon_as_a_poll_says_the_cloud_is_back(device):
+    agent = device.agent
+    agent.start()
+    agent.wait_api()
+    device.cloud.set_fault(device.uuid, "500")  # polls and tags answered 500 until cleared
+    assert agent.api("PATCH", "/v2/device/tags", {"location": "roof"}).status == 202
+    failed = wait_until(lambda: agent.events_named("device_tags_report_failed"), 10)[0]
+    assert failed["retry_in_s"] >= 7.5  # the reference's minimum, with jitter from its half
+    device.cloud.clear_fault(device.uuid)
+    wait_until(lambda: device.cloud.tags(device.uuid) == {"location": "roof"}, 30)
+    # sent after the next good poll, not when the backoff ran out
+    reported = agent.events_named("device_tags_reported")[0]
+    assert _t(reported) < _t(failed) + failed["retry_in_s"], (failed, reported)
+    assert device.cloud.tag_requests(device.uuid) == [{"location": "roof"}]
+
+
+def _t(event: dict) -> float:
+    return datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00")).timestamp()
