@@ -95,6 +95,7 @@ def test_every_docs_example_answers_as_documented(device, images):
     assert not failures, "\n".join(failures)
     # what the examples did, seen from outside the API
     wait_until(lambda: device.cloud.tags(device.uuid).get("foo") == "bar", 10)
+    assert "hostname" in agent.host_actions()  # hostControl record: the hostname is recorded
 
 
 def _restart_in_local_mode(agent: AgentProcess) -> None:
