@@ -93,7 +93,7 @@ def test_tags_go_out_as_soon_as_a_poll_says_the_cloud_is_back(device):
     device.cloud.clear_fault(device.uuid)
     wait_until(lambda: device.cloud.tags(device.uuid) == {"location": "roof"}, 30)
     # sent after the next good poll, not when the backoff ran out
-    reported = agent.events_named("device_tags_reported")[0]
+    reported = wait_until(lambda: agent.events_named("device_tags_reported"), 10)[0]
     assert _t(reported) < _t(failed) + failed["retry_in_s"], (failed, reported)
     assert device.cloud.tag_requests(device.uuid) == [{"location": "roof"}]
 
