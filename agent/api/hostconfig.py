@@ -47,7 +47,10 @@ async def get_host_config(request: web.Request) -> web.Response:
         hostname = await host_bus(agent).hostname()
     except HostBusError:
         hostname = socket.gethostname()  # no hostnamed: the kernel's (the same name)
-    proxy = await asyncio.to_thread(ProxyFiles(boot_dir(agent)).read)
+    try:
+        proxy = await asyncio.to_thread(ProxyFiles(boot_dir(agent)).read)
+    except OSError as exc:  # e.g. the boot partition unreadable
+        raise ApiError(503, f"could not read the proxy settings: {exc}") from exc
     network: dict[str, Any] = {"hostname": hostname}
     if proxy is not None:
         network["proxy"] = proxy
