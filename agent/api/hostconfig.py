@@ -49,7 +49,7 @@ async def get_host_config(request: web.Request) -> web.Response:
         hostname = socket.gethostname()  # no hostnamed: the kernel's (the same name)
     try:
         proxy = await asyncio.to_thread(ProxyFiles(boot_dir(agent)).read)
-    except OSError as exc:  # e.g. the boot partition unreadable
+    except (OSError, UnicodeError) as exc:  # e.g. the boot partition unreadable
         raise ApiError(503, f"could not read the proxy settings: {exc}") from exc
     network: dict[str, Any] = {"hostname": hostname}
     if proxy is not None:
@@ -74,7 +74,7 @@ async def patch_host_config(request: web.Request) -> web.Response:
         files = ProxyFiles(boot_dir(agent))
         try:
             await asyncio.to_thread(files.patch, patch.proxy, patch.no_proxy)
-        except OSError as exc:
+        except (OSError, UnicodeError) as exc:
             raise ApiError(503, f"could not store the proxy settings: {exc}") from exc
         try:
             restarted = await bus.restart_proxy_units()
