@@ -252,6 +252,13 @@ def test_push_nolive_builds_on_the_device_and_runs_the_built_image(cli_device: C
     assert container.labels["io.balena.supervised"] == "true"
     assert container.attrs["HostConfig"]["Privileged"] is True  # the CLI's default, unchanged
     wait_until(lambda: b"hello-from-v1" in container.logs(), 30)
+    # the legacy io.resin.features.supervisor-api label of the CLI's composition: the host-
+    # networked service is told the address the API listens on, and reaches it there
+    env = dict(item.split("=", 1) for item in container.attrs["Config"]["Env"])
+    address = f"http://{cli_device.address}:{SUPERVISOR_PORT}"
+    assert env["BALENA_SUPERVISOR_ADDRESS"] == address
+    code, out = container.exec_run(["wget", "-qO-", f"{address}/ping"])
+    assert (code, out) == (0, b"OK"), out
 
 
 def test_livepush_streams_logs_and_syncs_a_changed_file(cli_device: CliDevice) -> None:
