@@ -43,7 +43,7 @@ CHECKS = [
 ]
 EXAMPLES = 25
 # "this device has no such thing": documented answers, not server errors
-HONEST_501 = {"POST /v1/blink", "POST /v2/journal-logs", "POST /v1/update"}
+HONEST_501 = {"POST /v2/journal-logs"}
 # the reference's 503s for a client's mistake (its catch-all answer), kept for compatibility:
 # an app the device doesn't have (restart/purge), a service it doesn't have (containerId)
 REFERENCE_503 = {
@@ -146,7 +146,7 @@ def _runner(operation, mode, base_url, headers, counts, failures):
             return  # documented: the reference's answer (README, API differences)
         counts[response.status_code] += 1
         if response.status_code == 501 and operation.label in HONEST_501:
-            return  # documented: this device has no LED / journald / update cancelling
+            return  # documented: this host has no journald
         if response.status_code >= 500:
             failures.append(f"{operation.label}: {response.status_code} {case.as_curl_command()}")
             return
