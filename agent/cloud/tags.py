@@ -4,8 +4,9 @@ what the cloud last acknowledged.
 
 The wanted tags (`target`) and the acknowledged ones (`reported`) are persisted together in
 the store (`device-tags`), so a tag set while the cloud can't be reached is sent after a
-restart too. Failures are retried with backoff and jitter (at least 15 s, at most the poll
-interval, as the reference's); a successful poll (the cloud is back) cuts the wait short.
+restart too. At most one PATCH goes out every 10 s; failures are retried with backoff and
+jitter (at least 15 s, at most the poll interval), both as the reference's; a successful poll
+(the cloud is back) cuts the wait short.
 
 `GET /v2/device/tags` answers from the cloud with the pending tags laid over it; when the
 cloud can't be reached, from the last answer it gave plus what was sent and what is pending.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -29,6 +31,7 @@ log = structlog.get_logger("agent.tags")
 STORE_KEY = "device-tags"
 MIN_RETRY_S = 15.0  # the reference's minimum delay between failed attempts
 COALESCE_S = 0.1  # tags set together (one burst of requests) go in one PATCH
+MIN_SPACING_S = 10.0  # at most one PATCH every 10 s, as the reference's maxReportFrequency
 
 
 class TagsClient(Protocol):
@@ -55,6 +58,7 @@ class DeviceTags:
         self._known: list[dict[str, Any]] = list(saved.get("known") or [])
         self._wake = asyncio.Event()
         self._failures = 0
+        self._last_sent: float | None = None  # time.monotonic() of the last accepted PATCH
 
     # --- the API's side -----------------------------------------------------------------------
 
@@ -117,7 +121,10 @@ class DeviceTags:
             self._wake.set()
         while True:
             await self._wake.wait()
-            await asyncio.sleep(COALESCE_S)
+            left = 0.0
+            if self._last_sent is not None:
+                left = MIN_SPACING_S - (time.monotonic() - self._last_sent)
+            await asyncio.sleep(max(COALESCE_S, left))
             self._wake.clear()
             delay = await self.send_once()
             if delay is not None:
@@ -144,6 +151,7 @@ class DeviceTags:
             )
             return delay
         self._failures = 0
+        self._last_sent = time.monotonic()
         for key, value in diff.items():
             self._reported[key] = value
             if self._target.get(key) == value:

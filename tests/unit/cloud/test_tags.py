@@ -85,3 +85,29 @@ def test_pending_tags_survive_a_restart_and_a_good_poll_cuts_the_wait(tmp_path):
         assert DeviceTags(cloud, Store(tmp_path), lambda: 900.0).pending() == {}
 
     asyncio.run(main())
+
+
+def test_one_patch_at_most_every_spacing(tmp_path, monkeypatch):
+    monkeypatch.setattr("agent.cloud.tags.MIN_SPACING_S", 1.0)
+
+    async def main() -> None:
+        cloud = FakeCloud()
+        tags = DeviceTags(cloud, Store(tmp_path), lambda: 900.0)
+        runner = asyncio.create_task(tags.run())
+        await tags.set({"a": "1"})
+        for _ in range(150):
+            if cloud.sent:
+                break
+            await asyncio.sleep(0.02)
+        await tags.set({"a": "2"})
+        await tags.set({"b": "1"})
+        await asyncio.sleep(0.4)
+        assert cloud.sent == [{"a": "1"}]  # the next one waits for the spacing
+        for _ in range(150):
+            if len(cloud.sent) > 1:
+                break
+            await asyncio.sleep(0.02)
+        runner.cancel()
+        assert cloud.sent == [{"a": "1"}, {"a": "2", "b": "1"}]  # both changes in one
+
+    asyncio.run(main())
