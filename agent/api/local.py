@@ -56,7 +56,7 @@ async def set_target_state(request: web.Request) -> web.Response:
     refused = agent.accept_local_target(document)
     if refused is not None:
         raise ApiError(400, refused)
-    agent.reconciler.wake(force=force)
+    agent.reconciler.wake(force=force, recheck=True)
     return success(message="OK")
 
 

@@ -117,9 +117,15 @@ class Reconciler:
         log.info("apply_cancelled", in_flight=busy)
         return busy
 
-    def wake(self, force: bool = False) -> None:
+    def wake(self, force: bool = False, *, recheck: bool = False) -> None:
+        """Run a pass now. `recheck`: until that pass has looked at the engine again, the
+        state is not `converged` (`appState: applying`), as the reference's apply is in
+        progress from its trigger on: a client that changed the engine and posts its target
+        (the balena CLI's livepush removes a container, then posts) waits for that pass."""
         if force:
             self._force_once = True
+        if recheck:
+            self.converged.clear()
         self._wake.set()
 
     async def watch_engine(self) -> None:
@@ -237,6 +243,7 @@ class Reconciler:
                 self._force_once = False
                 self.converged.set()
             return plan.converged and generation == self._generation, False
+        self.converged.clear()  # applying: a container went or changed under a converged state
         log.info("apply_pass", steps=[describe(s) for s in plan.steps])
         # if executing raises, these apps are the ones it was working on
         ids = {app_id for step in plan.steps if (app_id := step_app_id(step)) is not None}

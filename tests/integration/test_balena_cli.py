@@ -44,6 +44,12 @@ CLI_TIMEOUT = 300.0
 SERVICE_CMD = "cat /msg.txt; trap 'exit 0' TERM; while true; do sleep 1; done"
 
 
+def dockerfile(base: str, say_first: str = "") -> str:
+    """The project's Dockerfile; `say_first`: an extra line the service prints at start."""
+    command = f"echo {say_first}; {SERVICE_CMD}" if say_first else SERVICE_CMD
+    return f"FROM {base}\nCOPY msg.txt /msg.txt\nCMD {json.dumps(['sh', '-c', command])}\n"
+
+
 def _port_free(address: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         try:
@@ -128,6 +134,13 @@ class Cli:
     def printed(self, text: str) -> bool:
         return any(text in line for line in list(self.output))
 
+    def logged(self, service: str, text: str) -> bool:
+        """A service's log line as the CLI shows it: `[Logs]    [time] [main] text`."""
+        return any(
+            line.startswith("[Logs]") and f"[{service}] " in line and line.endswith(text)
+            for line in list(self.output)
+        )
+
     def stop(self, grace: float = 15.0) -> None:
         """Ctrl-C (the CLI cleans up its livepush containers), then kill what's left after
         `grace` s. (`balena device logs` ignores Ctrl-C while its stream is open: CLI 25.2.6's
@@ -154,6 +167,7 @@ class CliDevice:
     docker: docker.DockerClient
     agent: AgentProcess
     project: Path  # a bare Dockerfile project
+    base: str  # its base image, from the test registry
     home: Path
 
     def cli(self) -> Cli:
@@ -195,9 +209,7 @@ def cli_device(devcloud: DevCloudProcess, registry: Registry) -> Iterator[CliDev
         base = publish(client, registry, "cli/base", "v1", marker="cli-base").ref_by_tag
         project = root / "project"
         project.mkdir()
-        (project / "Dockerfile").write_text(
-            f"FROM {base}\nCOPY msg.txt /msg.txt\nCMD {json.dumps(['sh', '-c', SERVICE_CMD])}\n"
-        )
+        (project / "Dockerfile").write_text(dockerfile(base))
         (project / "msg.txt").write_text("hello-from-v1\n")
         uuid, key = uuidlib.uuid4().hex, uuidlib.uuid4().hex
         devcloud.client().register(uuid, key, name="balena-cli")
@@ -213,7 +225,7 @@ def cli_device(devcloud: DevCloudProcess, registry: Registry) -> Iterator[CliDev
         agent.wait_api()
         home = root / "home"
         home.mkdir()
-        yield CliDevice(address, engine, client, agent, project, home)
+        yield CliDevice(address, engine, client, agent, project, base, home)
     finally:
         if agent is not None:
             agent.kill()
@@ -268,7 +280,7 @@ def test_livepush_streams_logs_and_syncs_a_changed_file(cli_device: CliDevice) -
     cli = cli_device.cli().start("push", cli_device.address, cwd=cli_device.project)
     try:
         wait_until(
-            lambda: cli.printed("Device state settled") and cli.printed("live-one"),
+            lambda: cli.printed("Device state settled") and cli.logged("main", "live-one"),
             120,
             message=lambda: _fail(cli, cli_device, "no live session with the service's logs"),
         )
@@ -290,13 +302,29 @@ def test_livepush_streams_logs_and_syncs_a_changed_file(cli_device: CliDevice) -
         )
         # livepush restarts the service, which says the new content; its log reaches the CLI
         wait_until(
-            lambda: cli.printed("live-two"),
+            lambda: cli.logged("main", "live-two"),
             30,
             message=lambda: _fail(cli, cli_device, "the new log line never reached the CLI"),
         )
+        # a changed Dockerfile: the CLI rebuilds, removes the container itself, posts the
+        # target again and waits for the device to settle on a new container
+        before = cli_device.main_container()
+        (cli_device.project / "Dockerfile").write_text(
+            dockerfile(cli_device.base, say_first="dockerfile-two")
+        )
+        wait_until(
+            lambda: cli.logged("main", "dockerfile-two"),
+            120,
+            message=lambda: _fail(cli, cli_device, "the rebuilt service never ran"),
+        )
+        after = cli_device.main_container()
+        assert after is not None and before is not None and after.id != before.id
+        assert after.image.id == cli_device.docker.images.get("local_image_main:latest").id
+        assert not cli.printed("error rebuilding"), cli.transcript()
         assert cli.proc is not None and cli.proc.poll() is None, "the live session ended"
     finally:
         cli.stop()
+        (cli_device.project / "Dockerfile").write_text(dockerfile(cli_device.base))
 
 
 def test_logs_streams_the_services_output(cli_device: CliDevice) -> None:

@@ -179,3 +179,38 @@ def test_balena_push_flow_v2_then_v3_and_restart(device, images):
     agent.api("POST", "/v1/update", {"force": True})
     wait_until(lambda: not running(device), 60, message=agent.log_tail)
     assert api("POST", "/v2/local/target-state", v3).status == 400
+
+
+def test_a_posted_target_is_applying_until_the_engine_was_looked_at_again(device):
+    """The balena CLI's livepush, on a changed Dockerfile, removes the service's container
+    itself, posts the target again and takes the first `appState: applied` answer's container
+    as the new one. As on the reference (its apply is in progress from the POST on), a POST
+    makes the state `applying` until a pass has seen the engine as it now is."""
+    build_image(device.docker, "local_image_main", "latest", marker="local-main")
+    device.cloud.set_target(
+        device.uuid, device_target({}, name="dev", config={"BALENA_SUPERVISOR_LOCAL_MODE": "1"})
+    )
+    agent = device.agent.start()
+    agent.wait_api()
+    api = agent.api
+    wait_until(lambda: api("GET", "/v2/local/target-state", key=None).status == 200, 10)
+    state = api("GET", "/v2/local/target-state", key=None).body["state"]
+    state["local"]["apps"] = cli_v2_apps()
+    del state["local"]["apps"]["1"]["services"]["2"]
+    assert api("POST", "/v2/local/target-state", state, key=None).status == 200
+
+    def applied() -> dict | None:
+        body = api("GET", "/v2/state/status", key=None).body
+        return body if body["appState"] == "applied" else None
+
+    first = wait_until(applied, 60, message=agent.log_tail)
+    old = {c["serviceName"]: c["containerId"] for c in first["containers"]}["main"]
+    for _ in range(3):
+        device.docker.api.remove_container(old, force=True)
+        state = api("GET", "/v2/local/target-state", key=None).body["state"]
+        # the same target again (v3, as GET answers it)
+        assert api("POST", "/v2/local/target-state", state, key=None).status == 200
+        settled = wait_until(applied, 60, message=agent.log_tail)
+        new = {c["serviceName"]: c["containerId"] for c in settled["containers"]}["main"]
+        assert new != old and running(device)["main"] == new
+        old = new
