@@ -185,7 +185,6 @@ class Agent:
         # device logs to the cloud (issue 13): off in local mode, as the reference's local backend
         self.cloud_logs = CloudLogs(
             self.engine,
-            self.store,
             LogSettings.of(config.extra),
             lambda: (self.config.api_endpoint, self.config.uuid, self.config.device_api_key),
             config.data_dir,

@@ -171,8 +171,6 @@ STATE_SHAPES: Mapping[str, Shape] = {
     "report-cache": Obj({"acked": Opt(MapOf(AnyValue())), "metrics_at": Num()}),
     # agent/local/intake.py: the local-mode target document
     "local-target": Obj(),
-    # agent/cloudlogs/channel.py: each container's log position (ns of the last line sent)
-    "cloud-logs": Obj({"positions": Opt(MapOf(Int())), "started_ns": Opt(Int())}),
     # agent/cloud/tags.py: device tags set through the API, acknowledged by the cloud, last
     # known from it
     "device-tags": Obj(

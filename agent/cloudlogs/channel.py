@@ -21,19 +21,19 @@ from agent import logs
 from agent.cloudlogs import spill
 from agent.cloudlogs.buffer import LogBuffer
 from agent.cloudlogs.followers import Followers
+from agent.cloudlogs.positions import Positions
 from agent.cloudlogs.ratelimit import RateLimiter
 from agent.cloudlogs.sender import Sender
 from agent.cloudlogs.system import system_message
 from agent.cloudlogs.wire import Entry, system_entry
 from agent.engine.docker import DockerEngine
-from agent.errors import StoreError
-from agent.store import Store
 
 log = structlog.get_logger("agent.cloudlogs")
 
-STORE_KEY = "cloud-logs"
 TICK_S = 0.2
+PRUNE_EVERY = 50  # ticks between dropping the positions of containers that are gone
 SPILL_DIR = "cloud-logs"
+POSITIONS_FILE = "cloud-logs.pos"
 
 
 @dataclass(frozen=True)
@@ -69,29 +69,25 @@ class CloudLogs:
     def __init__(
         self,
         engine: DockerEngine,
-        store: Store,
         settings: LogSettings,
         cloud: Callable[[], tuple[str, str, str]],  # endpoint, uuid, key (once registered)
         data_dir: Path,
         enabled: Callable[[], bool],
     ) -> None:
         self._engine = engine
-        self._store = store
+        self._data_dir = data_dir
         self.settings = settings
         self._enabled = enabled
         self._spill_dir = data_dir / SPILL_DIR
         self.buffer = LogBuffer(settings.mem_bytes, settings.disk_bytes, self._spill_dir)
         self.limiter = RateLimiter(settings.rate, settings.burst)
-        saved = store.get(STORE_KEY) or {}
-        self._positions: dict[str, int] = dict(saved.get("positions") or {})
-        self._started_ns: int = saved.get("started_ns") or time.time_ns()
+        self.positions: Positions | None = None  # opened by run()
         self._cloud = cloud
         self.sender: Sender | None = None
         self.followers: Followers | None = None
         self._on = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
-        self._store_failed = False
         self._announced = False
 
     # --- the agent's own lines ---------------------------------------------------------------
@@ -110,34 +106,27 @@ class CloudLogs:
 
     # --- positions ----------------------------------------------------------------------------
 
-    async def _written(self, batch: list[Entry]) -> None:
-        """About to write `batch`: persist where each container's log stands after it."""
-        moved = False
-        for e in batch:
-            if e.container and self._positions.get(e.container) != e.ns:
-                self._positions[e.container] = e.ns
-                moved = True
-        if not moved:
+    def _written(self, batch: list[Entry]) -> None:
+        """About to write `batch`: where each container's log stands after it."""
+        positions = self.positions
+        if positions is None:
             return
-        known = self.followers.last if self.followers is not None else self._positions
-        self._positions = {k: v for k, v in self._positions.items() if k in known}
-        try:
-            await self._store.put_async(
-                STORE_KEY, {"positions": dict(self._positions), "started_ns": self._started_ns}
-            )
-        except StoreError as exc:
-            if not self._store_failed:
-                log.error("cloud_logs_position_not_saved", error=str(exc))
-            self._store_failed = True
+        latest = {e.container: e.ns for e in batch if e.container}  # in order: the last wins
+        for cid, ns in latest.items():
+            positions.put(cid, ns)
 
     # --- life cycle ---------------------------------------------------------------------------
 
     async def run(self) -> None:
         await asyncio.to_thread(spill.clear, self._spill_dir)
+        if self.positions is None:
+            self.positions = await asyncio.to_thread(
+                Positions.open, self._data_dir / POSITIONS_FILE, time.time_ns()
+            )
         self.sender = Sender(*self._cloud(), self.buffer, self._written)
         self._loop, self._loop_thread = asyncio.get_running_loop(), threading.get_ident()
         logs.add_sink(self.sink)
-        positions, started_ns = self._positions, self._started_ns
+        positions, started_ns = dict(self.positions.values), self.positions.started_ns
         try:
             while True:
                 await self._wait_enabled()
@@ -166,8 +155,12 @@ class CloudLogs:
             asyncio.create_task(self.followers.run(), name="cloudlogs-followers"),
             asyncio.create_task(self.sender.run(), name="cloudlogs-sender"),
         ]
+        ticks = 0
         try:
             while self._enabled():
+                ticks += 1
+                if ticks % PRUNE_EVERY == 0 and self.positions is not None:
+                    self.positions.keep_only(set(self.followers.last))
                 for task in tasks:
                     if task.done():  # a bug: say it, the supervisor restarts the channel
                         task.result()

@@ -110,18 +110,21 @@ class Followers:
     async def _follow(self, c: ContainerState, since_ns: int | None) -> None:
         key, service_id = c.service_name, c.service_id
         last = since_ns or 0
+        allow, put, clock = self._limiter.allow, self._buffer.put, self._clock
         try:
-            async for frame in log_frames(
+            async for batch in log_frames(
                 self._engine, c.id, since_ns, True, self._tty.get(c.id, False)
             ):
-                if frame.ns <= last:
-                    continue  # the engine keeps lines at `since` itself
-                last = self.last[c.id] = frame.ns
-                ts_ms = frame.ns // 1_000_000
-                if not self._limiter.allow(key, self._clock(), ts_ms):
-                    continue
-                line = encode(frame.text, ts_ms, service_id=service_id, stderr=frame.stderr)
-                self._buffer.put(Entry(line, key, ts_ms, c.id, frame.ns))
+                now = clock()
+                for frame in batch:
+                    if frame.ns <= last:
+                        continue  # the engine keeps lines at `since` itself
+                    last = frame.ns
+                    ts_ms = frame.ns // 1_000_000
+                    if allow(key, now, ts_ms):
+                        line = encode(frame.text, ts_ms, service_id=service_id, stderr=frame.stderr)
+                        put(Entry(line, key, ts_ms, c.id, frame.ns))
+                self.last[c.id] = last
         except EngineError:
             pass  # gone meanwhile, or the engine went away: a later scan follows again
         except Exception:

@@ -11,8 +11,9 @@ Where it differs, on purpose: the reference keeps one request open until 60 s wi
 request ends after `REQUEST_MAX_S` and the cloud's answer confirms it; the lines of a request
 that fails (refused, cut, no answer) go back to the head of the buffer and are sent again, so
 a cut loses nothing; at worst the cloud sees again what it took from the broken request.
-Before a batch is written, `on_write` is awaited (the channel persists the containers'
-positions there), so an agent killed at any point resumes right after the last line written.
+Before a batch is written, `on_write` is called (the channel records the containers'
+positions there, positions.py), so an agent killed at any point resumes right after the last
+line written.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import aiohttp
@@ -65,7 +66,7 @@ class Sender:
         uuid: str,
         api_key: str,
         buffer: LogBuffer,
-        on_write: Callable[[list[Entry]], Awaitable[None]],
+        on_write: Callable[[list[Entry]], None],
     ) -> None:
         self._url = endpoint.rstrip("/") + PATH.format(uuid=uuid)
         self._headers = {
@@ -123,13 +124,14 @@ class Sender:
         deadline = time.monotonic() + REQUEST_MAX_S
         while (left := deadline - time.monotonic()) > 0:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._buffer.ready.wait(), left)
+                async with asyncio.timeout(left):  # no task per wait, unlike wait_for
+                    await self._buffer.ready.wait()
             notice = self._buffer.take_drop_notice()
             batch = ([notice] if notice else []) + await self._buffer.take(MAX_BATCH_BYTES)
             if not batch:
                 continue
             inflight.extend(batch)
-            await self._on_write(batch)
+            self._on_write(batch)
             yield gz.batch([e.line for e in batch])
             await asyncio.sleep(FLUSH_S)  # the reference's throttled sync flush
         yield gz.end()

@@ -3,9 +3,13 @@
 `DockerEngine.log_lines` (the local API's follower) gives whole-second `since` and float times
 and loses which stream a line came from; the cloud log channel needs nanosecond positions, so a
 restart resumes exactly after the last line sent (no duplicate, no gap), and `isStdErr`. The
-SDK's `logs()` drops the stream byte of the engine's multiplexed frames, so this reads the raw
-response: an 8-byte header per frame (stream 1 stdout / 2 stderr, big-endian length), then
-the payload; a TTY container's log is not multiplexed (all stdout).
+SDK's `logs()` drops the stream byte of the multiplexed frames, so the response is read here.
+
+Cost matters (a busy service logs all day): the reader thread takes whatever the socket has
+in one call (`read1` on the response's buffered socket file, de-chunked and demultiplexed in
+logwire.py, not one urllib3 read per frame), and wakes the event loop only when the consumer
+is waiting, which then lets a burst gather for `COALESCE_S` before taking it: a service
+printing 200 lines a second costs a handful of loop wake-ups a second, not 200.
 """
 
 from __future__ import annotations
@@ -13,10 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-import struct
+import threading
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from agent.engine.docker import (
@@ -26,104 +28,133 @@ from agent.engine.docker import (
     _follow,
     _translated,
 )
+from agent.engine.logwire import ChunkDecoder, FrameSplitter, LogFrame, demux, since_param
+from agent.errors import EngineError
 from agent.model import ContainerState
 
-_HEADER = struct.Struct(">BxxxL")
+COALESCE_S = 0.05  # lines go out at most every 100 ms anyway (cloudlogs/wire.py FLUSH_S)
+MAX_PENDING = 5000  # lines read ahead of the consumer; past that the reader waits
 
 
-@dataclass(frozen=True, slots=True)
-class LogFrame:
-    ns: int  # engine time of the line, nanoseconds since the epoch
-    stderr: bool
-    text: str
+class _Reader:
+    """One container's log stream, read in its own thread."""
 
+    def __init__(self, loop: asyncio.AbstractEventLoop, tty: bool) -> None:
+        self._loop = loop
+        self._tty = tty
+        self._lock = threading.Lock()
+        self._frames: list[LogFrame] = []
+        self._waiting = False
+        self._done = False
+        self._error: BaseException | None = None
+        self._wake = asyncio.Event()
+        self._drained = threading.Event()
+        self.closed = threading.Event()
+        self._sock: Any = None
 
-def parse_stamp(stamp: bytes) -> int | None:
-    """`2024-05-01T10:00:00.123456789Z` (RFC 3339 with nanoseconds) → ns since the epoch."""
-    try:
-        text = stamp.decode("ascii").rstrip("Z")
-        head, _, frac = text.partition(".")
-        whole = int(datetime.fromisoformat(head + "+00:00").timestamp())
-    except (UnicodeDecodeError, ValueError):
-        return None
-    digits = (frac + "000000000")[:9]
-    return whole * 1_000_000_000 + (int(digits) if digits.isdigit() else 0)
+    # --- reader thread ------------------------------------------------------------------------
 
+    def run(self, open_response: Any) -> None:
+        response = None
+        try:
+            with _translated("container logs"):
+                response, self._sock = open_response()
+            if self.closed.is_set():
+                return
+            self._read(response)
+            self._finish(None)
+        except BaseException as exc:  # handed to the consumer
+            self._finish(exc)
+        finally:
+            if response is not None:
+                with contextlib.suppress(Exception):
+                    response.close()
 
-def since_param(ns: int) -> str:
-    """The engine's `since` as `seconds.nanoseconds` (it keeps lines at or after it)."""
-    return f"{ns // 1_000_000_000}.{ns % 1_000_000_000:09d}"
+    def _read(self, response: Any) -> None:
+        # the buffered socket file under urllib3 and http.client: read1 returns what is
+        # buffered, or what one recv gives, never waiting for more
+        fp = response.raw._fp.fp
+        chunks = ChunkDecoder() if response.raw.chunked else None
+        splitter, buf = FrameSplitter(), bytearray()
+        while not self.closed.is_set():
+            data = fp.read1(65536)
+            if not data:
+                break
+            if chunks is not None:
+                data = chunks.feed(data)
+            out: list[LogFrame] = []
+            if self._tty:
+                splitter.feed(False, data, out)
+            else:
+                buf += data
+                demux(buf, splitter, out)
+            if out:
+                self._deliver(out)
+            if chunks is not None and chunks.done:
+                break
+        self._deliver(splitter.rest())
 
+    def _deliver(self, frames: list[LogFrame]) -> None:
+        if not frames:
+            return
+        while len(self._frames) > MAX_PENDING and not self.closed.is_set():
+            self._drained.wait(0.5)  # the consumer lags: the engine keeps the rest
+            self._drained.clear()
+        with self._lock:
+            self._frames.extend(frames)
+            wake, self._waiting = self._waiting, False
+        if wake:
+            self._signal()
 
-def split_frames(chunks: Iterator[tuple[bool, bytes]]) -> Iterator[LogFrame]:
-    """Payloads per stream → lines; a line split over two frames is joined again."""
-    pending: dict[bool, bytes] = {False: b"", True: b""}
-    for stderr, data in chunks:
-        buf = pending[stderr] + data
-        *complete, pending[stderr] = buf.split(b"\n")
-        for raw in complete:
-            frame = _frame(raw, stderr)
-            if frame is not None:
-                yield frame
-    for stderr, rest in pending.items():
-        if rest:
-            frame = _frame(rest, stderr)
-            if frame is not None:
-                yield frame
+    def _finish(self, error: BaseException | None) -> None:
+        with self._lock:
+            self._done, self._error = True, error
+            wake, self._waiting = self._waiting, False
+        if wake:
+            self._signal()
 
+    def _signal(self) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody to tell
+            self._loop.call_soon_threadsafe(self._wake.set)
 
-def _frame(raw: bytes, stderr: bool) -> LogFrame | None:
-    stamp, _, message = raw.partition(b" ")
-    ns = parse_stamp(stamp)
-    if ns is None:
-        return None
-    return LogFrame(ns, stderr, message.decode(errors="replace").rstrip("\r"))
+    # --- event loop ---------------------------------------------------------------------------
 
-
-class _Stream:
-    """The open response; `close` (called on the event loop when the consumer leaves) only
-    shuts the socket down, which never blocks: the reader thread then ends and closes it."""
-
-    def __init__(self, response: Any, sock: Any) -> None:
-        self.response = response
-        self._sock = sock
+    async def batches(self) -> AsyncIterator[list[LogFrame]]:
+        while True:
+            with self._lock:
+                got, self._frames = self._frames, []
+                done, error = self._done, self._error
+                if not got and not done:
+                    self._waiting = True
+                    self._wake.clear()
+            if got:
+                self._drained.set()
+                yield got
+                continue
+            if done:
+                if isinstance(error, EngineError):
+                    raise error  # opening the stream failed (no such container, engine down)
+                return  # the stream ended or broke off: the container stopped, or we closed it
+            await self._wake.wait()
+            await asyncio.sleep(COALESCE_S)  # let the rest of a burst arrive
 
     def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self._sock.shutdown(socket.SHUT_RDWR)
-
-
-def _payloads(stream: _Stream, tty: bool) -> Iterator[tuple[bool, bytes]]:
-    raw = stream.response.raw
-    try:
-        if tty:
-            while chunk := raw.read1(65536):
-                yield False, chunk
-            return
-        while True:
-            header = raw.read(_HEADER.size)
-            if len(header) < _HEADER.size:
-                return
-            kind, length = _HEADER.unpack(header)
-            if not length:
-                continue
-            data = raw.read(length)
-            if not data:
-                return
-            yield kind == 2, data
-    finally:
-        with contextlib.suppress(Exception):
-            stream.response.close()  # in the reader thread
+        """Called on the loop: shutting the socket down never blocks; the thread then ends."""
+        self.closed.set()
+        self._drained.set()
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RDWR)
 
 
 async def log_frames(
     engine: DockerEngine, container_id: str, since_ns: int | None, follow: bool, tty: bool
-) -> AsyncIterator[LogFrame]:
-    """The container's log from `since_ns` (None: from its start), in a thread of its own;
-    with `follow`, until the container stops or the consumer closes the iterator. Raises
+) -> AsyncIterator[list[LogFrame]]:
+    """The container's log from `since_ns` (None: from its start), in batches of lines; with
+    `follow`, until the container stops or the consumer closes the iterator. Raises
     EngineError when the stream can't be opened."""
 
-    def open_stream() -> _Stream:
+    def open_response() -> tuple[Any, Any]:
         api = engine.api
         params: dict[str, Any] = {
             "stdout": 1,
@@ -135,22 +166,22 @@ async def log_frames(
         if since_ns:
             params["since"] = since_param(since_ns)
         # the SDK's private request helpers: its public logs() drops the stream byte
-        response = api._get(
-            api._url("/containers/{0}/logs", container_id), params=params, stream=True
-        )
-        with _translated("container logs"):
-            api._raise_for_status(response)
+        url = api._url("/containers/{0}/logs", container_id)
+        response = api._get(url, params=params, stream=True)
+        api._raise_for_status(response)
         sock = api._get_raw_response_socket(response)
         api._disable_socket_timeout(sock)
-        return _Stream(response, sock)
+        return response, sock
 
-    async for frame in _follow(
-        f"cloudlogs-{container_id[:12]}",
-        "container logs",
-        open_stream,
-        lambda stream: split_frames(_payloads(stream, tty)),
-    ):
-        yield frame
+    reader = _Reader(asyncio.get_running_loop(), tty)
+    threading.Thread(
+        target=reader.run, args=(open_response,), name=f"cloudlogs-{container_id[:12]}", daemon=True
+    ).start()
+    try:
+        async for batch in reader.batches():
+            yield batch
+    finally:
+        reader.close()
 
 
 async def supervised_containers(engine: DockerEngine) -> list[ContainerState]:

@@ -32,11 +32,12 @@ from ..container_agent import ContainerAgent
 from ..image import build
 from ..processes import AgentProcess, DevCloudProcess
 from . import apply as apply_bench
+from . import logs as logs_bench
 from . import memory
 from . import planner as planner_bench
 from .device import Device
 
-SECTIONS = ("apply", "planner", "heartbeat", "memory", "idle", "traffic", "soak")
+SECTIONS = ("apply", "planner", "heartbeat", "memory", "idle", "traffic", "soak", "logs")
 DEVICE_SECTIONS = ("heartbeat", "memory", "idle", "traffic", "soak")
 IMAGE_MARKER = "/bench/svc"
 
@@ -172,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", type=parse_only, default=list(SECTIONS),
                         help=f"comma-separated subset of {','.join(SECTIONS)}")  # fmt: skip
     parser.add_argument("--window", type=float, default=120.0, help="idle CPU/traffic window (s)")
+    parser.add_argument("--logs-window", type=float, default=30.0,
+                        help="logs: s of logging at 200 lines/s, and of quiet")  # fmt: skip
     parser.add_argument("--soak-cycles", type=int, default=11_000,
                         help="1,000 to warm up + 10,000 measured")  # fmt: skip
     parser.add_argument("--soak-minutes", type=float, default=30.0, help="soak time bound")
@@ -208,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         results["planner"] = planner_bench.measure(args.planner_iterations)
         log(f"planner {results['planner']}")
     needs_device = any(s in only for s in DEVICE_SECTIONS)
-    if not needs_device and "apply" not in only:
+    if not needs_device and "apply" not in only and "logs" not in only:
         print(json.dumps(results, indent=2, default=str))
         return 0
     if args.precompile:
@@ -224,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         client = docker.DockerClient(base_url=engine.host, timeout=1800)
         env["client"] = client
         count = max(args.apply_sizes) if "apply" in only else 0
-        count = max(count, 20 if needs_device else 0)
+        count = max(count, 20 if needs_device else 0, 1 if "logs" in only else 0)
         t0 = time.monotonic()
         env["refs"] = [
             publish(client, registry, f"bench/svc{i:02d}", "1", marker=f"svc{i}",
@@ -240,6 +243,14 @@ def main(argv: list[str] | None = None) -> int:
             for mode in modes:
                 results[mode] = run_device(mode, only, args, env)
                 print(json.dumps({mode: results[mode]}), flush=True)
+        if "logs" in only:
+            root = Path(tempfile.mkdtemp(prefix="da-b-", dir="/tmp"))
+            try:
+                results["logs"] = logs_bench.measure(
+                    cloud_proc.url, engine.host, env["refs"][0], root, args.logs_window, log
+                )
+            finally:
+                shutil.rmtree(root, ignore_errors=True)
         if "memory" in only:
             results["empty_agents"] = memory.empty_agents(engine.host, cloud_proc, args.settle, log)
         client.close()

@@ -6,7 +6,15 @@ import json
 import zlib
 
 from agent.cloudlogs.wire import MAX_MESSAGE_CHARS, GzipStream, encode, system_entry
-from agent.engine.logframes import LogFrame, parse_stamp, since_param, split_frames
+from agent.engine.logwire import (
+    ChunkDecoder,
+    FrameSplitter,
+    LogFrame,
+    demux,
+    parse_stamp,
+    since_param,
+    split_frames,
+)
 
 
 def test_a_container_line_has_the_reference_keys_and_no_others():
@@ -65,3 +73,38 @@ def test_frames_are_split_into_lines_per_stream_even_across_frames():
         LogFrame(1714557600_000000003, True, "err one"),
         LogFrame(1714557600_000000002, False, "out two"),
     ]
+
+
+def test_multiplexed_frames_are_demuxed_whatever_the_read_boundaries():
+    def frame(kind: int, text: bytes) -> bytes:
+        return bytes([kind, 0, 0, 0]) + len(text).to_bytes(4, "big") + text
+
+    wire = (
+        frame(1, b"2024-05-01T10:00:00.000000001Z a\n")
+        + frame(2, b"2024-05-01T10:00:00.000000002Z b\n")
+        + frame(1, b"2024-05-01T10:00:00.000000003Z c")
+        + frame(1, b"c\n")
+    )
+    for cut in range(1, len(wire)):  # every split of the stream into two reads
+        buf, splitter, out = bytearray(), FrameSplitter(), []
+        for piece in (wire[:cut], wire[cut:]):
+            buf += piece
+            demux(buf, splitter, out)
+        assert [(f.text, f.stderr) for f in out] == [("a", False), ("b", True), ("cc", False)]
+        assert not buf
+
+
+def test_chunked_encoding_is_decoded_whatever_the_read_boundaries():
+    body = b"5\r\nhello\r\n1;ext=1\r\n \r\n6\r\nworld!\r\n0\r\n\r\n"
+    for cut in range(1, len(body)):
+        dec = ChunkDecoder()
+        got = dec.feed(body[:cut]) + dec.feed(body[cut:])
+        assert got == b"hello world!" and dec.done
+
+
+def test_the_hand_written_encoder_is_valid_json_for_awkward_text():
+    awkward = ['a"b\\c', "tab\there", "\x00\x1f\x7f", "é ü 漢字 🙂", "\u2028\u2029", "\ud800", ""]
+    for text in awkward:
+        obj = json.loads(encode(text, 7, service_id=3, stderr=True))
+        assert obj["serviceId"] == 3 and obj["isStdErr"] is True and obj["timestamp"] == 7
+        assert obj["message"] == text.encode(errors="replace").decode() or text == "\ud800"

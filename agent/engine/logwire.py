@@ -1,0 +1,138 @@
+"""The engine's log stream as bytes → lines, without I/O (logframes.py does the reading).
+
+The logs endpoint answers with chunked transfer encoding; a non-TTY container's log is
+multiplexed (an 8-byte header per frame: stream 1 stdout / 2 stderr, 3 bytes padding, a
+big-endian length, then the payload); each line starts with its RFC 3339 time in ns
+(`timestamps=1`).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+
+_HEADER = struct.Struct(">BxxxL")
+
+
+@dataclass(frozen=True, slots=True)
+class LogFrame:
+    ns: int  # engine time of the line, nanoseconds since the epoch
+    stderr: bool
+    text: str
+
+
+_SECONDS_CACHE: dict[bytes, int] = {}  # "YYYY-MM-DDTHH:MM:SS" -> epoch s (lines share it)
+
+
+def parse_stamp(stamp: bytes) -> int | None:
+    """`2024-05-01T10:00:00.123456789Z` (RFC 3339 with nanoseconds) → ns since the epoch."""
+    head, _, frac = stamp.rstrip(b"Z").partition(b".")
+    whole = _SECONDS_CACHE.get(head)
+    if whole is None:
+        try:
+            whole = int(datetime.fromisoformat(head.decode("ascii") + "+00:00").timestamp())
+        except (UnicodeDecodeError, ValueError):
+            return None
+        if len(_SECONDS_CACHE) > 64:
+            _SECONDS_CACHE.clear()
+        _SECONDS_CACHE[head] = whole
+    digits = (frac + b"000000000")[:9]
+    return whole * 1_000_000_000 + (int(digits) if digits.isdigit() else 0)
+
+
+def since_param(ns: int) -> str:
+    """The engine's `since` as `seconds.nanoseconds` (it keeps lines at or after it)."""
+    return f"{ns // 1_000_000_000}.{ns % 1_000_000_000:09d}"
+
+
+class FrameSplitter:
+    """Payloads per stream → lines; a line split over two payloads is joined again."""
+
+    def __init__(self) -> None:
+        self._pending: dict[bool, bytes] = {False: b"", True: b""}
+
+    def feed(self, stderr: bool, data: bytes, out: list[LogFrame]) -> None:
+        buf = self._pending[stderr] + data
+        *complete, self._pending[stderr] = buf.split(b"\n")
+        for raw in complete:
+            frame = _frame(raw, stderr)
+            if frame is not None:
+                out.append(frame)
+
+    def rest(self) -> list[LogFrame]:
+        out = [_frame(rest, stderr) for stderr, rest in self._pending.items() if rest]
+        return [f for f in out if f is not None]
+
+
+def split_frames(chunks: Iterator[tuple[bool, bytes]]) -> Iterator[LogFrame]:
+    """Payloads per stream → lines (for callers that have them one by one)."""
+    splitter = FrameSplitter()
+    for stderr, data in chunks:
+        out: list[LogFrame] = []
+        splitter.feed(stderr, data, out)
+        yield from out
+    yield from splitter.rest()
+
+
+def _frame(raw: bytes, stderr: bool) -> LogFrame | None:
+    stamp, _, message = raw.partition(b" ")
+    ns = parse_stamp(stamp)
+    if ns is None:
+        return None
+    return LogFrame(ns, stderr, message.decode(errors="replace").rstrip("\r"))
+
+
+def demux(buf: bytearray, splitter: FrameSplitter, out: list[LogFrame]) -> None:
+    """Take every whole multiplexed frame off the front of `buf` (8-byte header: stream
+    1 stdout / 2 stderr, 3 bytes padding, big-endian length; then the payload)."""
+    pos = 0
+    size = len(buf)
+    while size - pos >= _HEADER.size:
+        kind, length = _HEADER.unpack_from(buf, pos)
+        end = pos + _HEADER.size + length
+        if end > size:
+            break
+        splitter.feed(kind == 2, bytes(buf[pos + _HEADER.size : end]), out)
+        pos = end
+    del buf[:pos]
+
+
+class ChunkDecoder:
+    """HTTP/1.1 chunked transfer encoding, fed whatever the socket gave: the payload bytes so
+    far; `done` after the last (zero-size) chunk."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._left = 0  # bytes of the current chunk's data still to come
+        self._crlf = False  # the CRLF after a chunk's data is next
+        self.done = False
+
+    def feed(self, data: bytes) -> bytes:
+        buf = self._buf
+        buf += data
+        out = bytearray()
+        while not self.done:
+            if self._left:
+                take = min(self._left, len(buf))
+                out += buf[:take]
+                del buf[:take]
+                self._left -= take
+                if self._left:
+                    break
+                self._crlf = True
+            if self._crlf:
+                if len(buf) < 2:
+                    break
+                del buf[:2]
+                self._crlf = False
+            end = buf.find(b"\r\n")
+            if end < 0:
+                break
+            size = int(bytes(buf[:end]).split(b";")[0].strip() or b"0", 16)
+            del buf[: end + 2]
+            if size == 0:
+                self.done = True
+            self._left = size
+        return bytes(out)
