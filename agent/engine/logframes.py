@@ -7,9 +7,10 @@ SDK's `logs()` drops the stream byte of the multiplexed frames, so the response 
 
 Cost matters (a busy service logs all day): the reader thread takes whatever the socket has
 in one call (`read1` on the response's buffered socket file, de-chunked and demultiplexed in
-logwire.py, not one urllib3 read per frame), and wakes the event loop only when the consumer
-is waiting, which then lets a burst gather for `COALESCE_S` before taking it: a service
-printing 200 lines a second costs a handful of loop wake-ups a second, not 200.
+logwire.py, not one urllib3 read per frame) and naps `READ_NAP_S` after each read, so a burst
+of lines (the engine sends one HTTP chunk per line) is read at once; it wakes the event loop
+only when the consumer is waiting, which then lets a burst gather for `COALESCE_S` before
+taking it: a service printing 200 lines a second costs a few loop wake-ups a second, not 200.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import asyncio
 import contextlib
 import socket
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -33,6 +35,7 @@ from agent.errors import EngineError
 from agent.model import ContainerState
 
 COALESCE_S = 0.05  # lines go out at most every 100 ms anyway (cloudlogs/wire.py FLUSH_S)
+READ_NAP_S = 0.01  # after a read, let the rest of a burst arrive: one read for many lines
 MAX_PENDING = 5000  # lines read ahead of the consumer; past that the reader waits
 
 
@@ -92,6 +95,7 @@ class _Reader:
                 self._deliver(out)
             if chunks is not None and chunks.done:
                 break
+            time.sleep(READ_NAP_S)  # the engine sends a chunk per line: read them together
         self._deliver(splitter.rest())
 
     def _deliver(self, frames: list[LogFrame]) -> None:

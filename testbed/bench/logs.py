@@ -13,6 +13,7 @@ the NDJSON the devcloud decoded, and the text the service printed.
 
 from __future__ import annotations
 
+import os
 import time
 import uuid as uuidlib
 from collections.abc import Callable
@@ -31,7 +32,8 @@ from .common import TICK, cpu_s
 
 
 def thread_cpu(pid: int) -> dict[str, float]:
-    """CPU seconds of the event loop's thread (the main one) and of all the others."""
+    """CPU seconds (user and system) of the event loop's thread (the main one) and of all the
+    others."""
     out: dict[str, float] = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
@@ -40,10 +42,14 @@ def thread_cpu(pid: int) -> dict[str, float]:
             continue
         name = "loop" if task.name == str(pid) else "other threads"
         fields = stat.rsplit(")", 1)[1].split()
-        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / TICK
+        for kind, value in (("user", fields[11]), ("sys", fields[12])):
+            key = f"{name} {kind}"
+            out[key] = out.get(key, 0.0) + int(value) / TICK
     return out
 
-RATES = (200, 1000)  # lines a second, printed in bursts every 0.1 s
+
+# lines a second, printed in bursts every 0.1 s (BENCH_LOG_RATES=200,1000)
+RATES = tuple(int(r) for r in os.environ.get("BENCH_LOG_RATES", "200,1000").split(","))
 LOGGER = (
     "trap 'exit 0' TERM; while [ ! -e /tmp/go ]; do sleep 0.2; done; i=0; "
     "while [ $i -lt {count} ]; do "
