@@ -250,7 +250,15 @@ def _fail(cli: Cli, device: CliDevice, what: str) -> str:
 def test_push_nolive_builds_on_the_device_and_runs_the_built_image(cli_device: CliDevice) -> None:
     cli = cli_device.cli()
     started = time.monotonic()
-    done = cli.run("push", cli_device.address, "--nolive", "--detached", cwd=cli_device.project)
+    done = cli.run(
+        "push",
+        cli_device.address,
+        "--nolive",
+        "--detached",
+        "--env",
+        "GREETING=from the CLI",
+        cwd=cli_device.project,
+    )
     print(f"balena push --nolive --detached (cold build): {time.monotonic() - started:.1f} s")
     assert done.returncode == 0, _fail(cli, cli_device, f"exit code {done.returncode}")
     built = cli_device.docker.images.get("local_image_main:latest")
@@ -269,6 +277,7 @@ def test_push_nolive_builds_on_the_device_and_runs_the_built_image(cli_device: C
     env = dict(item.split("=", 1) for item in container.attrs["Config"]["Env"])
     address = f"http://{cli_device.address}:{SUPERVISOR_PORT}"
     assert env["BALENA_SUPERVISOR_ADDRESS"] == address
+    assert env["GREETING"] == "from the CLI"  # push --env
     code, out = container.exec_run(["wget", "-qO-", f"{address}/ping"])
     assert (code, out) == (0, b"OK"), out
 
