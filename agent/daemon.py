@@ -253,6 +253,7 @@ class Agent:
                 **{k: v for k, v in vars(new).items() if getattr(self.fleet, k) != v},
             )
             self.fleet = new
+            self.cloud_logs.poke()  # SUPERVISOR_LOG_CONTROL may have changed
 
     def request_update(self, force: bool = False, cancel: bool = False) -> bool:
         """The instant-update trigger: poll the cloud now and re-run the apply loop; with

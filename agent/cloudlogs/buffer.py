@@ -67,8 +67,15 @@ def drop_message(tallies: dict[str, Tally], why: str) -> str:
 
 
 class LogBuffer:
-    def __init__(self, mem_bytes: int, disk_bytes: int, spill_dir: Path | None) -> None:
+    def __init__(
+        self,
+        mem_bytes: int,
+        disk_bytes: int,
+        spill_dir: Path | None,
+        pressure: asyncio.Event | None = None,
+    ) -> None:
         self.mem_bytes = mem_bytes
+        self._pressure = pressure  # set when memory is past its bound: time to spill
         self.disk_bytes = disk_bytes
         self.spill_dir = spill_dir if disk_bytes > 0 else None
         self._front: deque[Entry] = deque()  # sent once and sent again (a failed request)
@@ -114,6 +121,8 @@ class LogBuffer:
     def put(self, entry: Entry) -> None:
         self._mem.append(entry)
         self._mem_size += len(entry.line)
+        if self._pressure is not None and self._mem_size > self.mem_bytes:
+            self._pressure.set()
         limit = self.mem_bytes * (2 if self.spill_dir is not None else 1)
         while self._mem_size > limit and self._mem:
             old = self._mem.popleft()

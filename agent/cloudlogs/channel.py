@@ -30,8 +30,9 @@ from agent.engine.docker import DockerEngine
 
 log = structlog.get_logger("agent.cloudlogs")
 
-TICK_S = 0.2
-PRUNE_EVERY = 50  # ticks between dropping the positions of containers that are gone
+TICK_S = 0.2  # at most 5 housekeeping rounds a second (spill, drop lines)
+IDLE_TICK_S = 30.0  # with nothing to do: the channel costs no wake-ups when idle
+PRUNE_S = 10.0  # between dropping the positions of containers that are gone
 SPILL_DIR = "cloud-logs"
 POSITIONS_FILE = "cloud-logs.pos"
 
@@ -79,7 +80,10 @@ class CloudLogs:
         self.settings = settings
         self._enabled = enabled
         self._spill_dir = data_dir / SPILL_DIR
-        self.buffer = LogBuffer(settings.mem_bytes, settings.disk_bytes, self._spill_dir)
+        self._poke = asyncio.Event()
+        self.buffer = LogBuffer(
+            settings.mem_bytes, settings.disk_bytes, self._spill_dir, pressure=self._poke
+        )
         self.limiter = RateLimiter(settings.rate, settings.burst)
         self.positions: Positions | None = None  # opened by run()
         self._cloud = cloud
@@ -137,11 +141,19 @@ class CloudLogs:
             self._on = False
             logs.remove_sink(self.sink)
 
+    def poke(self) -> None:
+        """The config changed (SUPERVISOR_LOG_CONTROL may have): look now."""
+        self._poke.set()
+
+    async def _nap(self, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._poke.wait()
+        self._poke.clear()
+
     async def _wait_enabled(self) -> None:
-        while True:  # a config var: read at each tick, not signalled
-            if self._enabled():
-                return
-            await asyncio.sleep(TICK_S)
+        while not self._enabled():
+            await self._nap(IDLE_TICK_S)
 
     async def _run_on(self, positions: dict[str, int], started_ns: int) -> None:
         assert self.sender is not None
@@ -150,22 +162,28 @@ class CloudLogs:
         if not self._announced:  # the agent started before the sink was there
             self._announced = True
             self.buffer.put(system_entry("Supervisor starting", int(time.time() * 1000)))
-        self.followers = Followers(self._engine, self.buffer, self.limiter, positions, started_ns)
+        self.followers = Followers(
+            self._engine, self.buffer, self.limiter, positions, started_ns, wake=self._poke
+        )
         tasks = [
             asyncio.create_task(self.followers.run(), name="cloudlogs-followers"),
             asyncio.create_task(self.sender.run(), name="cloudlogs-sender"),
         ]
-        ticks = 0
+        for task in tasks:
+            task.add_done_callback(lambda _t: self._poke.set())
+        pruned = time.monotonic()
         try:
             while self._enabled():
-                ticks += 1
-                if ticks % PRUNE_EVERY == 0 and self.positions is not None:
+                if time.monotonic() - pruned >= PRUNE_S and self.positions is not None:
                     self.positions.keep_only(set(self.followers.last))
+                    pruned = time.monotonic()
                 for task in tasks:
                     if task.done():  # a bug: say it, the supervisor restarts the channel
                         task.result()
                 await self.buffer.spill()
                 self._rate_notices()
+                # woken by: memory past its bound, a line dropped, a config change, a task end
+                await self._nap(TICK_S if self.limiter.pending() else IDLE_TICK_S)
                 await asyncio.sleep(TICK_S)
         finally:
             self._on = False

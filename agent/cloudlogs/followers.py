@@ -44,7 +44,9 @@ class Followers:
         positions: dict[str, int],
         started_ns: int,
         clock: Callable[[], float] = time.monotonic,
+        wake: asyncio.Event | None = None,
     ) -> None:
+        self._wake = wake  # set when the rate limiter drops a line (the channel says so)
         self._engine = engine
         self._buffer = buffer
         self._limiter = limiter
@@ -124,6 +126,8 @@ class Followers:
                     if allow(key, now, ts_ms):
                         line = encode(frame.text, ts_ms, service_id=service_id, stderr=frame.stderr)
                         put(Entry(line, key, ts_ms, c.id, frame.ns))
+                    elif self._wake is not None:
+                        self._wake.set()
                 self.last[c.id] = last
         except EngineError:
             pass  # gone meanwhile, or the engine went away: a later scan follows again

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import time
+from pathlib import Path
 from typing import Any
 
 from testbed import PrivateEngine
@@ -27,11 +28,19 @@ COUNTER = (
     "while true; do i=$((i+1)); echo $i > /data/n; echo seq=$i; "
     "if [ $((i % 5)) = 0 ]; then echo err=$i >&2; fi; sleep 0.2; done"
 )
+FLOOD_LINES = 60_000
 FLOOD = (
     "trap 'exit 0' TERM; while [ ! -e /tmp/go ]; do sleep 0.2; done; i=0; "
-    "while [ $i -lt 20000 ]; do echo flood-$i; i=$((i+1)); done; echo flood-done; "
+    f"while [ $i -lt {FLOOD_LINES} ]; do echo flood-$i; i=$((i+1)); done; echo flood-done; "
     "while true; do sleep 1; done"
 )
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
 
 
 def counter_release(
@@ -174,6 +183,9 @@ def test_a_flood_is_capped_with_a_drop_line(device: Device, images: Images):
     device.agent.start()
     wait_status(device, "r1", "done")
     (flood,) = device.by_service()["flood"]
+    pid = device.agent.pid
+    assert pid is not None
+    rss_before = rss_kib(pid)
     flood.exec_run(["touch", "/tmp/go"])
 
     def drop_line() -> str | None:
@@ -184,8 +196,15 @@ def test_a_flood_is_capped_with_a_drop_line(device: Device, images: Images):
 
     message: str = wait_until(drop_line, 30, message="the rate limit's drop line")
     assert "Service 'flood'" in message and "dropped" in message
-    received = [x for x in cloud_lines(device) if str(x["message"]).startswith("flood-")]
-    assert len(received) < 20_000
+    wait_until(lambda: b"flood-done" in flood.logs(tail=1), 60, message="the flood written")
+    time.sleep(2)
+    received = device.cloud.logs(device.uuid)["received"]  # every line, not only the kept
+    assert received < FLOOD_LINES // 2, f"{received} lines reached the cloud: not capped"
+    counts = [int(n) for n in re.findall(r"dropped (\d+) line", message)]
+    assert counts and counts[0] > 0
+    grown = rss_kib(pid) - rss_before
+    print(f"flood: agent RSS {rss_before} KiB -> +{grown} KiB")
+    assert grown < 16 * 1024, f"the agent grew {grown} KiB under a flood"
 
 
 def test_log_control_off_stops_the_stream_and_on_resumes_it(device: Device, images: Images):
