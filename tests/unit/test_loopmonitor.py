@@ -149,7 +149,6 @@ def test_what_is_excused():
     assert excuse(joined) is None  # waiting for a thread to finish is blocking
 
 
-
 def test_an_unsampled_stall_fails_only_when_long(monkeypatch):
     """A stall no sample caught (the sampler thread starved, as on a busy VM) is excused below
     UNSAMPLED_FACTOR × the threshold; a longer one is still a failure."""
