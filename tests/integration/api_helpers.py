@@ -15,10 +15,17 @@ OTHER_ID = 88
 API_LABEL = {"io.balena.features.supervisor-api": "1"}
 
 
-def two_services(images: Images, release_uuid: str = "r1", release_id: int = 1) -> dict[str, Any]:
-    """`main` (with a named volume) and `aux` (host network, asks for the supervisor API)."""
+def two_services(
+    images: Images,
+    release_uuid: str = "r1",
+    release_id: int = 1,
+    main: tuple[str, int] | None = None,
+) -> dict[str, Any]:
+    """`main` (with a named volume) and `aux` (host network, asks for the supervisor API);
+    `main` = (image, image id) to run another main image than main_v1."""
+    main_image, main_image_id = main or (images.main_v1, 11)
     services = {
-        "main": service(images.main_v1, service_id=1, image_id=11, volumes=["data:/data"]),
+        "main": service(main_image, service_id=1, image_id=main_image_id, volumes=["data:/data"]),
         "aux": service(
             images.aux_v1, service_id=2, image_id=12, labels=API_LABEL, network_mode="host"
         ),

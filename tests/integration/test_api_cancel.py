@@ -7,28 +7,11 @@ from __future__ import annotations
 
 import time
 
-from testbed.targets import app, device_target, service
+from testbed.targets import device_target
 from tests.helpers import wait_until
-from tests.integration.api_helpers import API_LABEL, APP, APP_ID, deploy, running, wait_done
+from tests.integration.api_helpers import APP, APP_ID, deploy, running, two_services, wait_done
 
 MIB = 1024 * 1024
-
-
-def _release_with_big_main(images) -> dict:
-    services = {
-        "main": service(images.main_v2, service_id=1, image_id=21, volumes=["data:/data"]),
-        "aux": service(
-            images.aux_v1, service_id=2, image_id=12, labels=API_LABEL, network_mode="host"
-        ),
-    }
-    return app(
-        app_id=APP_ID,
-        name="apiapp",
-        release_uuid="r2",
-        release_id=2,
-        services=services,
-        volumes={"data": {}},
-    )
 
 
 def _app_status(agent) -> dict:
@@ -40,7 +23,8 @@ def test_cancel_stops_the_pull_and_keeps_the_running_release(device, images, slo
     agent = device.agent
     before = running(device)
     slow_registry.set_rate(1 * MIB)  # 24 MiB: ~24 s of download
-    device.cloud.set_target(device.uuid, device_target({APP: _release_with_big_main(images)}))
+    big = two_services(images, "r2", 2, main=(images.main_v2, 21))
+    device.cloud.set_target(device.uuid, device_target({APP: big}))
     agent.wait_for_event("pull_started", 30, image=images.main_v2)
     wait_until(lambda: _app_status(agent)["updateStatus"] == "downloading", 30)
     time.sleep(2)  # well into the download
