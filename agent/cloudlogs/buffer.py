@@ -86,6 +86,7 @@ class LogBuffer:
         self._disk_size = 0
         self._seq = 0
         self._drops: dict[str, Tally] = {}
+        self._unlink: list[Path] = []  # segments read back, removed at the next spill()
         self.dropped_total = 0
         self._lock = asyncio.Lock()
         self.ready = asyncio.Event()  # something to send
@@ -139,6 +140,9 @@ class LogBuffer:
     async def spill(self) -> None:
         """Move the oldest lines in memory past the bound to segment files, then enforce the
         disk bound by deleting the oldest segments."""
+        if self._unlink:
+            done, self._unlink = self._unlink, []
+            await asyncio.to_thread(disk.remove_all, done)
         if self.spill_dir is None or not self.needs_spill:
             return
         async with self._lock:
@@ -178,9 +182,13 @@ class LogBuffer:
         """The oldest lines, up to `max_bytes` (at least one when there is any), removed."""
         async with self._lock:
             if not self._front and not self._loaded and self._segments:
-                seg = self._segments.popleft()
+                seg = self._segments[0]
+                entries = await asyncio.to_thread(disk.read_segment, seg.path)
+                # not cancelled meanwhile (else the segment stays, to be read again)
+                self._segments.popleft()
                 self._disk_size -= seg.nbytes
-                self._loaded.extend(await asyncio.to_thread(disk.read_segment, seg.path))
+                self._loaded.extend(entries)
+                self._unlink.append(seg.path)
             out: list[Entry] = []
             size = 0
             for source in (self._front, self._loaded, self._mem):
@@ -196,17 +204,23 @@ class LogBuffer:
                 self.ready.clear()
             return out
 
-    def requeue(self, entries: list[Entry]) -> None:
-        """Lines of a request that failed: first in line again, in their order."""
-        self._front.extendleft(reversed(entries))
+    def requeue(self, entries: list[Entry], after: int = 0) -> None:
+        """Lines of a request that failed: first in line again, in their order (`after` the
+        first lines waiting there: those were taken before them)."""
+        if after:
+            waiting = list(self._front)
+            self._front = deque(waiting[:after] + entries + waiting[after:])
+        else:
+            self._front.extendleft(reversed(entries))
         if entries:
             self.ready.set()
 
     async def clear(self) -> None:
         """Cloud logging was turned off: what waits is not sent."""
         async with self._lock:
-            for seg in self._segments:
-                await asyncio.to_thread(disk.remove, seg.path)
+            paths = [seg.path for seg in self._segments] + self._unlink
+            self._unlink = []
+            await asyncio.to_thread(disk.remove_all, paths)
         self._segments.clear()
         self._front.clear()
         self._loaded.clear()

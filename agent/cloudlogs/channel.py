@@ -192,6 +192,8 @@ class CloudLogs:
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.gather(*tasks, return_exceptions=True)
             await self.buffer.clear()
+            if self.positions is not None and not self._enabled():
+                self.positions.keep_only(set())  # turned off: nothing to resume from later
         log.info("cloud_logs_off")
 
     def _rate_notices(self) -> None:

@@ -95,11 +95,12 @@ class Sender:
 
     async def _request(self, session: aiohttp.ClientSession) -> bool:
         inflight: list[Entry] = []
+        ended: list[bool] = []  # the answer is in: the body must take no more lines
         gz = GzipStream()
         self.stats.requests += 1
         try:
             async with session.post(
-                self._url, data=self._body(gz, inflight), headers=self._headers
+                self._url, data=self._body(gz, inflight, ended), headers=self._headers
             ) as resp:
                 ok = 200 <= resp.status < 300
                 if not ok:
@@ -110,6 +111,7 @@ class Sender:
             ok = False
         finally:
             self.connected = False
+            ended.append(True)
         self.stats.raw_bytes += gz.raw_bytes
         self.stats.wire_bytes += gz.wire_bytes
         if ok:
@@ -119,15 +121,22 @@ class Sender:
             self._buffer.requeue(inflight)
         return ok
 
-    async def _body(self, gz: GzipStream, inflight: list[Entry]) -> AsyncIterator[bytes]:
+    async def _body(
+        self, gz: GzipStream, inflight: list[Entry], ended: list[bool]
+    ) -> AsyncIterator[bytes]:
         self.connected = True
         deadline = time.monotonic() + REQUEST_MAX_S
         while (left := deadline - time.monotonic()) > 0:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(left):  # no task per wait, unlike wait_for
                     await self._buffer.ready.wait()
-            notice = self._buffer.take_drop_notice()
-            batch = ([notice] if notice else []) + await self._buffer.take(MAX_BATCH_BYTES)
+            batch = await self._buffer.take(MAX_BATCH_BYTES)
+            notice = self._buffer.take_drop_notice()  # after what was kept (resent lines too)
+            if notice is not None:
+                batch.append(notice)
+            if ended:  # aiohttp's writer outlived the answer: these go back, behind inflight
+                self._buffer.requeue(batch, after=len(inflight))
+                return
             if not batch:
                 continue
             inflight.extend(batch)

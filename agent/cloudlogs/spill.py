@@ -34,12 +34,12 @@ def write_segment(path: Path, entries: Iterable[Entry]) -> int:
 
 
 def read_segment(path: Path) -> list[Entry]:
-    """The entries of a segment, which is then deleted; a torn last record is skipped."""
+    """The entries of a segment (left in place: the caller removes it once they are taken,
+    so a read cut short by a cancellation loses nothing); a torn last record is skipped."""
     try:
         data = path.read_bytes()
     except OSError:
         return []
-    remove(path)
     entries: list[Entry] = []
     for raw in data.splitlines(keepends=True):
         parts = raw.split(b"\t", 4)
@@ -57,6 +57,11 @@ def read_segment(path: Path) -> list[Entry]:
 def remove(path: Path) -> None:
     with contextlib.suppress(OSError):
         path.unlink()
+
+
+def remove_all(paths: Iterable[Path]) -> None:
+    for path in paths:
+        remove(path)
 
 
 def clear(directory: Path) -> None:

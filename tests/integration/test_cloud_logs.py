@@ -44,7 +44,10 @@ def rss_kib(pid: int) -> int:
 
 
 def counter_release(
-    images: Images, release_uuid: str = "r1", config: dict[str, str] | None = None
+    images: Images,
+    release_uuid: str = "r1",
+    config: dict[str, str] | None = None,
+    script: str = COUNTER,
 ) -> dict[str, Any]:
     services = {
         "main": service(
@@ -52,7 +55,7 @@ def counter_release(
             service_id=1,
             image_id=11,
             volumes=["data:/data"],
-            command=["/bin/sh", "-c", COUNTER],
+            command=["/bin/sh", "-c", script],
         )
     }
     return demo_target(release_uuid, 1, services, config)
@@ -146,6 +149,56 @@ def test_a_cut_of_the_log_stream_loses_nothing(device: Device, images: Images):
     print(f"cut {CUT_S} s: {len(got)} lines, {len(got) - len(set(got))} seen twice")
     refused = device.cloud.logs(device.uuid)["refused"]
     assert refused >= 1, "the cut was never seen"
+
+
+def test_a_full_buffer_drops_the_oldest_and_says_how_many(device: Device, images: Images):
+    # 10 lines a second of ≈ 170 bytes, one line per number, against 4 KiB of memory and
+    # 16 KiB of disk
+    fast = (
+        "trap 'exit 0' TERM; i=0; while true; do i=$((i+1)); "
+        f'echo "seq=$i {"x" * 100}"; sleep 0.1; done'
+    )
+    device.agent.write_config(logBufferBytes=4096, logSpillBytes=16384)
+    device.cloud.set_target(device.uuid, counter_release(images, script=fast))
+    device.agent.start()
+    wait_status(device, "r1", "done")
+
+    def numbers() -> list[int]:
+        return [
+            int(str(x["message"]).split()[0][4:])
+            for x in cloud_lines(device)
+            if str(x["message"]).startswith("seq=")
+        ]
+
+    wait_until(lambda: len(numbers()) >= 5, 20, message="first lines in the cloud")
+    device.cloud.cut_logs(device.uuid, True)
+    time.sleep(20)
+    device.cloud.cut_logs(device.uuid, False)
+    restored_ms = int(time.time() * 1000)
+
+    def newest_ms() -> int:
+        return max(int(x["timestamp"]) for x in cloud_lines(device) if not x.get("isSystem"))
+
+    wait_until(lambda: newest_ms() > restored_ms + 1000, 90, message="live lines again")
+    got = numbers()
+
+    def notices() -> list[str]:
+        return [
+            str(x["message"])
+            for x in cloud_lines(device)
+            if x.get("isSystem") and str(x["message"]).startswith("Dropped ")
+        ]
+
+    wait_until(notices, 10, message="the drop line")
+    assert all("while the log buffer was full" in m for m in notices())
+    missing = sorted(set(range(min(got), max(got) + 1)) - set(got))
+    assert missing, "nothing was dropped: the bound did not hold"
+    assert missing == list(range(missing[0], missing[-1] + 1)), "the oldest go, in one run"
+    # every line dropped is counted, exactly (one line per number)
+    dropped = sum(int(n) for m in notices() for n in re.findall(r"(\d+) of service 'main'", m))
+    assert dropped == len(missing), (dropped, len(missing), notices())
+    first_seen = list(dict.fromkeys(got))  # the broken request's lines may come twice
+    assert first_seen == sorted(first_seen), "out of order"
 
 
 def test_agent_sigkill_and_restart_neither_repeats_nor_loses(device: Device, images: Images):

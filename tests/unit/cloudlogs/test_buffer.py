@@ -4,6 +4,7 @@ in one system line per service with its time span."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from pathlib import Path
 
@@ -44,6 +45,7 @@ def test_lines_come_out_in_order_through_memory_and_spill(tmp_path: Path):
         got = await drain(buf)
         assert numbers(got) == list(range(1000))
         assert buf.take_drop_notice() is None
+        await buf.spill()
         assert not files(tmp_path), "read segments are deleted"
 
     asyncio.run(run())
@@ -82,6 +84,26 @@ def test_without_a_spill_dir_memory_is_the_bound(tmp_path: Path):
         assert got[-1] == 999
         notice = buf.take_drop_notice()
         assert notice is not None and f"Dropped {1000 - len(got)} " in notice.line.decode()
+
+    asyncio.run(run())
+
+
+def test_a_take_cancelled_while_reading_a_segment_loses_nothing(tmp_path: Path):
+    async def run() -> None:
+        buf = LogBuffer(mem_bytes=2048, disk_bytes=1024 * 1024, spill_dir=tmp_path)
+        for i in range(200):
+            buf.put(entry(i))
+            if i % 10 == 0:
+                await buf.spill()
+        assert buf.spilled_bytes
+        for _ in range(5):  # cancelled in the lock or while a segment is read back
+            task = asyncio.ensure_future(buf.take(4096))
+            await asyncio.sleep(0)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                buf.requeue(await task)  # it finished first: as a failed request would
+        assert numbers(await drain(buf)) == list(range(200))
+        assert buf.take_drop_notice() is None
 
     asyncio.run(run())
 
