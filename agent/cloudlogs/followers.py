@@ -1,10 +1,10 @@
 """One follower per running supervised container, feeding the buffer.
 
 A follower starts when the engine says a container started (its events stream; a rescan at
-start, after the engine comes back and every `RESCAN_S` as a safety net) and reads the
-container's log with nanosecond times from where it left off: in this process the time of the
-last line read, across a restart the position persisted when that line was sent (see
-channel.py). A line at or before that time is skipped, so a container restart, an engine
+start, after the engine comes back and every `RESCAN_S`, 5 minutes, as a safety net) and reads
+the container's log with nanosecond times from where it left off: in this process the time of
+the last line read, across a restart the position recorded when that line was written to the
+cloud (positions.py). A line at or before that time is skipped, so a container restart, an engine
 restart or an agent restart neither repeats nor loses lines. A container never followed
 before reads its whole log if it was created after cloud logging first ran here, else from
 now (an adopted device does not upload its services' history).
@@ -31,7 +31,7 @@ from agent.model import ContainerState
 
 log = structlog.get_logger("agent.cloudlogs")
 
-RESCAN_S = 30.0
+RESCAN_S = 300.0  # a safety net: starts come from the engine's events
 ENGINE_RETRY_S = 2.0
 
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 import os
 import re
 import time
-from pathlib import Path
 from typing import Any
 
 from testbed import PrivateEngine
 from testbed.targets import service
 from tests.helpers import wait_until
 from tests.integration.conftest import Device, Images
+from tests.integration.test_api_streams import rss_kib
 from tests.integration.test_core_loop import demo_target, wait_status
 
 SEQ_RE = re.compile(r"^seq=(\d+)$")
@@ -34,13 +34,6 @@ FLOOD = (
     f"while [ $i -lt {FLOOD_LINES} ]; do echo flood-$i; i=$((i+1)); done; echo flood-done; "
     "while true; do sleep 1; done"
 )
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 def counter_release(
