@@ -9,13 +9,14 @@ from __future__ import annotations
 import os
 import re
 import time
+from datetime import datetime
 from typing import Any
 
 from testbed import PrivateEngine
 from testbed.targets import service
 from tests.helpers import wait_until
 from tests.integration.conftest import Device, Images
-from tests.integration.test_api_streams import rss_kib
+from tests.integration.test_api_streams import open_stream, rss_kib
 from tests.integration.test_core_loop import demo_target, wait_status
 
 SEQ_RE = re.compile(r"^seq=(\d+)$")
@@ -34,6 +35,10 @@ FLOOD = (
     f"while [ $i -lt {FLOOD_LINES} ]; do echo flood-$i; i=$((i+1)); done; echo flood-done; "
     "while true; do sleep 1; done"
 )
+
+
+def stamp(event: dict[str, Any]) -> float:
+    return datetime.fromisoformat(str(event["timestamp"]).replace("Z", "+00:00")).timestamp()
 
 
 def counter_release(
@@ -260,11 +265,24 @@ def test_log_control_off_stops_the_stream_and_on_resumes_it(device: Device, imag
     off = counter_release(images, config={"BALENA_SUPERVISOR_LOG_CONTROL": "false"})
     device.cloud.set_target(device.uuid, off)
     device.agent.api("POST", "/v1/update", {"force": True})
-    device.agent.wait_for_event("cloud_logs_off", 30)
+    off_at = stamp(device.agent.wait_for_event("cloud_logs_off", 30))
+    changed = [e for e in device.agent.events_named("config_changed") if "log_control" in e]
+    assert changed and changed[-1]["log_control"] is False
+    assert 0 <= off_at - stamp(changed[-1]) < 1.0, "not off at the poll that turned it off"
     assert len(device.state()["polls"]) <= polls + 2
     time.sleep(1)
     stopped_at = seqs(device)[-1]
-    time.sleep(3)
+    # the local API's log stream goes on meanwhile
+    sock = open_stream(device.agent.api_url, "/v2/local/logs", device.agent.api_key())
+    try:
+        sock.settimeout(10)
+        received = b""
+        deadline = time.monotonic() + 10
+        while b'"message":"seq=' not in received and time.monotonic() < deadline:
+            received += sock.recv(65536)
+        assert b'"message":"seq=' in received, received[-500:]
+    finally:
+        sock.close()
     assert seqs(device)[-1] == stopped_at, "lines went on after the stream was turned off"
     on = counter_release(images, config={"RESIN_SUPERVISOR_LOG_CONTROL": "1"})
     device.cloud.set_target(device.uuid, on)
