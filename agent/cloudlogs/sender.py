@@ -127,9 +127,10 @@ class Sender:
         self.connected = True
         deadline = time.monotonic() + REQUEST_MAX_S
         while (left := deadline - time.monotonic()) > 0:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(left):  # no task per wait, unlike wait_for
-                    await self._buffer.ready.wait()
+            if not self._buffer.ready.is_set():  # no timer while lines keep coming
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(left):  # no task per wait, unlike wait_for
+                        await self._buffer.ready.wait()
             batch = await self._buffer.take(MAX_BATCH_BYTES)
             notice = self._buffer.take_drop_notice()  # after what was kept (resent lines too)
             if notice is not None:
