@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import structlog
 
 from agent.errors import ConfigError
+from agent.model.windows import WindowError, parse_windows, zone_of
 
 log = structlog.get_logger("agent.config")
 
@@ -48,6 +49,7 @@ class DeviceConfig:
     log_format: str = "auto"  # auto | json | console
     local_mode: bool = False  # config.json `localMode`: targets come from the local API only
     host_control: str = "logind"  # logind (reboot/shutdown over D-Bus) | record (tests)
+    clock_sync: str = "probe"  # update windows: probe (adjtimex) | synced | unsynced (tests)
     # config.json `strictApiKeys`: app-scoped API keys may not reboot, shut down, update or
     # change the host config (403); off by default, as on balena (agent/api/access.py)
     strict_api_keys: bool = False
@@ -155,6 +157,7 @@ def load_device_config(path: Path, env: Mapping[str, str] | None = None) -> Devi
         "registryCredentials",
         "strictApiKeys",
         "hostBootDir",
+        "clockSync",
     }
     host_control = str(raw.get("hostControl", "logind"))
     if host_control not in ("logind", "record"):
@@ -180,6 +183,9 @@ def load_device_config(path: Path, env: Mapping[str, str] | None = None) -> Devi
     registered_at = raw.get("registered_at")
     if registered_at is not None:
         registered_at = integer("registered_at", 0, 0)
+    clock_sync = str(raw.get("clockSync", "probe"))
+    if clock_sync not in ("probe", "synced", "unsynced"):
+        raise ConfigError(f"{path}: 'clockSync' must be probe, synced or unsynced")
     log_format = str(raw.get("logFormat", "auto"))
     if log_format not in ("auto", "json", "console"):
         raise ConfigError(f"{path}: 'logFormat' must be auto, json or console")
@@ -201,6 +207,7 @@ def load_device_config(path: Path, env: Mapping[str, str] | None = None) -> Devi
         log_format=log_format,
         local_mode=local_mode,
         host_control=host_control,
+        clock_sync=clock_sync,
         strict_api_keys=strict_api_keys,
         host_boot_dir=Path(str(raw["hostBootDir"])) if raw.get("hostBootDir") else None,
         supervisor_api_host=str(raw.get("supervisorApiHost") or "") or None,
@@ -293,6 +300,8 @@ class FleetConfig:
     local_mode: bool = False
     connectivity_check: bool = True
     log_control: bool = True  # SUPERVISOR_LOG_CONTROL: device logs go to the cloud
+    update_window: str = ""  # DEVICE_AGENT_UPDATE_WINDOW: agent/model/windows.py; "" = none
+    update_window_tz: str = ""  # DEVICE_AGENT_UPDATE_WINDOW_TZ: IANA name; "" = TZ / system
 
 
 _BOOL_TRUE = {"1", "true", "on", "yes"}
@@ -306,6 +315,8 @@ _VARS: dict[str, str] = {
     "SUPERVISOR_LOCAL_MODE": "local_mode",
     "SUPERVISOR_CONNECTIVITY_CHECK": "connectivity_check",
     "SUPERVISOR_LOG_CONTROL": "log_control",
+    "DEVICE_AGENT_UPDATE_WINDOW": "update_window",
+    "DEVICE_AGENT_UPDATE_WINDOW_TZ": "update_window_tz",
 }
 
 
@@ -328,6 +339,28 @@ def _parse_interval(value: str) -> int:
     return ms
 
 
+class _HoldError(ValueError):
+    pass
+
+
+def _parse_value(attr: str, raw: str) -> Any:
+    if attr == "poll_interval_ms":
+        return _parse_interval(raw)
+    if attr == "update_window":
+        try:
+            parse_windows(raw)
+        except WindowError as exc:
+            raise _HoldError(str(exc)) from exc
+        return raw.strip()
+    if attr == "update_window_tz":
+        try:
+            zone_of(raw)
+        except ValueError as exc:
+            raise _HoldError(str(exc)) from exc
+        return raw.strip()
+    return _parse_bool(raw)
+
+
 def apply_config_vars(
     previous: FleetConfig, config_vars: Mapping[str, str], default_interval_ms: int
 ) -> tuple[FleetConfig, list[str]]:
@@ -348,7 +381,10 @@ def apply_config_vars(
             values[attr] = getattr(defaults, attr)
             continue
         try:
-            values[attr] = _parse_interval(raw) if attr == "poll_interval_ms" else _parse_bool(raw)
+            values[attr] = _parse_value(attr, raw)
+        except _HoldError as exc:  # a bad update window holds updates (never applies at noon)
+            values[attr] = raw
+            errors.append(f"{name}: {exc}; holding updates until it is fixed")
         except ValueError as exc:
             values[attr] = getattr(previous, attr)
             errors.append(f"{name}: {exc}; keeping {getattr(previous, attr)!r}")

@@ -39,7 +39,9 @@ from agent.model import parse_target
 from agent.model.contracts import DeviceContract, apply_contracts, kernel_facts
 from agent.reconcile.executor import Executor, ManagedImages
 from agent.reconcile.loop import Reconciler
+from agent.reconcile.rollback import Rollback
 from agent.reconcile.status import StatusBoard
+from agent.reconcile.window_gate import WindowGate
 from agent.store import Store
 from agent.supervise import Supervisor
 
@@ -132,6 +134,9 @@ class Agent:
             os_version=device.host.os_semver or None,
             **kernel_facts(uname.release, uname.sysname),
         )
+        self.window_gate = WindowGate(
+            lambda: (self.fleet.update_window, self.fleet.update_window_tz), config.clock_sync
+        )
         self.reconciler = Reconciler(
             engine=self.engine,
             executor=self._executor(device),
@@ -140,8 +145,18 @@ class Agent:
             lock_dir=config.lock_dir,
             override_lock=lambda: self.fleet.override_lock,
             max_pull_attempts=config.max_pull_attempts,
+            window=self.window_gate.verdict,
         )
         self.intake = TargetIntake(self.store, self.reconciler.set_target)
+        # probation and automatic rollback of a failing release (issue 14)
+        self.rollback = Rollback(
+            self.store,
+            self.engine,
+            self.status,
+            self.reconciler,
+            config.uuid,
+            retarget=lambda: self.accept_target(self.rollback.last_body, "rollback"),
+        )
         self.client = CloudClient(
             config.api_endpoint, config.uuid, config.device_api_key, config.api_timeout_s
         )
@@ -204,6 +219,8 @@ class Agent:
     def accept_target(self, body: Any, source: str) -> bool:
         """Validate a target document and hand it to the apply loop. A malformed document is
         refused whole (the running apps are untouched); a malformed app is rejected alone."""
+        if source != "local":  # a failed release's app back on its previous release
+            body = self.rollback.adjust(body)
         try:
             target = parse_target(body, self.config.uuid)
         except TargetStateError as exc:
@@ -263,10 +280,12 @@ class Agent:
         if not force and not self.fleet.instant_update_trigger:
             return False
         log.info("update_requested", force=force, cancel=cancel)
+        if force:
+            self.rollback.force()  # a rolled back release may be applied again
         if cancel:
             self.reconciler.cancel_apply()
         self.poller.trigger()
-        self.reconciler.wake(force=force)
+        self.reconciler.request_apply(force)
         return True
 
     def _poll_done(self) -> None:
@@ -354,6 +373,7 @@ class Agent:
         spawn = self.supervisor.spawn
         spawn("reconcile", self.reconciler.run)
         spawn("engine-events", self.reconciler.watch_engine)
+        spawn("probation", self.rollback.run)
         spawn("poll", self.registrar.then(self.poller.run))
         spawn("report", self.registrar.then(self.reporter.run))
         spawn("cloud-logs", self.registrar.then(self.cloud_logs.run))
@@ -374,7 +394,8 @@ class Agent:
         await self.supervisor.drain(SHUTDOWN_GRACE_S)
         with contextlib.suppress(TimeoutError):  # the latest status and images on disk
             await asyncio.wait_for(
-                asyncio.gather(self.status.flush(), self.images.flush()), SHUTDOWN_GRACE_S
+                asyncio.gather(self.status.flush(), self.images.flush(), self.rollback.flush()),
+                SHUTDOWN_GRACE_S,
             )
         await self.reporter.flush(timeout=2.0)
         await self.client.close()

@@ -174,6 +174,10 @@ def plan_app(app: AppSpec, idx: EngineIndex, ctx: PlanContext) -> tuple[AppPlan,
         ]
         return AppPlan(app.uuid, release_uuid, UpdateStatus.DONE), steps
 
+    if ctx.hold_apply is not None and not _apply_started(release_uuid, by_service):
+        # outside the update window: downloaded, the running release left alone
+        status = UpdateStatus.DOWNLOADED
+        return AppPlan(app.uuid, release_uuid, status, reason=ctx.hold_apply, held=True), steps
     if locked:
         # downloads (and volume/network creation) go on; the app's containers stay as they are
         return (
@@ -189,6 +193,16 @@ def plan_app(app: AppSpec, idx: EngineIndex, ctx: PlanContext) -> tuple[AppPlan,
     status = UpdateStatus.APPLYING_CHANGES
     plan = AppPlan(app.uuid, release_uuid, status, waiting_on=tuple(waiting))
     return plan, steps + container_steps
+
+
+def _apply_started(
+    release_uuid: str | None, by_service: Mapping[str, Sequence[ContainerState]]
+) -> bool:
+    """Whether the release's apply is under way or nothing runs that it would disturb: no
+    container of the app, or one of the target release (a window that ends mid-apply lets the
+    apply finish; a first install is not held)."""
+    containers = [c for cs in by_service.values() for c in cs]
+    return not containers or any(c.release_uuid == release_uuid for c in containers)
 
 
 def needed_networks(release: ReleaseSpec | None) -> dict[str, NetworkSpec]:

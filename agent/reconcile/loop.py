@@ -13,6 +13,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import structlog
@@ -34,6 +35,7 @@ from agent.reconcile.executor import Executor, ManagedImages, describe
 from agent.reconcile.planner import plan as make_plan
 from agent.reconcile.status import StatusBoard, log_skipped, service_views
 from agent.reconcile.steps import Plan, PlanContext, Pull, step_app_id
+from agent.reconcile.window_gate import MANUAL_REASON, OPEN, Verdict
 from agent.retry import Backoff
 
 log = structlog.get_logger("agent.reconcile")
@@ -44,6 +46,7 @@ LOCK_WATCH_S = 0.5  # how often lock files are looked at while an update waits f
 RECHECK_S = 300.0
 EVENTS_RETRY_S = 5.0  # the event stream broke (engine restarting): reconnect after this
 WAITING_S = 0.5  # waiting on something outside (a healthcheck, a dependency): engine recheck
+APPLY_REQUEST_S = 120.0  # POST /v1/update lets a `manual` window apply for this long
 HANDOVER_WATCH_S = 0.1  # meanwhile, how often handover-complete is looked for
 
 
@@ -57,6 +60,7 @@ class Reconciler:
         lock_dir: Path,
         override_lock: Callable[[], bool],
         max_pull_attempts: int = 5,
+        window: Callable[[], Verdict] | None = None,
     ) -> None:
         self._engine = engine
         self._executor = executor
@@ -70,12 +74,25 @@ class Reconciler:
         self._wake = asyncio.Event()
         self._cancel = threading.Event()
         self._force_once = False
+        self._window = window
+        # POST /v1/update: a `manual` window applies the release (downloaded, or brought by
+        # the poll the request triggers) until a pass converges after using it
+        self._apply_until = 0.0
+        self._apply_used = False
+        self._hold_logged: str | None = None
+        self.window = OPEN  # the update window's verdict on the latest pass
         self._pull_failures: dict[str, int] = {}
         self._pull_errors: dict[str, str] = {}  # release uuid -> latest pull error
         # app uuid -> why a step of the last pass failed (e.g. the engine refused a value)
         self._step_errors: dict[str, str] = {}
         self._judged: dict[str, tuple[str, ...]] = {}  # takeover verdicts logged, by container
         self.aborted: dict[str, str] = {}
+        # set by the rollback controller (agent/reconcile/rollback.py): app uuid -> (failed
+        # release, reason) while its previous release is back in its place; failed releases
+        # with nothing to go back to (release uuid -> reason); images kept for a rollback
+        self.rolled_back: dict[str, tuple[str, str]] = {}
+        self.failed_releases: dict[str, str] = {}
+        self.keep_images: frozenset[str] = frozenset()
         self._progress: dict[str, int] = {}
         self._locks_seen: dict[int, tuple[tuple[str, str], ...]] = {}
         self._backoff = Backoff(base_s=1.0, cap_s=60.0)
@@ -116,6 +133,31 @@ class Reconciler:
         self._wake.set()
         log.info("apply_cancelled", in_flight=busy)
         return busy
+
+    def request_apply(self, force: bool) -> None:
+        """POST /v1/update: a `manual` update window lets the downloaded release apply; `force`
+        (as the CLI's) applies it outside the window too."""
+        self._apply_until, self._apply_used = time.time() + APPLY_REQUEST_S, False
+        self.wake(force=force)
+
+    def _window_verdict(self) -> Verdict:
+        """The update window's say on this pass; a forced update overrides it, a requested
+        one (POST /v1/update) overrides `manual`."""
+        if self._window is None:
+            return OPEN
+        verdict = self._window()
+        if verdict.hold is not None and self._force_once:
+            verdict = replace(verdict, hold=None)
+        elif verdict.hold == MANUAL_REASON and time.time() < self._apply_until:
+            self._apply_used = True
+            verdict = replace(verdict, hold=None)
+        if verdict.hold != self._hold_logged:
+            self._hold_logged = verdict.hold
+            if verdict.hold is None:
+                log.info("update_window_open", setting=verdict.setting)
+            else:
+                log.info("update_window_hold", setting=verdict.setting, reason=verdict.hold)
+        return verdict
 
     def wake(self, force: bool = False, *, recheck: bool = False) -> None:
         """Run a pass now. `recheck`: until that pass has looked at the engine again, the
@@ -190,7 +232,11 @@ class Reconciler:
                     # dependency or a hand-over, look at the engine again every WAITING_S and at
                     # the files (handover-complete) in between
                     try:
-                        if _only_lock_blocked(self.last_plan):
+                        if _only_window_held(self.last_plan):  # till it opens, or a wake
+                            with contextlib.suppress(TimeoutError):
+                                timeout = self.window.recheck_s
+                                await asyncio.wait_for(self._wake.wait(), timeout=timeout)
+                        elif _only_lock_blocked(self.last_plan):
                             await self._wait_for_file_change(RECHECK_S, LOCK_WATCH_S)
                         else:
                             await self._wait_for_file_change(WAITING_S, HANDOVER_WATCH_S)
@@ -219,12 +265,15 @@ class Reconciler:
         handed_over = await asyncio.to_thread(handover_signalled, self._lock_dir)
         self._log_locks(locks)
         force = self._override_lock() or self._force_once
+        self.window = self._window_verdict()
         ctx = PlanContext(
+            hold_apply=self.window.hold,
             locked_apps=frozenset(locks),
             force=force,
-            aborted=dict(self.aborted),
+            aborted={**self.aborted, **self.failed_releases},
             now=time.time(),
             handover_done=handed_over,
+            keep_images=self.keep_images,
         )
         plan = make_plan(current, target, ctx)
         self.last_plan = plan
@@ -241,6 +290,8 @@ class Reconciler:
             # a target that arrived during this pass was not what it planned for
             if plan.converged and generation == self._generation:
                 self._force_once = False
+                if self._apply_used:
+                    self._apply_until, self._apply_used = 0.0, False
                 self.converged.set()
             return plan.converged and generation == self._generation, False
         self.converged.clear()  # applying: a container went or changed under a converged state
@@ -383,7 +434,17 @@ class Reconciler:
                 reason = f"update lock held by {holders[0].service}"
                 if holders[0].kind is not EntryKind.FILE:
                     reason += f" (a {holders[0].kind} at {holders[0].path.name})"
-            self._status.set_update_status(uuid, app_plan.release_uuid, app_plan.status, reason)
+            back = self.rolled_back.get(uuid)
+            if back is not None:  # the failed release is reported, its predecessor applied
+                if app_plan.status is UpdateStatus.DONE:
+                    self._status.set_current_release(uuid, app_plan.release_uuid, overwrite=True)
+                elif reason:
+                    reason = f"{back[1]}; rolling back to {app_plan.release_uuid}: {reason}"
+                self._status.set_update_status(
+                    uuid, back[0], UpdateStatus.ABORTED, reason if reason else back[1]
+                )
+            else:
+                self._status.set_update_status(uuid, app_plan.release_uuid, app_plan.status, reason)
             if app_plan.status is not UpdateStatus.REJECTED:
                 self._status.set_services(
                     uuid, service_views(app, current, app_plan, self._progress)
@@ -407,6 +468,13 @@ class Reconciler:
         for app_id in self._locks_seen.keys() - seen.keys():
             log.info("lock_released", app_id=app_id)
         self._locks_seen = seen
+
+
+def _only_window_held(plan: Plan) -> bool:
+    """True when every app not settled is downloaded and held by the update window."""
+    settled = (UpdateStatus.DONE, UpdateStatus.REJECTED, UpdateStatus.ABORTED)
+    pending = [a for a in plan.apps.values() if a.status not in settled]
+    return bool(pending) and all(a.held for a in pending)
 
 
 def _only_lock_blocked(plan: Plan) -> bool:

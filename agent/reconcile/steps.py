@@ -135,7 +135,8 @@ class AppPlan:
     missing_images: tuple[str, ...] = ()
     blocked_by_lock: bool = False  # downloaded, waiting for a lock to go away
     waiting_on: tuple[str, ...] = ()  # human-readable reasons nothing can happen yet
-    reason: str | None = None  # for rejected / aborted
+    reason: str | None = None  # for rejected / aborted / held
+    held: bool = False  # downloaded, held by the update window (`PlanContext.hold_apply`)
 
 
 @dataclass(frozen=True)
@@ -160,3 +161,9 @@ class PlanContext:
     cleanup_images: bool = True  # remove unused managed images once every app is done
     now: float = 0.0  # wall clock of this pass (hand-over timeouts); the planner reads no clock
     handover_done: frozenset[tuple[int, str]] = frozenset()  # (app id, service) signalled
+    # why no new release may be applied now (update window, agent/reconcile/window_gate.py);
+    # an apply already under way (a container of the target release exists) goes on
+    hold_apply: str | None = None
+    # image refs never removed as unused: the previous release's, while the new one is on
+    # probation (agent/reconcile/rollback.py)
+    keep_images: frozenset[str] = frozenset()
