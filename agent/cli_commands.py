@@ -91,6 +91,10 @@ def render_status(data: dict[str, Any]) -> str:
     if dev["targetError"]:
         lines.append(f"  target error: {dev['targetError']}")
     lines += [f"  config error: {e}" for e in dev["configErrors"]]
+    window = dev.get("updateWindow") or {}
+    if window.get("setting"):
+        state = window["reason"] if window["holding"] else "open"
+        lines.append(f"  update window: {window['setting']} ({state})")
     if not data["apps"]:
         lines.append("no apps")
     for app in data["apps"]:

@@ -219,6 +219,7 @@ class _Levels:
         for uuid, app_plan in sorted((plan.apps if plan else {}).items()):
             waiting.add_metric([uuid], 1 if app_plan.blocked_by_lock else 0)
         yield waiting
+        yield from _window_metrics(agent, now)
         polls = CounterMetricFamily(
             "device_agent_polls", "Target-state polls, all outcomes", labels=[]
         )
@@ -270,6 +271,33 @@ class _Levels:
         )
         converged.add_metric([], 1 if agent.reconciler.converged.is_set() else 0)
         yield converged
+
+
+def _window_metrics(agent: Agent, now: float) -> Iterator[Metric]:
+    """Apps whose downloaded release waits for the update window, and when it next opens."""
+    from prometheus_client.core import GaugeMetricFamily
+
+    held = GaugeMetricFamily(
+        "device_agent_update_window_waiting",
+        "1 while an app's downloaded release waits for the update window",
+        labels=["app", "app_uuid"],
+    )
+    plan = agent.reconciler.last_plan
+    for uuid, app_plan in sorted((plan.apps if plan else {}).items()):
+        view = agent.status.apps.get(uuid)
+        held.add_metric([view.name if view else "", uuid], 1 if app_plan.held else 0)
+    yield held
+    verdict = agent.reconciler.window
+    opens = GaugeMetricFamily(
+        "device_agent_update_window_next_open_seconds",
+        "Seconds until the update window opens (0 while open; NaN: manual, unknown clock)",
+    )
+    if verdict.hold is None:
+        opens.add_metric([], 0.0)
+    else:
+        at = verdict.next_open
+        opens.add_metric([], math.nan if at is None else max(0.0, at - now))
+    yield opens
 
 
 def _age(name: str, doc: str, at: float | None, now: float) -> GaugeMetricFamily:

@@ -36,6 +36,7 @@ from agent.api.context import AGENT
 from agent.device.info import vpn_state
 from agent.errors import Conflict, NotFound, StoreError
 from agent.model import CurrentState, ServiceStatus
+from agent.reconcile.window_gate import Verdict
 
 OPENAPI = Path(__file__).with_name("openapi.json")
 _TAG_KEY_RE = re.compile(r"\s")
@@ -286,6 +287,18 @@ async def cleanup_volumes(request: web.Request) -> web.Response:
     return success()
 
 
+def _update_window(verdict: Verdict, now: float) -> dict[str, Any]:
+    """The update window as the latest apply pass saw it (agent/reconcile/window_gate.py)."""
+    opens = verdict.next_open
+    return {
+        "setting": verdict.setting,
+        "holding": verdict.hold is not None,
+        "reason": verdict.hold,
+        "nextOpen": opens,
+        "nextOpenSeconds": None if opens is None else round(max(0.0, opens - now), 1),
+    }
+
+
 async def agent_status(request: web.Request) -> web.Response:
     """Ours: everything `device-agent status` shows, from the status board."""
     agent, scope, now = request.app[AGENT], scope_of(request), time.time()
@@ -344,6 +357,7 @@ async def agent_status(request: web.Request) -> web.Response:
             "connectivity": device_status_body(await current_view(request)),
             "targetError": status.target_error,
             "configErrors": list(status.config_errors),
+            "updateWindow": _update_window(agent.reconciler.window, now),
         },
         apps=apps,
     )

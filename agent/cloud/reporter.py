@@ -60,6 +60,7 @@ def apps_report(apps: dict[str, AppView], transition: Transition | None = None) 
             releases[release] = {
                 "update_status": status.value if status else None,
                 "update_lock": _lock(view),
+                **({"update_reason": view.reason} if view.reason else {}),
                 "services": {name: _service(svc) for name, svc in sorted(view.services.items())}
                 if release == view.release_uuid
                 else {},

@@ -1,3 +1,5 @@
+import re
+import time
 from types import SimpleNamespace
 
 from agent.api.metrics import AgentMetrics
@@ -5,6 +7,7 @@ from agent.connectivity.monitor import CloudlinkView, ConnectivityView
 from agent.connectivity.status import Links, derive
 from agent.model import UpdateStatus
 from agent.reconcile.status import AppView, ServiceView
+from agent.reconcile.window_gate import Verdict
 
 
 def fake_agent():
@@ -18,7 +21,7 @@ def fake_agent():
         since=0.0,
         services={"main": ServiceView("img", "Downloading", 40)},
     )
-    plan = SimpleNamespace(apps={"a1": SimpleNamespace(blocked_by_lock=True)})
+    plan = SimpleNamespace(apps={"a1": SimpleNamespace(blocked_by_lock=True, held=True)})
     view = ConnectivityView(
         derive(Links(heartbeat_ok=True, cloudlink_ok=False, cloudlink_detail="no handshake")),
         True,
@@ -29,7 +32,11 @@ def fake_agent():
     )
     return SimpleNamespace(
         status=SimpleNamespace(apps={"a1": app}, last_poll=None, last_report=1.0),
-        reconciler=SimpleNamespace(last_plan=plan, converged=SimpleNamespace(is_set=lambda: False)),
+        reconciler=SimpleNamespace(
+            last_plan=plan,
+            converged=SimpleNamespace(is_set=lambda: False),
+            window=Verdict(hold="waiting for the update window", next_open=time.time() + 3600),
+        ),
         poller=SimpleNamespace(polls=7),
         reporter=SimpleNamespace(reports_sent=3),
         connectivity=SimpleNamespace(view=view),
@@ -74,6 +81,9 @@ def test_events_become_counters_and_histograms():
 
 def test_levels_are_read_at_scrape_time():
     text = AgentMetrics(fake_agent()).render().decode()
+    assert 'device_agent_update_window_waiting{app="web",app_uuid="a1"} 1.0' in text
+    found = re.search(r"^device_agent_update_window_next_open_seconds (\S+)$", text, re.M)
+    assert found and 3500 < float(found.group(1)) <= 3600
     assert (
         'device_agent_update_status{app="web",app_uuid="a1",release="r2",status="downloading"} 1.0'
         in text
