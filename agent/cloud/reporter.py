@@ -60,7 +60,8 @@ def apps_report(apps: dict[str, AppView], transition: Transition | None = None) 
             releases[release] = {
                 "update_status": status.value if status else None,
                 "update_lock": _lock(view),
-                **({"update_reason": view.reason} if view.reason else {}),
+                # ours (as update_lock): why the release waits or failed; None when nothing
+                "update_reason": view.reason,
                 "services": {name: _service(svc) for name, svc in sorted(view.services.items())}
                 if release == view.release_uuid
                 else {},

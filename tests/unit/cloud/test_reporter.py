@@ -141,6 +141,7 @@ def test_apps_report_shape():
                 "r2": {
                     "update_status": "downloading",
                     "update_lock": None,
+                    "update_reason": None,
                     "services": {
                         "main": {"image": "img", "status": "Downloading", "download_progress": 42}
                     },

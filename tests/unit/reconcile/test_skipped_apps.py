@@ -136,6 +136,7 @@ def test_reported_as_the_reference_reports_them(tmp_path):
             "rs": {
                 "update_status": "done",
                 "update_lock": None,
+                "update_reason": "not run: the supervisor's own service: the agent takes its place",
                 "services": {"balena-supervisor": {"image": "balena/sv:17", "status": "Running"}},
             }
         },
