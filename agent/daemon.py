@@ -39,6 +39,7 @@ from agent.model import parse_target
 from agent.model.contracts import DeviceContract, apply_contracts, kernel_facts
 from agent.reconcile.executor import Executor, ManagedImages
 from agent.reconcile.loop import Reconciler
+from agent.reconcile.rollback import Rollback
 from agent.reconcile.status import StatusBoard
 from agent.reconcile.window_gate import WindowGate
 from agent.store import Store
@@ -147,6 +148,15 @@ class Agent:
             window=self.window_gate.verdict,
         )
         self.intake = TargetIntake(self.store, self.reconciler.set_target)
+        # probation and automatic rollback of a failing release (issue 14)
+        self.rollback = Rollback(
+            self.store,
+            self.engine,
+            self.status,
+            self.reconciler,
+            config.uuid,
+            retarget=lambda: self.accept_target(self.rollback.last_body, "rollback"),
+        )
         self.client = CloudClient(
             config.api_endpoint, config.uuid, config.device_api_key, config.api_timeout_s
         )
@@ -209,6 +219,8 @@ class Agent:
     def accept_target(self, body: Any, source: str) -> bool:
         """Validate a target document and hand it to the apply loop. A malformed document is
         refused whole (the running apps are untouched); a malformed app is rejected alone."""
+        if source != "local":  # a failed release's app back on its previous release
+            body = self.rollback.adjust(body)
         try:
             target = parse_target(body, self.config.uuid)
         except TargetStateError as exc:
@@ -268,6 +280,8 @@ class Agent:
         if not force and not self.fleet.instant_update_trigger:
             return False
         log.info("update_requested", force=force, cancel=cancel)
+        if force:
+            self.rollback.force()  # a rolled back release may be applied again
         if cancel:
             self.reconciler.cancel_apply()
         self.poller.trigger()
@@ -359,6 +373,7 @@ class Agent:
         spawn = self.supervisor.spawn
         spawn("reconcile", self.reconciler.run)
         spawn("engine-events", self.reconciler.watch_engine)
+        spawn("probation", self.rollback.run)
         spawn("poll", self.registrar.then(self.poller.run))
         spawn("report", self.registrar.then(self.reporter.run))
         spawn("cloud-logs", self.registrar.then(self.cloud_logs.run))
@@ -379,7 +394,8 @@ class Agent:
         await self.supervisor.drain(SHUTDOWN_GRACE_S)
         with contextlib.suppress(TimeoutError):  # the latest status and images on disk
             await asyncio.wait_for(
-                asyncio.gather(self.status.flush(), self.images.flush()), SHUTDOWN_GRACE_S
+                asyncio.gather(self.status.flush(), self.images.flush(), self.rollback.flush()),
+                SHUTDOWN_GRACE_S,
             )
         await self.reporter.flush(timeout=2.0)
         await self.client.close()

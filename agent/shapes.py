@@ -156,6 +156,8 @@ _APP_STATUS = Obj(
     }
 )
 
+_RELEASE_ENTRY = Obj({"release": Str(), "entry": Obj(), "since": Opt(Num())})
+
 # store key -> shape of its file (`<data dir>/<key>.json`)
 STATE_SHAPES: Mapping[str, Shape] = {
     # agent/api/keys.py: the local API's keys, global and per app id
@@ -171,6 +173,14 @@ STATE_SHAPES: Mapping[str, Shape] = {
     "report-cache": Obj({"acked": Opt(MapOf(AnyValue())), "metrics_at": Num()}),
     # agent/local/intake.py: the local-mode target document
     "local-target": Obj(),
+    # agent/reconcile/rollback.py: per app the cloud's release and the one to go back to,
+    # and the releases that failed probation (release uuid -> decision)
+    "rollback": Obj(
+        {
+            "apps": Opt(MapOf(Obj({"current": _RELEASE_ENTRY, "previous": Opt(_RELEASE_ENTRY)}))),
+            "failed": Opt(MapOf(Obj({"app": Str(), "reason": Str(), "to": Opt(Str())}))),
+        }
+    ),
     # agent/cloud/tags.py: device tags set through the API, acknowledged by the cloud, last
     # known from it
     "device-tags": Obj(

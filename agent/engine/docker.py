@@ -236,6 +236,16 @@ class DockerEngine:
             return None
         return str(info["Id"])
 
+    async def inspect_container(self, container_id: str) -> dict[str, Any] | None:
+        """The container's inspect (None: it is gone)."""
+        try:
+            info = await self._call(
+                "inspect container", docker.APIClient.inspect_container, container_id
+            )
+        except NotFound:
+            return None
+        return dict(info)
+
     async def container_logs(self, container_id: str, tail: int = 50) -> str:
         raw = await self._call(
             "container logs", docker.APIClient.logs, container_id, tail=tail, timestamps=False

@@ -87,6 +87,12 @@ class Reconciler:
         self._step_errors: dict[str, str] = {}
         self._judged: dict[str, tuple[str, ...]] = {}  # takeover verdicts logged, by container
         self.aborted: dict[str, str] = {}
+        # set by the rollback controller (agent/reconcile/rollback.py): app uuid -> (failed
+        # release, reason) while its previous release is back in its place; failed releases
+        # with nothing to go back to (release uuid -> reason); images kept for a rollback
+        self.rolled_back: dict[str, tuple[str, str]] = {}
+        self.failed_releases: dict[str, str] = {}
+        self.keep_images: frozenset[str] = frozenset()
         self._progress: dict[str, int] = {}
         self._locks_seen: dict[int, tuple[tuple[str, str], ...]] = {}
         self._backoff = Backoff(base_s=1.0, cap_s=60.0)
@@ -264,9 +270,10 @@ class Reconciler:
             hold_apply=self.window.hold,
             locked_apps=frozenset(locks),
             force=force,
-            aborted=dict(self.aborted),
+            aborted={**self.aborted, **self.failed_releases},
             now=time.time(),
             handover_done=handed_over,
+            keep_images=self.keep_images,
         )
         plan = make_plan(current, target, ctx)
         self.last_plan = plan
@@ -427,7 +434,17 @@ class Reconciler:
                 reason = f"update lock held by {holders[0].service}"
                 if holders[0].kind is not EntryKind.FILE:
                     reason += f" (a {holders[0].kind} at {holders[0].path.name})"
-            self._status.set_update_status(uuid, app_plan.release_uuid, app_plan.status, reason)
+            back = self.rolled_back.get(uuid)
+            if back is not None:  # the failed release is reported, its predecessor applied
+                if app_plan.status is UpdateStatus.DONE:
+                    self._status.set_current_release(uuid, app_plan.release_uuid, overwrite=True)
+                elif reason:
+                    reason = f"{back[1]}; rolling back to {app_plan.release_uuid}: {reason}"
+                self._status.set_update_status(
+                    uuid, back[0], UpdateStatus.ABORTED, reason if reason else back[1]
+                )
+            else:
+                self._status.set_update_status(uuid, app_plan.release_uuid, app_plan.status, reason)
             if app_plan.status is not UpdateStatus.REJECTED:
                 self._status.set_services(
                     uuid, service_views(app, current, app_plan, self._progress)

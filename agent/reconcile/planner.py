@@ -83,7 +83,7 @@ def plan(current: CurrentState, target: TargetState, ctx: PlanContext) -> Plan:
     ordered.sort(key=lambda step: _RANK[type(step)])  # stable: app / service order kept
 
     if ctx.cleanup_images and not removed_left and all(a.status in SETTLED for a in apps.values()):
-        ordered += _unused_images(current, target)
+        ordered += _unused_images(current, target, ctx.keep_images)
     return Plan(steps=tuple(ordered), apps=apps)
 
 
@@ -117,11 +117,15 @@ def _removed_apps(
     return steps, containers_left
 
 
-def _unused_images(current: CurrentState, target: TargetState) -> list[Step]:
-    """Managed images that no container runs and no target release needs, removed by id (two
-    releases may share one repository: removing by name could hit the one in use)."""
+def _unused_images(
+    current: CurrentState, target: TargetState, keep: frozenset[str] = frozenset()
+) -> list[Step]:
+    """Managed images that no container runs, no target release needs and `keep` does not
+    name, removed by id (two releases may share one repository: removing by name could hit
+    the one in use)."""
     used_ids = {c.image_docker_id for c in current.containers}
     kept_refs = {normalize_image_ref(c.image) for c in current.containers}
+    kept_refs |= {normalize_image_ref(ref) for ref in keep}
     for app in target.apps.values():
         if app.release is not None:
             kept_refs |= {normalize_image_ref(s.image) for s in app.release.services.values()}

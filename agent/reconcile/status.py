@@ -271,11 +271,18 @@ class StatusBoard:
         self._persist()
         self._notify()
 
-    def set_current_release(self, app_uuid: str, release_uuid: str | None) -> None:
+    def set_current_release(
+        self, app_uuid: str, release_uuid: str | None, *, overwrite: bool = False
+    ) -> None:
+        """The release running (once known; `overwrite`: a rollback brought another back)."""
         view = self.apps.get(app_uuid)
-        if view is not None and view.current_release_uuid is None and release_uuid:
+        if view is None or not release_uuid or view.current_release_uuid == release_uuid:
+            return
+        if view.current_release_uuid is None or overwrite:
             self.apps[app_uuid] = replace(view, current_release_uuid=release_uuid)
             self._persist()
+            if overwrite:
+                self._notify()
 
     def set_lock(self, app_uuid: str, service: str | None, since: float | None) -> None:
         view = self.apps.get(app_uuid)

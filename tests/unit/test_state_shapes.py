@@ -24,6 +24,7 @@ from agent.cloud.tags import DeviceTags
 from agent.local.intake import TargetIntake
 from agent.model import UpdateStatus
 from agent.reconcile.executor import ManagedImages
+from agent.reconcile.rollback import load_state
 from agent.reconcile.status import StatusBoard
 from agent.shapes import STATE_SHAPES
 from agent.store import Store
@@ -92,6 +93,7 @@ LOADERS: dict[str, tuple[Callable[[Store], Any], Any]] = {
     "report-cache": (_report_cache, ({}, 0.0)),
     "local-target": (_local_target, None),
     "device-tags": (_device_tags, ({}, {}, [])),
+    "rollback": (load_state, {"apps": {}, "failed": {}}),
 }
 
 APP_STATUS = {
@@ -136,6 +138,14 @@ WRONG: list[tuple[str, Any, str]] = [
     ("device-tags", {"reported": ["floor"]}, "$.reported"),
     ("device-tags", {"known": {"floor": "3"}}, "$.known"),
     ("device-tags", {"known": ["floor"]}, "$.known[0]"),
+    ("rollback", [], "$"),
+    ("rollback", {"apps": {"a": {"current": {"release": 5}}}}, "$.apps.a.current.release"),
+    (
+        "rollback",
+        {"apps": {"a": {"current": {"release": "r", "entry": []}}}},
+        "$.apps.a.current.entry",
+    ),
+    ("rollback", {"failed": {"r": {"app": "a", "reason": None}}}, "$.failed.r.reason"),
 ]
 
 

@@ -1,0 +1,315 @@
+"""Automatic rollback (issue 14, point 1): the shell around the pure probation verdicts.
+
+Design.
+- Record (`adjust`, on every cloud target accepted, before it is parsed): per app, the raw
+  app entry of the cloud's release (`current`) and of the release that ran before it and
+  passed probation (`previous`). When a new release is accepted, `current` becomes
+  `previous` only if it passed probation, so a chain of bad releases still goes back to the
+  last good one. Persisted in the store under `rollback` (shape in agent/shapes.py).
+- Watch (`run`): an app whose `current` release is `done` and not yet judged is on
+  probation from the first time it is seen done (persisted, so a restart continues it); its
+  containers are listed and inspected through the engine module every `TICK_S` and judged
+  (agent/reconcile/probation.py). Passed → `passed` is persisted and the loop is woken: the
+  previous release's images, kept until then (`keep_images`, a planner input), are removed.
+- Decide: failed → `failed[release] = {app, reason, to}` is written durably first, then the
+  app is re-targeted: `adjust` puts the previous release's entry in the failed one's place,
+  so the ordinary apply loop brings it back (update locks honoured, named volumes untouched,
+  images already there) and a SIGKILL anywhere converges, since the restarted agent reads
+  the same decision and the same saved target. The reconciler reports the failed release
+  `aborted` with the reason (`rolled_back`). With nothing to go back to (the first release)
+  the failed release is an aborted planner input: its containers are left alone.
+- Forget: a cloud target naming another release for the app drops its decision; so does a
+  forced update (POST /v1/update {"force": true}), which applies the failed release again.
+Local mode targets never pass through here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import time
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from agent.engine.docker import DockerEngine
+from agent.errors import EngineError
+from agent.model import UpdateStatus, normalize_image_ref
+from agent.reconcile.loop import Reconciler
+from agent.reconcile.probation import (
+    ServiceObs,
+    Thresholds,
+    fleet_thresholds,
+    judge,
+    service_thresholds,
+)
+from agent.reconcile.status import StatusBoard
+from agent.store import LatestWriter, Store
+
+log = structlog.get_logger("agent.rollback")
+
+STORE_KEY = "rollback"
+TICK_S = 1.0
+_NS = 1e9
+
+
+def _release_of(entry: Any) -> str | None:
+    releases = entry.get("releases") if isinstance(entry, dict) else None
+    if isinstance(releases, dict) and len(releases) == 1:
+        key = next(iter(releases))
+        return key if isinstance(key, str) else None
+    return None
+
+
+def _images_of(entry: Any) -> set[str]:
+    out: set[str] = set()
+    for rel in (entry.get("releases") or {}).values():
+        for svc in ((rel or {}).get("services") or {}).values():
+            if isinstance(svc, dict) and isinstance(svc.get("image"), str):
+                out.add(normalize_image_ref(svc["image"]))
+    return out
+
+
+def _entry_ok(value: Any) -> bool:
+    return isinstance(value, dict) and isinstance(value.get("release"), str)
+
+
+def load_state(store: Store) -> dict[str, Any]:
+    """The persisted record and decisions (agent/shapes.py checks the file's shape)."""
+    saved = store.get(STORE_KEY, {}) or {}
+    apps = {
+        uuid: {**a, "current": {"entry": {}, "passed": False, "since": None, **a["current"]}}
+        for uuid, a in (saved.get("apps") or {}).items()
+        if _entry_ok(a.get("current")) and (a.get("previous") is None or _entry_ok(a["previous"]))
+    }
+    failed = {r: f for r, f in (saved.get("failed") or {}).items() if isinstance(f, dict)}
+    return {"apps": apps, "failed": failed}
+
+
+class Rollback:
+    def __init__(
+        self,
+        store: Store,
+        engine: DockerEngine,
+        status: StatusBoard,
+        reconciler: Reconciler,
+        device_uuid: str,
+        retarget: Callable[[], object],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._engine = engine
+        self._status = status
+        self._reconciler = reconciler
+        self._uuid = device_uuid
+        self._retarget = retarget
+        self._clock = clock
+        self._writer = LatestWriter(
+            store, STORE_KEY, lambda exc: log.error("rollback_persist_failed", error=str(exc))
+        )
+        self.state = load_state(store)
+        self.thresholds = Thresholds()
+        self.last_body: Any = None
+        self._publish()
+
+    # --- the target: record, substitute ------------------------------------------------------
+
+    def adjust(self, body: Any) -> Any:
+        """Record the cloud's target and return it with each rolled back app's entry replaced
+        by its previous release's."""
+        entry: Any = body.get(self._uuid) if isinstance(body, dict) else None
+        apps = entry.get("apps") if isinstance(entry, dict) else None
+        if not isinstance(apps, dict) or not isinstance(entry, dict):
+            return body
+        self.last_body = body
+        config = entry.get("config")
+        self.thresholds, errors = fleet_thresholds(config if isinstance(config, dict) else {})
+        for error in errors:
+            log.error("config_var_invalid", error=error)
+        changed = False
+        for uuid, app in apps.items():
+            changed |= self._record(uuid, app)
+        for uuid in set(self.state["apps"]) - set(apps):
+            del self.state["apps"][uuid]
+            changed = True
+        if changed:
+            self._save()
+        out = body
+        for uuid, app_state in self.state["apps"].items():
+            decision = self.state["failed"].get(app_state["current"]["release"])
+            previous = app_state.get("previous")
+            if decision is None or not decision.get("to") or not previous:
+                continue
+            if out is body:
+                out = copy.deepcopy(body)
+            out[self._uuid]["apps"][uuid] = copy.deepcopy(previous["entry"])
+        return out
+
+    def _record(self, uuid: str, app: Any) -> bool:
+        release = _release_of(app)
+        if release is None:
+            return False
+        st = self.state["apps"].get(uuid)
+        if st is None:
+            self.state["apps"][uuid] = {
+                "current": {"release": release, "entry": app, "passed": False, "since": None},
+                "previous": None,
+            }
+            return True
+        current = st["current"]
+        if current["release"] == release:
+            if current.get("entry") != app:
+                current["entry"] = app
+                return True
+            return False
+        if current.get("passed"):
+            st["previous"] = {"release": current["release"], "entry": current["entry"]}
+        st["current"] = {"release": release, "entry": app, "passed": False, "since": None}
+        # the cloud names another release: the decisions about this app's are forgotten
+        for gone in [r for r, f in self.state["failed"].items() if f.get("app") == uuid]:
+            del self.state["failed"][gone]
+        self._publish()
+        return True
+
+    def force(self) -> None:
+        """A forced update: every failed release may be applied again (and judged again)."""
+        if not self.state["failed"]:
+            return
+        for release in self.state["failed"]:
+            log.info("rollback_decision_forgotten", release=release, why="forced update")
+        self.state["failed"].clear()
+        for st in self.state["apps"].values():
+            st["current"]["since"] = None
+        self._save()
+        self._publish()
+        if self.last_body is not None:
+            self._retarget()
+
+    # --- the watch ----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_S)
+            try:
+                await self._check()
+            except EngineError as exc:
+                log.debug("probation_engine_unavailable", error=str(exc))
+
+    async def _check(self) -> None:
+        target = self._reconciler.target
+        if target is None or self.last_body is None:
+            return
+        for uuid, st in list(self.state["apps"].items()):
+            current = st["current"]
+            release = current["release"]
+            view = self._status.app(uuid)
+            app = target.apps.get(uuid)
+            if current.get("passed") or release in self.state["failed"] or app is None:
+                continue
+            if view is None or view.release_uuid != release or app.release_uuid != release:
+                continue
+            if view.update_status is not UpdateStatus.DONE or app.release is None:
+                continue
+            now = self._clock()
+            if not self.thresholds.enabled:
+                self._passed(uuid, release, "rollback off")
+                continue
+            if current.get("since") is None:
+                current["since"] = now
+                self._save()
+                log.info("probation_started", app_uuid=uuid, release=release)
+            observed = await self._observe(uuid, release, app.release.services)
+            verdict = judge(observed, current["since"], now, self.thresholds.probation_s)
+            if verdict.failure is not None:
+                await self._failed(uuid, release, verdict.failure)
+            elif verdict.passed:
+                self._passed(uuid, release, "probation passed")
+
+    async def _observe(self, uuid: str, release: str, services: Any) -> list[ServiceObs]:
+        state = await self._engine.current_state(frozenset())
+        mine = {
+            c.service_name: c
+            for c in state.containers
+            if c.app_uuid == uuid and c.release_uuid == release
+        }
+        out: list[ServiceObs] = []
+        for name, svc in sorted(services.items()):
+            if not svc.running:
+                continue
+            limits = service_thresholds(self.thresholds, svc.labels)
+            c = mine.get(name)
+            info = await self._engine.inspect_container(c.id) if c is not None else None
+            if info is None:
+                out.append(ServiceObs(name, limits, None))
+                continue
+            st = info.get("State") or {}
+            health = st.get("Health") or {}
+            check = (info.get("Config") or {}).get("Healthcheck") or {}
+            out.append(
+                ServiceObs(
+                    service=name,
+                    thresholds=limits,
+                    status=str(st.get("Status") or ""),
+                    exit_code=int(st.get("ExitCode") or 0),
+                    restart_count=int(info.get("RestartCount") or 0),
+                    health=health.get("Status") if health else None,
+                    start_period_s=float(check.get("StartPeriod") or 0) / _NS,
+                    ever_started=not str(st.get("StartedAt") or "").startswith("0001-"),
+                )
+            )
+        return out
+
+    def _passed(self, uuid: str, release: str, why: str) -> None:
+        self.state["apps"][uuid]["current"]["passed"] = True
+        self._save()
+        self._publish()
+        log.info("probation_passed", app_uuid=uuid, release=release, why=why)
+        self._reconciler.wake()  # the previous release's images may go now
+
+    async def _failed(self, uuid: str, release: str, what: str) -> None:
+        previous = self.state["apps"][uuid].get("previous")
+        to = previous["release"] if previous else None
+        if to is not None:
+            reason = f"rolled back: {what}"
+        else:
+            reason = f"failed: {what}; no previous release to go back to"
+        self.state["failed"][release] = {"app": uuid, "reason": reason, "to": to}
+        self._save()
+        await self._writer.flush()  # the decision is on disk before anything is changed
+        self._publish()
+        view = self._status.app(uuid)
+        log.error(
+            "release_aborted",
+            app=view.name if view else uuid,
+            release=release,
+            reason=reason,
+            rollback_to=to,
+        )
+        if to is not None:
+            log.info("rollback_started", app_uuid=uuid, release=release, to=to)
+            self._retarget()
+
+    # --- the planner's and the reconciler's inputs ---------------------------------------------
+
+    def _publish(self) -> None:
+        rolled_back: dict[str, tuple[str, str]] = {}
+        aborted: dict[str, str] = {}
+        keep: set[str] = set()
+        for uuid, st in self.state["apps"].items():
+            current, previous = st["current"], st.get("previous")
+            decision = self.state["failed"].get(current["release"])
+            if decision is not None and decision.get("to") and previous:
+                rolled_back[uuid] = (current["release"], str(decision.get("reason")))
+            elif decision is not None:
+                aborted[current["release"]] = str(decision.get("reason"))
+            if previous and not current.get("passed"):
+                keep |= _images_of(previous["entry"])
+        self._reconciler.rolled_back = rolled_back
+        self._reconciler.failed_releases = aborted
+        self._reconciler.keep_images = frozenset(keep)
+
+    def _save(self) -> None:
+        self._writer.write(self.state)
+
+    async def flush(self) -> None:
+        await self._writer.flush()

@@ -1,0 +1,170 @@
+"""Probation and automatic rollback (issue 14, point 1) against the real engine: a release
+whose service keeps exiting 1, or whose healthcheck fails, is rolled back to the previous
+release within its probation, reported `aborted` with the reason, and not applied again on
+the following polls nor after a restart, until a forced update; a release that passes frees
+the previous release's images; a SIGKILL in the middle of a rollback converges."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from testbed.targets import service
+from tests.faults.test_kill_points import crash_at
+from tests.helpers import wait_until
+from tests.integration.conftest import Device, Images
+from tests.integration.test_core_loop import APP, _has_image, demo_target, wait_status
+
+LOOP = ["/bin/sh", "-c", "trap 'exit 0' TERM INT; while true; do sleep 1; done"]
+EXIT_1 = ["/bin/sh", "-c", "sleep 0.2; exit 1"]
+# short probation and deadlines, so each verdict comes within seconds
+CONFIG = {
+    "BALENA_DEVICE_AGENT_PROBATION_S": "3",
+    "BALENA_DEVICE_AGENT_HEALTH_DEADLINE_S": "3",
+}
+
+
+def target(rel: str, rid: int, image: str, command: list[str], **comp: Any) -> dict[str, Any]:
+    main = service(image, service_id=1, image_id=rid * 10 + 1, command=command, **comp)
+    return demo_target(rel, rid, {"main": main}, config=CONFIG)
+
+
+def main_container(dev: Device) -> Any:
+    mains = dev.by_service().get("main") or []
+    assert len(mains) == 1, [c.labels.get("io.balena.release-uuid") for c in mains]
+    return mains[0]
+
+
+def wait_running(dev: Device, rel: str, timeout: float = 60) -> str:
+    """Wait until `main` is one running container of release `rel`; its id."""
+
+    def ok() -> bool:
+        mains = dev.by_service().get("main") or []
+        return (
+            len(mains) == 1
+            and mains[0].labels.get("io.balena.release-uuid") == rel
+            and mains[0].status == "running"
+        )
+
+    wait_until(ok, timeout, interval=0.2, message=lambda: dev.agent.log_tail(30))
+    return str(main_container(dev).id)
+
+
+def deploy_good(dev: Device, images: Images) -> str:
+    """r1 runs and passes its probation; main's container id."""
+    dev.cloud.set_target(dev.uuid, target("r1", 1, images.main_v1, LOOP))
+    if not dev.agent.running:
+        dev.agent.start()
+    wait_status(dev, "r1", "done")
+    dev.agent.wait_for_event("probation_passed", 30, release="r1")
+    return wait_running(dev, "r1")
+
+
+def reported_running(dev: Device) -> str | None:
+    """The release the device last reported running for the app."""
+    current = dev.state()["current"]
+    entry = current.get(dev.uuid, current)
+    return (entry.get("apps") or {}).get(APP, {}).get("release_uuid")
+
+
+def test_exiting_release_rolled_back_aborted_not_reapplied_until_forced(
+    device: Device, images: Images
+) -> None:
+    deploy_good(device, images)
+    device.cloud.set_target(device.uuid, target("r2", 2, images.main_v3, EXIT_1))
+    wait_status(device, "r2", "aborted", timeout=60)
+    aborted = device.agent.wait_for_event("release_aborted", 5, release="r2")
+    assert aborted["reason"].startswith("rolled back: main exited "), aborted
+    assert aborted["reason"].endswith("(exit 1)") and aborted["rollback_to"] == "r1"
+    back = wait_running(device, "r1")
+    wait_until(lambda: reported_running(device) == "r1", 10, message=lambda: str(device.state()))
+
+    # following polls are answered from the decision: r2 is not started again
+    for _ in range(3):
+        device.agent.api("POST", "/v1/update", {})
+        time.sleep(1)
+    assert main_container(device).id == back
+    assert device.update_status(APP) == ("r2", "aborted")
+    # nor after a restart
+    device.agent.stop()
+    device.agent.start()
+    device.agent.wait_for_event("target_accepted", 20)
+    time.sleep(4)
+    assert main_container(device).id == back
+    assert device.update_status(APP) == ("r2", "aborted")
+    assert len(device.agent.events_named("release_aborted")) == 1
+
+    # a forced update applies r2 again (judged again, and rolled back again)
+    assert device.agent.api("POST", "/v1/update", {"force": True}).status == 204
+    wait_until(
+        lambda: len(device.agent.events_named("release_aborted")) == 2,
+        60,
+        message=lambda: device.agent.log_tail(30),
+    )
+    assert (
+        len([e for e in device.agent.events_named("probation_started") if e.get("release") == "r2"])
+        == 2
+    )
+    wait_running(device, "r1")
+
+
+def test_release_that_passes_probation_frees_the_previous_images(
+    device: Device, images: Images
+) -> None:
+    deploy_good(device, images)
+    longer = target("r2", 2, images.main_v3, LOOP)
+    longer["config"] = {**CONFIG, "BALENA_DEVICE_AGENT_PROBATION_S": "8"}
+    device.cloud.set_target(device.uuid, longer)
+    wait_status(device, "r2", "done")
+    device.agent.wait_for_event("probation_started", 10, release="r2")
+    time.sleep(2)  # passes have run since `done`: unused images would be gone by now
+    assert device.agent.events_named("probation_passed")[-1].get("release") != "r2"
+    assert _has_image(device, images.main_v1), "r1's image removed during r2's probation"
+    device.agent.wait_for_event("probation_passed", 30, release="r2")
+    wait_until(
+        lambda: not _has_image(device, images.main_v1),
+        30,
+        message=lambda: device.agent.log_tail(30),
+    )
+    assert _has_image(device, images.main_v3)
+
+
+def test_unhealthy_service_is_rolled_back(device: Device, images: Images) -> None:
+    deploy_good(device, images)
+    check = {"test": ["CMD", "false"], "interval": "1s", "retries": 1}
+    device.cloud.set_target(device.uuid, target("r2", 2, images.main_v3, LOOP, healthcheck=check))
+    wait_status(device, "r2", "aborted", timeout=60)
+    aborted = device.agent.wait_for_event("release_aborted", 5, release="r2")
+    assert aborted["reason"].startswith("rolled back: main not healthy after "), aborted
+    wait_running(device, "r1")
+
+
+def test_first_release_that_fails_is_aborted_and_left_to_the_restart_policy(
+    device: Device, images: Images
+) -> None:
+    device.cloud.set_target(device.uuid, target("r1", 1, images.main_v1, EXIT_1))
+    device.agent.start()
+    wait_status(device, "r1", "aborted", timeout=60)
+    aborted = device.agent.wait_for_event("release_aborted", 5, release="r1")
+    assert aborted["reason"].endswith("no previous release to go back to"), aborted
+    first = main_container(device).id
+    time.sleep(3)
+    assert main_container(device).id == first  # the engine restarts it; the agent leaves it
+
+
+@pytest.mark.parametrize("point", ["rollback_started:1", "step_started:3", "step_done:4"])
+def test_sigkill_mid_rollback_converges(device: Device, images: Images, point: str) -> None:
+    deploy_good(device, images)
+    device.agent.stop()
+    device.cloud.set_target(device.uuid, target("r2", 2, images.main_v3, EXIT_1))
+    # this run: r2's apply (steps 1-2), its rollback (3: kill r2's main, 4: start r1's)
+    crash_at(device, point)
+    assert device.agent.events_named("release_aborted"), device.agent.log_tail(30)
+    device.agent.start()
+    wait_running(device, "r1")
+    wait_status(device, "r2", "aborted", timeout=30)
+    time.sleep(2)
+    wait_running(device, "r1", timeout=1)
+    assert device.update_status(APP) == ("r2", "aborted")
