@@ -110,6 +110,7 @@ class Rollback:
         self.state = load_state(store)
         self.thresholds = Thresholds()
         self.last_body: Any = None
+        self._exits: dict[str, int] = {}  # container id -> its latest exit code seen
         self._publish()
 
     # --- the target: record, substitute ------------------------------------------------------
@@ -227,6 +228,8 @@ class Rollback:
 
     async def _observe(self, uuid: str, release: str, services: Any) -> list[ServiceObs]:
         state = await self._engine.current_state(frozenset())
+        live = {c.id for c in state.containers}
+        self._exits = {cid: code for cid, code in self._exits.items() if cid in live}
         mine = {
             c.service_name: c
             for c in state.containers
@@ -239,18 +242,20 @@ class Rollback:
             limits = service_thresholds(self.thresholds, svc.labels)
             c = mine.get(name)
             info = await self._engine.inspect_container(c.id) if c is not None else None
-            if info is None:
+            if c is None or info is None:
                 out.append(ServiceObs(name, limits, None))
                 continue
             st = info.get("State") or {}
             health = st.get("Health") or {}
+            if st.get("Status") != "running":  # (a running container's ExitCode is 0)
+                self._exits[c.id] = int(st.get("ExitCode") or 0)
             check = (info.get("Config") or {}).get("Healthcheck") or {}
             out.append(
                 ServiceObs(
                     service=name,
                     thresholds=limits,
                     status=str(st.get("Status") or ""),
-                    exit_code=int(st.get("ExitCode") or 0),
+                    exit_code=self._exits.get(c.id, 0),
                     restart_count=int(info.get("RestartCount") or 0),
                     health=health.get("Status") if health else None,
                     start_period_s=float(check.get("StartPeriod") or 0) / _NS,

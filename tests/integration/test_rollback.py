@@ -16,6 +16,7 @@ from tests.faults.test_kill_points import crash_at
 from tests.helpers import wait_until
 from tests.integration.conftest import Device, Images
 from tests.integration.test_core_loop import APP, _has_image, demo_target, wait_status
+from tests.integration.test_update_locks import exec_ok
 
 LOOP = ["/bin/sh", "-c", "trap 'exit 0' TERM INT; while true; do sleep 1; done"]
 EXIT_1 = ["/bin/sh", "-c", "sleep 0.2; exit 1"]
@@ -69,6 +70,14 @@ def reported_running(dev: Device) -> str | None:
     return (entry.get("apps") or {}).get(APP, {}).get("release_uuid")
 
 
+def reported_reason(dev: Device, rel: str) -> Any:
+    """The update_reason the device last reported for release `rel` of the app."""
+    current = dev.state()["current"]
+    entry = current.get(dev.uuid, current)
+    app = (entry.get("apps") or {}).get(APP, {})
+    return (app.get("releases") or {}).get(rel, {}).get("update_reason")
+
+
 def test_exiting_release_rolled_back_aborted_not_reapplied_until_forced(
     device: Device, images: Images
 ) -> None:
@@ -80,6 +89,7 @@ def test_exiting_release_rolled_back_aborted_not_reapplied_until_forced(
     assert aborted["reason"].endswith("(exit 1)") and aborted["rollback_to"] == "r1"
     back = wait_running(device, "r1")
     wait_until(lambda: reported_running(device) == "r1", 10, message=lambda: str(device.state()))
+    assert reported_reason(device, "r2") == aborted["reason"]
 
     # following polls are answered from the decision: r2 is not started again
     for _ in range(3):
@@ -167,4 +177,30 @@ def test_sigkill_mid_rollback_converges(device: Device, images: Images, point: s
     wait_status(device, "r2", "aborted", timeout=30)
     time.sleep(2)
     wait_running(device, "r1", timeout=1)
+    assert device.update_status(APP) == ("r2", "aborted")
+
+
+def test_rollback_waits_for_the_update_lock(device: Device, images: Images) -> None:
+    deploy_good(device, images)
+    check = {"test": ["CMD", "false"], "interval": "1s", "retries": 1}
+    r2 = target("r2", 2, images.main_v3, LOOP, healthcheck=check)
+    r2["config"] = {
+        "BALENA_DEVICE_AGENT_PROBATION_S": "20",
+        "BALENA_DEVICE_AGENT_HEALTH_DEADLINE_S": "6",
+    }
+    device.cloud.set_target(device.uuid, r2)
+    wait_status(device, "r2", "done")
+    failing = wait_running(device, "r2")
+    exec_ok(device, "main", "touch /tmp/balena/updates.lock")
+    wait_status(device, "r2", "aborted", timeout=30)
+    time.sleep(3)  # the decision is taken; the lock holds the rollback back
+    assert main_container(device).id == failing
+    wait_until(
+        lambda: "update lock held by main" in (reported_reason(device, "r2") or ""),
+        10,
+        message=lambda: str(device.state()["current"]),
+    )
+    assert reported_reason(device, "r2").startswith("rolled back: main not healthy after ")
+    exec_ok(device, "main", "rm /tmp/balena/updates.lock")
+    wait_running(device, "r1", timeout=30)
     assert device.update_status(APP) == ("r2", "aborted")
