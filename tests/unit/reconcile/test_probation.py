@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from agent.model import ContainerStatus, UpdateStatus
+from agent.reconcile.planner import plan
 from agent.reconcile.probation import (
     ServiceObs,
     Thresholds,
@@ -9,6 +11,17 @@ from agent.reconcile.probation import (
     fleet_thresholds,
     judge,
     service_thresholds,
+)
+from agent.reconcile.steps import PlanContext, RemoveImage
+from tests.unit.reconcile.factories import (
+    app,
+    image,
+    image_id_for,
+    release,
+    running_for,
+    state,
+    svc,
+    target,
 )
 
 T = Thresholds(probation_s=300, max_restarts=3, health_deadline_s=60)
@@ -87,3 +100,26 @@ def test_fleet_config_vars_with_balena_or_resin_prefix_and_bad_values_reported()
     assert got == Thresholds(enabled=False, probation_s=5, max_restarts=1, health_deadline_s=60)
     assert errors == ["BALENA_DEVICE_AGENT_HEALTH_DEADLINE_S: 'soon' is not a number; keeping 60.0"]
     assert fleet_thresholds({"BALENA_DEVICE_AGENT_PROBATION_S": "-1"})[0].probation_s == 300
+
+
+def test_the_planner_keeps_the_images_it_is_told_to_keep_and_removes_them_after() -> None:
+    tgt = target({"a1": app(1, release("r2", {"web": svc("web:2")}))})
+    current = state(
+        image("web:1"), image("web:2"), running_for(tgt, "a1", "web", "c2", image_ref="web:2")
+    )
+    kept = plan(current, tgt, PlanContext(keep_images=frozenset({"web:1"})))
+    assert kept.apps["a1"].status is UpdateStatus.DONE
+    assert not [s for s in kept.steps if isinstance(s, RemoveImage)]
+    freed = plan(current, tgt, PlanContext())
+    removes = [s for s in freed.steps if isinstance(s, RemoveImage)]
+    assert removes == [RemoveImage(image_id_for("web:1"), ("web:1",))]
+
+
+def test_an_aborted_release_is_planned_as_nothing_to_do() -> None:
+    tgt = target({"a1": app(1, release("r1", {"web": svc("web:1")}))})
+    current = state(
+        image("web:1"), running_for(tgt, "a1", "web", "c1", status=ContainerStatus.EXITED)
+    )
+    p = plan(current, tgt, PlanContext(aborted={"r1": "failed: web exited (exit 1)"}))
+    assert p.apps["a1"].status is UpdateStatus.ABORTED and p.steps == ()
+    assert p.apps["a1"].reason == "failed: web exited (exit 1)"
