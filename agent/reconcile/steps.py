@@ -147,7 +147,7 @@ class Plan:
     @property
     def converged(self) -> bool:
         return not self.steps and not any(
-            a.waiting_on or a.blocked_by_lock for a in self.apps.values()
+            a.waiting_on or a.blocked_by_lock or a.held for a in self.apps.values()
         )
 
 
