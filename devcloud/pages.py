@@ -1,8 +1,9 @@
 """The Devices page (`GET /` and `/devices`): one row per device with its status (current name,
 the older one in small text), the heartbeat and cloudlink indicators, the update status and its
-duration (since the latest update status change, as the product page describes) and the last
-poll, and below the table each device's latest log lines. Plain HTML refreshing itself every
-2 s; every value is escaped."""
+duration (since the latest update status change, as the product page describes), the release
+running and any other release reported with the agent's reason (waiting for the update window,
+rolled back), and the last poll, and below the table each device's latest log lines. Plain
+HTML refreshing itself every 2 s; every value is escaped."""
 
 from __future__ import annotations
 
@@ -43,6 +44,7 @@ small { color: #667; display: block; }
 .dot { display: inline-block; width: 12px; height: 12px; border-radius: 50%; }
 .dot.on { background: #2ea44f; } .dot.off { background: #d73a49; } .dot.na { background: #c8ccd1; }
 .empty { color: #667; padding: 24px 10px; }
+.why { color: #b26b00; max-width: 28em; }
 """
 
 _COLUMNS = (
@@ -53,6 +55,8 @@ _COLUMNS = (
     "Cloudlink",
     "Update status",
     "Update status duration",
+    "Release",
+    "Waiting",
     "Last poll",
 )
 
@@ -81,6 +85,33 @@ def _ago(t: float | None, now: float) -> str:
     return f'<span title="{escape(iso(t) or "")}">{escape(humanize(now - t))} ago</span>'
 
 
+def _releases(device: Device) -> tuple[str, str]:
+    """From the device's report, per app: the release running, and every other release it
+    reports (waiting, failed, rolled back) with its update status and the agent's reason
+    (`update_reason`, e.g. "waiting for the update window (next: Tue 02:00)")."""
+    running: list[str] = []
+    others: list[str] = []
+    apps = device.current.get("apps")
+    for app_uuid, app in sorted(apps.items() if isinstance(apps, dict) else []):
+        if not isinstance(app, dict):
+            continue
+        current = app.get("release_uuid")
+        if isinstance(current, str) and current:
+            running.append(f'<code data-running="{escape(app_uuid)}">{escape(current[:7])}</code>')
+        releases = app.get("releases")
+        for release, entry in sorted(releases.items() if isinstance(releases, dict) else []):
+            if release == current or not isinstance(entry, dict):
+                continue
+            status = escape(str(entry.get("update_status") or "pending"))
+            reason = entry.get("update_reason")
+            why = f'<small class="why">{escape(str(reason))}</small>' if reason else ""
+            others.append(
+                f'<div data-waiting="{escape(app_uuid)}"><code title="{escape(release)}">'
+                f"{escape(release[:7])}</code> {status}{why}</div>"
+            )
+    return "<br>".join(running) or "—", "".join(others) or "—"
+
+
 def _row(device: Device, conn: DeviceConnectivity, now: float) -> str:
     view = conn.view
     status = str(view.status)
@@ -97,6 +128,7 @@ def _row(device: Device, conn: DeviceConnectivity, now: float) -> str:
         cloudlink = _dot("Cloudlink", "on" if link.ok else "off", title)
     update = (conn.update_status or "").capitalize() or "—"
     duration = "—" if conn.update_since is None else humanize(now - conn.update_since)
+    running, waiting = _releases(device)
     cells = [
         escape(device.name),
         f'<code title="{escape(device.uuid)}">{escape(device.uuid[:7])}</code>',
@@ -106,6 +138,8 @@ def _row(device: Device, conn: DeviceConnectivity, now: float) -> str:
         cloudlink,
         escape(update),
         escape(duration),
+        running,
+        waiting,
         _ago(device.last_poll, now),
     ]
     tds = "".join(f"<td>{cell}</td>" for cell in cells)

@@ -60,6 +60,8 @@ def fleet() -> Cloud:
     bitter = cloud.register("b1773e5d0c0a4f0e9e1d", "k1", "bitter-wind")
     cloud.record_poll(bitter, 200, now - 2)
     bitter.apps_update_status["app"] = AppUpdateStatus("rel", "done", now - 17 * 60 - 5)
+    waiting = {"update_status": "downloaded", "update_reason": "waiting for the update window"}
+    bitter.current["apps"] = {"app": {"release_uuid": "rel", "releases": {"rel2": waiting}}}
     vpn = Vpn("wireguard", public_key="PUB=", keepalive_s=1)
     cloud.register("0ff11e4e5a6b7c8d9e0f", "k2", "<i>quiet-lake</i>", vpn)
     return cloud
@@ -86,6 +88,9 @@ def test_devices_page_renders_in_headless_chromium(tmp_path: Path) -> None:
     assert 'data-status="Operational"' in dom
     assert ">Operational</span><small>Online</small>" in dom
     assert "<td>Done</td><td>17 minutes</td>" in dom
+    assert '<code data-running="app">rel</code>' in dom
+    assert '<code title="rel2">rel2</code> downloaded' in dom
+    assert '<small class="why">waiting for the update window</small>' in dom
     assert 'id="device-0ff11e4e5a6b7c8d9e0f"' in dom
     assert ">Inactive</span>" in dom
     assert "&lt;i&gt;quiet-lake&lt;/i&gt;" in dom and "<i>quiet-lake</i>" not in dom

@@ -153,3 +153,35 @@ def test_registration_with_a_wireguard_key() -> None:
             assert out["cloudlink"]["enabled"] and not out["cloudlink"]["ok"]
 
     asyncio.run(go())
+
+
+def test_page_shows_the_release_running_and_the_one_waiting_with_why() -> None:
+    cloud, conn = fleet()
+    bitter = cloud.devices["0123456789abcdef"]
+    bitter.apply_report(
+        {
+            "apps": {
+                "app": {
+                    "release_uuid": "r1aaaaaaaaaa",
+                    "releases": {
+                        "r2bbbbbbbbbb": {
+                            "update_status": "downloaded",
+                            "update_lock": None,
+                            "update_reason": "waiting for the update window (next: Tue 02:00)",
+                            "services": {},
+                        }
+                    },
+                }
+            }
+        },
+        T0,
+    )
+    html = render_devices([(d, conn.of(d)) for d in cloud.devices.values()], T0)
+    cells = row(html, "0123456789abcdef")
+    assert '<code data-running="app">r1aaaaa</code>' in cells
+    assert (
+        '<div data-waiting="app"><code title="r2bbbbbbbbbb">r2bbbbb</code> downloaded'
+        '<small class="why">waiting for the update window (next: Tue 02:00)</small></div>'
+    ) in cells
+    quiet = row(html, "fedcba9876543210")
+    assert "<td>—</td><td>—</td><td>" in quiet  # nothing reported: no release, none waiting
