@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 from tests.helpers import wait_until
 from tests.integration.conftest import Device, Images
+from tests.integration.test_cli import cli
 from tests.integration.test_core_loop import APP, APP_ID, release, wait_status
 from tests.integration.test_update_locks import ids
 
@@ -78,6 +79,12 @@ def test_a_window_in_the_future_holds_at_downloaded_and_force_applies_now(device
     assert_held(device, before, WAITING)
     status = device.agent.api("GET", "/v2/agent/status").body["device"]["updateWindow"]
     assert status["setting"] == window and 11 * 3600 < status["nextOpenSeconds"] <= 12 * 3600
+    reason = reported_reason(device, "r2") or ""
+    shown = cli(device, "status").stdout
+    assert f"  update window: {window} ({reason})" in shown and f"  reason: {reason}" in shown
+    page = device.cloud.page()  # the devcloud's Devices page: running r1, r2 waiting and why
+    assert '<code data-running="' + APP + '">r1</code>' in page
+    assert f'<code title="r2">r2</code> downloaded<small class="why">{reason}</small>' in page
     assert device.agent.api("POST", "/v1/update", {}).status == 204
     time.sleep(3)  # an update check is not a forced update: still held
     assert device.update_status(APP) == ("r2", "downloaded")

@@ -63,3 +63,21 @@ def test_render_status_reasons_and_no_apps():
     empty["device"]["localMode"] = True
     assert render_status(empty).splitlines()[0].endswith("[local mode]")
     assert render_status(empty).splitlines()[-1] == "no apps"
+
+
+def test_render_status_update_window():
+    reason = "waiting for the update window (next: Tue 02:00)"
+    data = status(updateStatus="downloaded", reason=reason)
+    data["device"]["updateWindow"] = {
+        "setting": "Mon-Fri 02:00-04:00",
+        "holding": True,
+        "reason": reason,
+        "nextOpen": 1.0,
+        "nextOpenSeconds": 3600.0,
+    }
+    lines = render_status(data).splitlines()
+    assert f"  update window: Mon-Fri 02:00-04:00 ({reason})" in lines
+    assert "app web (id 7): release r2, downloaded for 1m15s (running r1)" in lines
+    assert f"  reason: {reason}" in lines
+    data["device"]["updateWindow"].update(holding=False, reason=None)
+    assert "  update window: Mon-Fri 02:00-04:00 (open)" in render_status(data).splitlines()
