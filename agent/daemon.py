@@ -156,6 +156,7 @@ class Agent:
             self.reconciler,
             config.uuid,
             retarget=lambda: self.accept_target(self.rollback.last_body, "rollback"),
+            active=lambda: not self.local_mode,
         )
         self.client = CloudClient(
             config.api_endpoint, config.uuid, config.device_api_key, config.api_timeout_s

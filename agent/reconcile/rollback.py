@@ -96,8 +96,10 @@ class Rollback:
         reconciler: Reconciler,
         device_uuid: str,
         retarget: Callable[[], object],
+        active: Callable[[], bool] = lambda: True,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        self.active = active  # False in local mode: its releases are not judged
         self._engine = engine
         self._status = status
         self._reconciler = reconciler
@@ -191,10 +193,14 @@ class Rollback:
     async def run(self) -> None:
         while True:
             await asyncio.sleep(TICK_S)
+            if not self.active():
+                continue
             try:
                 await self._check()
             except EngineError as exc:
                 log.debug("probation_engine_unavailable", error=str(exc))
+            except Exception as exc:  # a bad value somewhere: this tick only, never the task
+                log.error("probation_check_failed", error=repr(exc), exc_info=exc)
 
     async def _check(self) -> None:
         target = self._reconciler.target

@@ -6,6 +6,7 @@ the previous release's images; a SIGKILL in the middle of a rollback converges."
 
 from __future__ import annotations
 
+import html
 import time
 from typing import Any
 
@@ -90,6 +91,11 @@ def test_exiting_release_rolled_back_aborted_not_reapplied_until_forced(
     back = wait_running(device, "r1")
     wait_until(lambda: reported_running(device) == "r1", 10, message=lambda: str(device.state()))
     assert reported_reason(device, "r2") == aborted["reason"]
+    # the devcloud's Devices page: r1 running, r2 aborted with the reason
+    page = device.cloud.page()
+    assert f'<code data-running="{APP}">r1</code>' in page
+    assert f'<div data-waiting="{APP}"><code title="r2">r2</code> aborted' in page
+    assert f'<small class="why">{html.escape(aborted["reason"])}</small>' in page
 
     # following polls are answered from the decision: r2 is not started again
     for _ in range(3):
