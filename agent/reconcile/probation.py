@@ -11,7 +11,9 @@ release when
 - it has a healthcheck and is not `healthy` by probation start + its start period +
   `health_deadline_s` (default 60 s);
 - it never started: no container, or one still `created`, after `health_deadline_s`.
-Services whose target says `running: false`, and those labelled off, are not judged.
+Probation passes once it is over and every judged service has started (and is healthy, if it
+has a healthcheck): a deadline beyond the probation's end is waited for. Services whose target
+says `running: false`, and those labelled off, are not judged.
 
 Settings are ours (never the reference's names): config vars `BALENA_DEVICE_AGENT_ROLLBACK`
 (on/off, default on), `BALENA_DEVICE_AGENT_PROBATION_S`, `BALENA_DEVICE_AGENT_MAX_RESTARTS`,
@@ -144,9 +146,17 @@ def judge(observed: Sequence[ServiceObs], since: float, now: float, probation_s:
         failure = _failure(obs, elapsed)
         if failure is not None:
             return Verdict(failure=failure)
-    if elapsed >= probation_s:
+    if elapsed >= probation_s and not any(_unsettled(obs) for obs in observed):
         return Verdict(passed=True)
     return PENDING
+
+
+def _unsettled(obs: ServiceObs) -> bool:
+    """Not yet healthy nor started, its deadline still ahead: probation waits for it."""
+    if not obs.thresholds.enabled:
+        return False
+    not_started = obs.status is None or obs.status == "created" or not obs.ever_started
+    return not_started or (obs.health is not None and obs.health != "healthy")
 
 
 def _failure(obs: ServiceObs, elapsed: float) -> str | None:

@@ -37,6 +37,14 @@ def test_a_running_release_passes_only_once_probation_is_over() -> None:
     assert judge([obs()], since=1000, now=1300, probation_s=300) == Verdict(passed=True)
 
 
+def test_probation_waits_for_a_deadline_beyond_its_end() -> None:
+    slow = obs(health="starting", thresholds=Thresholds(health_deadline_s=600))
+    assert judge([slow], since=1000, now=1300, probation_s=300) == Verdict()
+    assert judge([slow], 1000, 1600, 300).failure == "web not healthy after 600 s (starting)"
+    healthy = obs(health="healthy", thresholds=Thresholds(health_deadline_s=600))
+    assert judge([healthy], 1000, 1300, 300) == Verdict(passed=True)
+
+
 def test_more_restarts_than_allowed_fail_with_count_time_and_exit_code() -> None:
     three = obs(status="restarting", restart_count=3, exit_code=1)
     assert judge([three], 1000, 1040, 300) == Verdict()
