@@ -56,11 +56,16 @@ class AnyValue(Shape):
 
 @dataclass(frozen=True)
 class Str(Shape):
+    """A string; one that matches `pattern` (a regex, whole string) when given."""
+
+    pattern: str | None = None
     expected = "a string"
 
     def check(self, value: Any, path: str = "$") -> None:
         if not isinstance(value, str):
             raise self._fail(value, path)
+        if self.pattern is not None and not re.fullmatch(self.pattern, value):
+            raise ShapeError(path, f"expected a string matching {self.pattern}, got {value!r:.40}")
 
 
 @dataclass(frozen=True)
@@ -144,6 +149,8 @@ class Obj(Shape):
                 shape.check(value[name], f"{path}.{name}")
 
 
+API_KEY = r"[A-Za-z0-9_-]{16,128}"  # keys of the local API
+
 _APP_STATUS = Obj(
     {
         "app_id": Int(),
@@ -161,7 +168,13 @@ _RELEASE_ENTRY = Obj({"release": Str(), "entry": Obj(), "since": Opt(Num())})
 # store key -> shape of its file (`<data dir>/<key>.json`)
 STATE_SHAPES: Mapping[str, Shape] = {
     # agent/api/keys.py: the local API's keys, global and per app id
-    "api-keys": Obj({"global": Opt(Str()), "apps": Opt(MapOf(Opt(Str()), key=r"[0-9]{1,12}"))}),
+    # a key the agent made (32 hex) or the reference did (the same); a short one is no key
+    "api-keys": Obj(
+        {
+            "global": Opt(Str(API_KEY)),
+            "apps": Opt(MapOf(Opt(Str(API_KEY)), key=r"[0-9]{1,12}")),
+        }
+    ),
     # agent/reconcile/status.py: each app's update status, the last poll
     "status": Obj({"apps": Opt(MapOf(_APP_STATUS)), "last_poll": Opt(Num())}),
     # agent/reconcile/executor.py ManagedImages: ids of the images the agent pulled

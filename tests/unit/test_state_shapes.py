@@ -96,6 +96,8 @@ LOADERS: dict[str, tuple[Callable[[Store], Any], Any]] = {
     "rollback": (load_state, {"apps": {}, "failed": {}}),
 }
 
+KEY = "0123456789abcdef0123456789abcdef"
+
 APP_STATUS = {
     "app_id": 1,
     "name": "demo",
@@ -111,9 +113,11 @@ WRONG: list[tuple[str, Any, str]] = [
     ("api-keys", [], "$"),
     ("api-keys", "key", "$"),
     ("api-keys", {"global": 5}, "$.global"),
-    ("api-keys", {"global": "k", "apps": []}, "$.apps"),
-    ("api-keys", {"global": "k", "apps": {"7": {"key": "x"}}}, "$.apps.7"),
-    ("api-keys", {"global": "k", "apps": {"²": "x"}}, "$.apps.²"),  # '²'.isdigit() is True
+    ("api-keys", {"global": "0"}, "$.global"),  # a key anyone could guess is no key
+    ("api-keys", {"global": KEY, "apps": []}, "$.apps"),
+    ("api-keys", {"global": KEY, "apps": {"7": {"key": KEY}}}, "$.apps.7"),
+    ("api-keys", {"global": KEY, "apps": {"7": "x"}}, "$.apps.7"),
+    ("api-keys", {"global": KEY, "apps": {"²": KEY}}, "$.apps.²"),  # '²'.isdigit() is True
     ("status", [], "$"),
     ("status", {"apps": []}, "$.apps"),
     ("status", {"apps": {"a": "done"}}, "$.apps.a"),

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 from typing import Any
 
 from agent.cloud.tags import DeviceTags
@@ -76,11 +78,15 @@ def test_pending_tags_survive_a_restart_and_a_good_poll_cuts_the_wait(tmp_path):
             if cloud.sent:
                 break
             await asyncio.sleep(0.05)
-        for _ in range(50):  # then it records that the cloud has them
-            if not DeviceTags(cloud, Store(tmp_path), lambda: 900.0).pending():
+        saved = tmp_path / "device-tags.json"
+        for _ in range(50):  # then it records that the cloud has them (read without a second
+            # Store: opening one clears the temp files of writes in flight, as at a restart)
+            if json.loads(saved.read_text()).get("reported") == {"site": "roof"}:
                 break
             await asyncio.sleep(0.05)
         runner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await runner
         assert cloud.sent == [{"site": "roof"}]
         assert DeviceTags(cloud, Store(tmp_path), lambda: 900.0).pending() == {}
 
