@@ -25,7 +25,7 @@ from agent.cloudlogs.positions import Positions
 from agent.cloudlogs.ratelimit import RateLimiter
 from agent.cloudlogs.sender import Sender
 from agent.cloudlogs.system import system_message
-from agent.cloudlogs.wire import Entry, system_entry
+from agent.cloudlogs.wire import FLUSH_S, MIN_FLUSH_S, Entry, system_entry
 from agent.engine.docker import DockerEngine
 
 log = structlog.get_logger("agent.cloudlogs")
@@ -40,12 +40,14 @@ POSITIONS_FILE = "cloud-logs.pos"
 @dataclass(frozen=True)
 class LogSettings:
     """config.json: `logBufferBytes` (memory), `logSpillBytes` (disk, 0 = no spill),
-    `logRateLimit` (lines a second per service) and `logRateBurst`."""
+    `logRateLimit` (lines a second per service), `logRateBurst` and `logFlushMs` (the
+    longest a line waits on the device: the stream is flushed at most that often)."""
 
     mem_bytes: int = 256 * 1024  # the reference's MAX_PENDING_BYTES (balena-backend.ts:20)
     disk_bytes: int = 4 * 1024 * 1024
     rate: float = 500.0
     burst: float = 1000.0
+    flush_s: float = FLUSH_S
 
     @classmethod
     def of(cls, extra: Mapping[str, Any]) -> LogSettings:
@@ -63,6 +65,7 @@ class LogSettings:
             disk_bytes=int(num("logSpillBytes", d.disk_bytes, 0)),
             rate=num("logRateLimit", d.rate, 1),
             burst=num("logRateBurst", d.burst, 1),
+            flush_s=num("logFlushMs", d.flush_s * 1000, MIN_FLUSH_S * 1000) / 1000,
         )
 
 
@@ -127,7 +130,9 @@ class CloudLogs:
             self.positions = await asyncio.to_thread(
                 Positions.open, self._data_dir / POSITIONS_FILE, time.time_ns()
             )
-        self.sender = Sender(*self._cloud(), self.buffer, self._written)
+        self.sender = Sender(
+            *self._cloud(), self.buffer, self._written, flush_s=self.settings.flush_s
+        )
         self._loop, self._loop_thread = asyncio.get_running_loop(), threading.get_ident()
         logs.add_sink(self.sink)
         positions, started_ns = dict(self.positions.values), self.positions.started_ns
@@ -163,7 +168,13 @@ class CloudLogs:
             self._announced = True
             self.buffer.put(system_entry("Supervisor starting", int(time.time() * 1000)))
         self.followers = Followers(
-            self._engine, self.buffer, self.limiter, positions, started_ns, wake=self._poke
+            self._engine,
+            self.buffer,
+            self.limiter,
+            positions,
+            started_ns,
+            wake=self._poke,
+            pace=self.settings.flush_s,
         )
         tasks = [
             asyncio.create_task(self.followers.run(), name="cloudlogs-followers"),

@@ -23,7 +23,7 @@ import structlog
 
 from agent.cloudlogs.buffer import LogBuffer
 from agent.cloudlogs.ratelimit import RateLimiter
-from agent.cloudlogs.wire import Entry, encode
+from agent.cloudlogs.wire import FLUSH_S, Entry, encode
 from agent.engine.docker import DockerEngine
 from agent.engine.logframes import container_starts, is_tty, log_frames, supervised_containers
 from agent.errors import EngineError
@@ -45,7 +45,9 @@ class Followers:
         started_ns: int,
         clock: Callable[[], float] = time.monotonic,
         wake: asyncio.Event | None = None,
+        pace: float = FLUSH_S,
     ) -> None:
+        self._pace = pace  # the grid the logs are read on (the sender flushes on it)
         self._wake = wake  # set when the rate limiter drops a line (the channel says so)
         self._engine = engine
         self._buffer = buffer
@@ -115,7 +117,7 @@ class Followers:
         allow, put, clock = self._limiter.allow, self._buffer.put, self._clock
         try:
             async for batch in log_frames(
-                self._engine, c.id, since_ns, True, self._tty.get(c.id, False)
+                self._engine, c.id, since_ns, True, self._tty.get(c.id, False), pace=self._pace
             ):
                 now = clock()
                 for frame in batch:

@@ -1,7 +1,8 @@
 """The log stream to the cloud: a chunked, gzip-encoded NDJSON POST (wire.py).
 
 As the reference: the request is opened when there is something to send, its body a single
-gzip member sync-flushed at most every 100 ms; a broken request is opened again after
+gzip member sync-flushed on a throttle (wire.py: once per tick of the followers' grid, every
+`logFlushMs`, 500 ms by default where the reference flushes after 100 ms); a broken request is opened again after
 min(5 s · 2^failures, 300 s) (balena-backend.ts:15-16,117-128), here with jitter (a random
 wait between half and all of it) so a fleet that lost its cloud together does not come back
 in step.
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import random
 import time
 from collections.abc import AsyncIterator, Callable
@@ -31,6 +33,8 @@ import structlog
 from agent import SUPERVISOR_COMPAT_VERSION, __version__
 from agent.cloudlogs.buffer import LogBuffer
 from agent.cloudlogs.wire import CONTENT_TYPE, FLUSH_S, PATH, Entry, GzipStream
+from agent.engine.logloop import sleep_until
+from agent.engine.logwire import next_tick
 
 log = structlog.get_logger("agent.cloudlogs")
 
@@ -39,6 +43,7 @@ MAX_COOLDOWN_S = 300.0
 REQUEST_MAX_S = 10.0
 MAX_BATCH_BYTES = 64 * 1024
 ANSWER_TIMEOUT_S = 30.0
+ON_TICK_S = 0.03  # woken this soon after a tick: by the lines read on it, flush now
 
 
 def cooldown(failures: int, rand: Callable[[], float] = random.random) -> float:
@@ -67,7 +72,9 @@ class Sender:
         api_key: str,
         buffer: LogBuffer,
         on_write: Callable[[list[Entry]], None],
+        flush_s: float = FLUSH_S,
     ) -> None:
+        self._flush_s = flush_s
         self._url = endpoint.rstrip("/") + PATH.format(uuid=uuid)
         self._headers = {
             "Authorization": f"Bearer {api_key}",
@@ -125,12 +132,24 @@ class Sender:
         self, gz: GzipStream, inflight: list[Entry], ended: list[bool]
     ) -> AsyncIterator[bytes]:
         self.connected = True
+        loop = asyncio.get_running_loop()
         deadline = time.monotonic() + REQUEST_MAX_S
+        last_slot = -1
         while (left := deadline - time.monotonic()) > 0:
             if not self._buffer.ready.is_set():  # no timer while lines keep coming
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(left):  # no task per wait, unlike wait_for
                         await self._buffer.ready.wait()
+            # the reference's throttled sync flush: at most one per `flush_s` slot, on the grid
+            # the followers read on (logloop.py), so their lines go out in the same wake-up;
+            # a line put between two ticks (a system line) waits for the next one
+            now, period = loop.time(), self._flush_s
+            slot = math.floor(now / period)
+            if slot == last_slot or now - slot * period > ON_TICK_S:
+                tick = next_tick(now, period)
+                await sleep_until(tick)
+                slot = round(tick / period)
+            last_slot = slot
             batch = await self._buffer.take(MAX_BATCH_BYTES)
             notice = self._buffer.take_drop_notice()  # after what was kept (resent lines too)
             if notice is not None:
@@ -143,5 +162,4 @@ class Sender:
             inflight.extend(batch)
             self._on_write(batch)
             yield gz.batch([e.line for e in batch])
-            await asyncio.sleep(FLUSH_S)  # the reference's throttled sync flush
         yield gz.end()

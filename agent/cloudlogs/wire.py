@@ -6,8 +6,13 @@
   lines, `isStdErr` when true, `serviceId` for a container's line (src/logging/types.ts:1-15;
   log-backend.ts drops a container line without serviceId, balena-backend.ts:89);
 - a message longer than 10,000 characters is cut and ends in `[...]` (balena-backend.ts:19,93);
-- the gzip stream is sync-flushed at most every 100 ms, a balance of compression and latency
-  (ZLIB_TIMEOUT, balena-backend.ts:14,212).
+- the gzip stream is sync-flushed on a throttle, the lines written meanwhile coalesced into one
+  flush: the reference's lodash `throttle(flush, 100, {leading: false})` (ZLIB_TIMEOUT,
+  balena-backend.ts:14,209-219) flushes 100 ms after the first line written since the last
+  flush. Here the flush comes on the next tick of a grid every `logFlushMs` (default 500 ms,
+  at least 100): in Python each flush costs a wake-up and ≈ 0.5 ms of work whatever it
+  carries, so ten a second would alone cost more than the CPU target of 20 ms per 1,000 lines
+  at 200 lines a second (docs/benchmarks.md "Cloud logs"); a line waits at most the interval.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ from typing import NamedTuple
 
 PATH = "/device/v2/{uuid}/log-stream"
 CONTENT_TYPE = "application/x-ndjson"
-FLUSH_S = 0.1
+FLUSH_S = 0.5  # default logFlushMs / 1000; the reference: 0.1 (see above)
+MIN_FLUSH_S = 0.1
 MAX_MESSAGE_CHARS = 10_000
 OMISSION = "[...]"
 SYSTEM_KEY = ""  # the buffer's and rate limiter's key for the agent's own lines

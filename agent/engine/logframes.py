@@ -5,12 +5,14 @@ and loses which stream a line came from; the cloud log channel needs nanosecond 
 restart resumes exactly after the last line sent (no duplicate, no gap), and `isStdErr`. The
 SDK's `logs()` drops the stream byte of the multiplexed frames, so the response is read here.
 
-Cost matters (a busy service logs all day): the reader thread takes whatever the socket has
-in one call (`read1` on the response's buffered socket file, de-chunked and demultiplexed in
-logwire.py, not one urllib3 read per frame) and naps `READ_NAP_S` after each read, so a burst
-of lines (the engine sends one HTTP chunk per line) is read at once; it wakes the event loop
-only when the consumer is waiting, which then lets a burst gather for `COALESCE_S` before
-taking it: a service printing 200 lines a second costs a few loop wake-ups a second, not 200.
+Cost matters (a busy service logs all day). With `pace` (the cloud log channel) and a plain
+socket, the event loop reads the stream itself on a grid of ticks (logloop.py): no thread, one
+wake-up a tick for every follower and the sender. Otherwise (TLS or SSH engine connections,
+or a caller without `pace`) a reader thread takes whatever the socket has in one call (`read1`
+on the response's buffered socket file, de-chunked and demultiplexed in logwire.py, not one
+urllib3 read per frame) and naps `READ_NAP_S` after each read, so a burst of lines (the engine
+sends one HTTP chunk per line) is read at once; it wakes the event loop only when the consumer
+is waiting, which then lets a burst gather for `COALESCE_S` before taking it.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import contextlib
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from agent.engine.docker import (
@@ -30,11 +32,12 @@ from agent.engine.docker import (
     _follow,
     _translated,
 )
+from agent.engine.logloop import loop_frames, plain_socket
 from agent.engine.logwire import ChunkDecoder, FrameSplitter, LogFrame, demux, since_param
 from agent.errors import EngineError
 from agent.model import ContainerState
 
-COALESCE_S = 0.05  # lines go out at most every 100 ms anyway (cloudlogs/wire.py FLUSH_S)
+COALESCE_S = 0.05  # the thread reader: let a burst gather before the loop takes it
 READ_NAP_S = 0.01  # after a read, let the rest of a burst arrive: one read for many lines
 MAX_PENDING = 5000  # lines read ahead of the consumer; past that the reader waits
 
@@ -151,12 +154,22 @@ class _Reader:
                 self._sock.shutdown(socket.SHUT_RDWR)
 
 
+def _given(opened: tuple[Any, Any]) -> Callable[[], tuple[Any, Any]]:
+    return lambda: opened
+
+
 async def log_frames(
-    engine: DockerEngine, container_id: str, since_ns: int | None, follow: bool, tty: bool
+    engine: DockerEngine,
+    container_id: str,
+    since_ns: int | None,
+    follow: bool,
+    tty: bool,
+    pace: float | None = None,
 ) -> AsyncIterator[list[LogFrame]]:
     """The container's log from `since_ns` (None: from its start), in batches of lines; with
     `follow`, until the container stops or the consumer closes the iterator. Raises
-    EngineError when the stream can't be opened."""
+    EngineError when the stream can't be opened. With `pace`, a followed stream over a plain
+    socket is read by the loop on a grid of that period (logloop.py), else by a thread."""
 
     def open_response() -> tuple[Any, Any]:
         api = engine.api
@@ -178,8 +191,18 @@ async def log_frames(
         return response, sock
 
     reader = _Reader(asyncio.get_running_loop(), tty)
+    start: Callable[[], tuple[Any, Any]] = open_response
+    if follow and pace is not None:
+        with _translated("container logs"):
+            opened = await asyncio.to_thread(open_response)
+        sock = plain_socket(opened[0])
+        if sock is not None:
+            async for batch in loop_frames(opened[0], sock, tty, pace):
+                yield batch
+            return
+        start = _given(opened)  # TLS or SSH: read in a thread, as without `pace`
     threading.Thread(
-        target=reader.run, args=(open_response,), name=f"cloudlogs-{container_id[:12]}", daemon=True
+        target=reader.run, args=(start,), name=f"cloudlogs-{container_id[:12]}", daemon=True
     ).start()
     try:
         async for batch in reader.batches():

@@ -8,16 +8,18 @@ big-endian length, then the payload); each line starts with its RFC 3339 time in
 
 from __future__ import annotations
 
+import math
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 _HEADER = struct.Struct(">BxxxL")
 
 
-@dataclass(frozen=True, slots=True)
-class LogFrame:
+class LogFrame(NamedTuple):
+    """One line (a named tuple: one is made per line, the cheapest immutable record)."""
+
     ns: int  # engine time of the line, nanoseconds since the epoch
     stderr: bool
     text: str
@@ -40,6 +42,12 @@ def parse_stamp(stamp: bytes) -> int | None:
         _SECONDS_CACHE[head] = whole
     digits = (frac + b"000000000")[:9]
     return whole * 1_000_000_000 + (int(digits) if digits.isdigit() else 0)
+
+
+def next_tick(now: float, period: float) -> float:
+    """The next point after `now` on a grid every `period` seconds (of the loop's clock): the
+    followers and the cloud sender all wake on it, so one wake-up serves them all."""
+    return (math.floor(now / period) + 1) * period
 
 
 def since_param(ns: int) -> str:
@@ -89,13 +97,22 @@ def demux(buf: bytearray, splitter: FrameSplitter, out: list[LogFrame]) -> None:
     1 stdout / 2 stderr, 3 bytes padding, big-endian length; then the payload)."""
     pos = 0
     size = len(buf)
+    run: list[bytearray] = []  # consecutive payloads of one stream: split into lines at once
+    run_err = False
     while size - pos >= _HEADER.size:
         kind, length = _HEADER.unpack_from(buf, pos)
         end = pos + _HEADER.size + length
         if end > size:
             break
-        splitter.feed(kind == 2, bytes(buf[pos + _HEADER.size : end]), out)
+        err = kind == 2
+        if run and err != run_err:
+            splitter.feed(run_err, b"".join(run), out)
+            run = []
+        run_err = err
+        run.append(buf[pos + _HEADER.size : end])
         pos = end
+    if run:
+        splitter.feed(run_err, b"".join(run), out)
     del buf[:pos]
 
 

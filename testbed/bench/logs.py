@@ -48,8 +48,25 @@ def thread_cpu(pid: int) -> dict[str, float]:
     return out
 
 
+def thread_wakeups(pid: int) -> dict[str, int]:
+    """Voluntary context switches (a thread went to sleep, so it was woken again) of the event
+    loop's thread and of all the others: the wake-ups that the per-flush cost is made of."""
+    out: dict[str, int] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            status = (task / "status").read_text()
+        except OSError:
+            continue
+        name = "loop" if task.name == str(pid) else "other threads"
+        for row in status.splitlines():
+            if row.startswith("voluntary_ctxt_switches:"):
+                out[name] = out.get(name, 0) + int(row.split()[1])
+    return out
+
+
 # lines a second, printed in bursts every 0.1 s (BENCH_LOG_RATES=200,1000)
 RATES = tuple(int(r) for r in os.environ.get("BENCH_LOG_RATES", "200,1000").split(","))
+FLUSH_MS = os.environ.get("BENCH_LOG_FLUSH_MS")  # config.json logFlushMs (default: the agent's)
 LOGGER = (
     "trap 'exit 0' TERM; while [ ! -e /tmp/go ]; do sleep 0.2; done; i=0; "
     "while [ $i -lt {count} ]; do "
@@ -99,9 +116,14 @@ def measure_rate(
     agent = AgentProcess(
         root, uuid=uuid, api_key=key, api_endpoint=f"http://{proxy.address}",
         docker_host=engine_host, poll_interval_ms=900_000,
-        extra={"logRateLimit": 2 * rate, "logRateBurst": 4 * rate},
+        extra={
+            "logRateLimit": 2 * rate, "logRateBurst": 4 * rate,
+            **({"logFlushMs": int(FLUSH_MS)} if FLUSH_MS else {}),
+        },
     )  # fmt: skip
-    out: dict[str, Any] = {"window_s": window, "lines_per_s_offered": rate}
+    out: dict[str, Any] = {
+        "window_s": window, "lines_per_s_offered": rate, "flush_ms": FLUSH_MS or "default",
+    }  # fmt: skip
     try:
         agent.start()
         wait_for("the logger running", 300, lambda: agent.events_named("update_status_reported"))
@@ -117,7 +139,7 @@ def measure_rate(
         up0 = proxy.bytes_up
         client = docker.DockerClient(base_url=engine_host)
         (container,) = client.containers.list(filters={"label": "io.balena.service-name=logger"})
-        c0, t0, th0 = cpu_s(pid), time.monotonic(), thread_cpu(pid)
+        c0, t0, th0, w0 = cpu_s(pid), time.monotonic(), thread_cpu(pid), thread_wakeups(pid)
         container.exec_run(["touch", "/tmp/go"])
         wait_for(
             "every line in the cloud",
@@ -126,9 +148,12 @@ def measure_rate(
         )
         busy = cpu_s(pid) - c0
         busy_s = time.monotonic() - t0
-        th1 = thread_cpu(pid)
+        th1, w1 = thread_cpu(pid), thread_wakeups(pid)
         out["cpu_s_by_thread"] = {
             k: round(v - th0.get(k, 0.0), 2) for k, v in th1.items() if v - th0.get(k, 0.0) > 0
+        }
+        out["wakeups_per_s_by_thread"] = {
+            k: round((v - w0.get(k, 0)) / busy_s, 1) for k, v in w1.items()
         }
         after = cloud.logs(uuid)
         lines = after["received"] - before["received"]

@@ -1,0 +1,112 @@
+"""A container's log stream read by the event loop itself, on a shared clock.
+
+The thread reader (logframes.py) costs a thread wake-up per read and a loop wake-up per hand-
+over, a few of each for every burst a service prints. When the engine's connection is a plain
+socket (unix:// or tcp:// without TLS), the loop reads it instead, non-blocking, and only on
+the ticks of a grid every `pace` seconds (logwire.next_tick): while lines keep coming, each tick
+reads what arrived since the last one (no wake-up per line or per burst); when a tick finds
+nothing, the socket is watched again and its next data only arms the next tick. Every follower
+and the cloud sender (which flushes on the same grid) wake together: one wake-up a tick for all
+of them while anything logs, none when nothing does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+from agent.engine.logwire import ChunkDecoder, FrameSplitter, LogFrame, demux, next_tick
+
+RECV_BYTES = 256 * 1024
+TICK_BYTES = 512 * 1024  # read at most this much a tick: a backlog never holds the loop long
+
+
+def plain_socket(response: Any) -> socket.socket | None:
+    """The response's socket when the loop can read it (not TLS, not an SSH channel)."""
+    raw = getattr(getattr(getattr(response.raw, "_fp", None), "fp", None), "raw", None)
+    sock = getattr(raw, "_sock", None)
+    return sock if type(sock) is socket.socket else None
+
+
+async def sleep_until(when: float) -> None:
+    """Sleep until `when` on the loop's clock, exactly (timers due at the same time run in the
+    same wake-up)."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[None] = loop.create_future()
+    handle = loop.call_at(when, _wake, fut)
+    try:
+        await fut
+    finally:
+        handle.cancel()
+
+
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+async def loop_frames(
+    response: Any, sock: socket.socket, tty: bool, pace: float
+) -> AsyncIterator[list[LogFrame]]:
+    """Batches of lines from an open logs response, read on the loop at `pace` ticks."""
+    loop = asyncio.get_running_loop()
+    fp = response.raw._fp.fp
+    chunks = ChunkDecoder() if response.raw.chunked else None
+    splitter, buf = FrameSplitter(), bytearray()
+    sock.setblocking(False)
+    watching = False
+    try:
+        # what the header read left in the socket file's buffer (non-blocking: never waits)
+        data = fp.read1(RECV_BYTES)
+        while True:
+            eof = False
+            while len(data) < TICK_BYTES:  # what the socket has now (the rest: next tick)
+                try:
+                    got = sock.recv(RECV_BYTES)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError:
+                    eof = True
+                    break
+                if not got:
+                    eof = True
+                    break
+                data += got
+            if data:
+                if chunks is not None:
+                    data = chunks.feed(data)
+                    eof = eof or chunks.done
+                out: list[LogFrame] = []
+                if tty:
+                    splitter.feed(False, data, out)
+                else:
+                    buf += data
+                    demux(buf, splitter, out)
+                if out:
+                    yield out
+            if eof:
+                rest = splitter.rest()
+                if rest:
+                    yield rest
+                return
+            if not data:  # quiet: the socket's next data arms the next tick
+                readable: asyncio.Future[None] = loop.create_future()
+                loop.add_reader(sock, _wake, readable)
+                watching = True
+                try:
+                    await readable
+                finally:
+                    loop.remove_reader(sock)
+                    watching = False
+            data = b""
+            await sleep_until(next_tick(loop.time(), pace))
+    finally:
+        if watching:
+            loop.remove_reader(sock)
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(Exception):
+            response.close()
