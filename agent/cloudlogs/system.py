@@ -28,11 +28,15 @@ _STEPS: dict[str, tuple[str, str, str]] = {
 _STEP_PHASE = {"step_started": 0, "step_done": 1, "step_failed": 2}
 
 
-def _step(event: str, step: str, error: str | None) -> tuple[str, bool] | None:
+def _step(
+    event: str, step: str, error: str | None, service: Any, image: Any
+) -> tuple[str, bool] | None:
     for verb, words in _STEPS.items():
         if not step.startswith(verb + " "):
             continue
         obj = step[len(verb) + 1 :]
+        if service and image:  # the executor names the service and its image: as the reference
+            obj = f"{service} {image}"
         if verb == "start" and "/" in obj:  # a new container: created, then started
             obj = obj.split("/", 1)[1]
             words = ("Installing service", "Installed service", "Failed to install service")
@@ -51,7 +55,7 @@ def system_message(event: Mapping[str, Any]) -> tuple[str, bool] | None:
     name = event.get("event")
     get = event.get
     if name in _STEP_PHASE:
-        return _step(str(name), str(get("step", "")), get("error"))
+        return _step(str(name), str(get("step", "")), get("error"), get("service"), get("image"))
     if name == "pull_started":
         return f"Downloading image '{get('image')}'", False
     if name == "pull_done":

@@ -143,6 +143,15 @@ def describe(step: Step) -> str:
     return type(step).__name__
 
 
+def subject(step: Step) -> dict[str, str]:
+    """The service and image a step acts on, for the cloud's system lines (the reference names
+    a service "<service name> <image>", src/logging/index.ts objectNameForLogs)."""
+    match step:
+        case Kill(container=c) | StartContainer(container=c) | StopContainer(container=c):
+            return {"service": c.service_name, "image": c.image_docker_id or c.image}
+    return {}
+
+
 class Executor:
     def __init__(self, engine: DockerEngine, device: DeviceContext, images: ManagedImages) -> None:
         self.engine = engine
@@ -198,7 +207,7 @@ class Executor:
             try:
                 await self._apply(step, current)
             except AgentError as exc:
-                log.error("step_failed", step=describe(step), error=str(exc))
+                log.error("step_failed", step=describe(step), error=str(exc), **subject(step))
                 return StepFailure(step, exc)
         return None
 
@@ -283,7 +292,7 @@ class Executor:
         log.info("pull_done", image=step.image, image_id=image_id[:19])
 
     async def _apply(self, step: Step, current: CurrentState) -> None:
-        log.info("step_started", step=describe(step))
+        log.info("step_started", step=describe(step), **subject(step))
         match step:
             case CreateVolume(app=app, volume=vol):
                 labels = {**vol.labels, LABEL_APP_ID: str(app.id), LABEL_APP_UUID: app.uuid}
@@ -327,7 +336,7 @@ class Executor:
                 )
             case RemoveImage(image_id=image_id):
                 await self._remove_image(image_id)
-        log.info("step_done", step=describe(step))
+        log.info("step_done", step=describe(step), **subject(step))
 
     async def _start(self, app: AppSpec, service: ServiceSpec, current: CurrentState) -> None:
         assert app.release is not None

@@ -39,6 +39,14 @@ def test_agent_events_are_worded_as_the_reference_words_them():
         "Killing service 'main_11_1_r1'",
         False,
     )
+    # as the reference's objectNameForLogs: "<service name> <image>" (its Config.Image, the id)
+    assert msg(
+        event="step_started", step="kill main_11_1_r1", service="main", image="sha256:ab12"
+    ) == ("Killing service 'main sha256:ab12'", False)
+    assert msg(
+        event="step_failed", step="kill main_11_1_r1", service="main", image="sha256:ab12",
+        error="boom",
+    ) == ("Failed to kill service 'main sha256:ab12' due to 'boom'", True)  # fmt: skip
     assert msg(event="step_done", step="start demo/main") == ("Installed service 'main'", False)
     assert msg(event="step_failed", step="start demo/main", error="boom") == (
         "Failed to install service 'main' due to 'boom'",
