@@ -304,17 +304,28 @@ class AgentLocks:
         return taken
 
     def _create(self, path: Path, app_id: int, service: str) -> None:
-        # O_EXCL|O_NOFOLLOW: whatever is there already (a dangling symlink included) is the app's
+        # The marker is written to a temporary name first and linked into place: a lock file
+        # never exists without its marker, so one left by a SIGKILL is always recognised as
+        # ours (and removed at the next start). link() never replaces nor follows what is
+        # there already (a dangling symlink included): that is the app's lock.
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        fd = os.open(tmp, _CREATE_FLAGS, 0o644)
         try:
-            fd = os.open(path, _CREATE_FLAGS, 0o644)
-        except (FileExistsError, IsADirectoryError):
-            raise LockHeld(_holder_at(path, app_id, service)) from None
-        try:
-            os.write(fd, MARKER)
-            with contextlib.suppress(PermissionError):
-                os.fchown(fd, OWNER_UID, OWNER_UID)
+            try:
+                os.write(fd, MARKER)
+                with contextlib.suppress(PermissionError):
+                    os.fchown(fd, OWNER_UID, OWNER_UID)
+            finally:
+                os.close(fd)
+            try:
+                os.link(tmp, path, follow_symlinks=False)
+            except (FileExistsError, IsADirectoryError):
+                raise LockHeld(_holder_at(path, app_id, service)) from None
         finally:
-            os.close(fd)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
         self.paths.append(path)
 
     def release(self) -> None:
