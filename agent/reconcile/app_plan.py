@@ -174,7 +174,8 @@ def plan_app(app: AppSpec, idx: EngineIndex, ctx: PlanContext) -> tuple[AppPlan,
         ]
         return AppPlan(app.uuid, release_uuid, UpdateStatus.DONE), steps
 
-    if ctx.hold_apply is not None and not _apply_started(release_uuid, by_service):
+    held = ctx.hold_apply is not None and app.uuid not in ctx.hold_exempt
+    if held and not _apply_started(release_uuid, by_service):
         # outside the update window: downloaded, the running release left alone
         status = UpdateStatus.DOWNLOADED
         return AppPlan(app.uuid, release_uuid, status, reason=ctx.hold_apply, held=True), steps

@@ -268,6 +268,7 @@ class Reconciler:
         self.window = self._window_verdict()
         ctx = PlanContext(
             hold_apply=self.window.hold,
+            hold_exempt=frozenset(self.rolled_back),  # a failed release goes back at once
             locked_apps=frozenset(locks),
             force=force,
             aborted={**self.aborted, **self.failed_releases},

@@ -164,6 +164,7 @@ class PlanContext:
     # why no new release may be applied now (update window, agent/reconcile/window_gate.py);
     # an apply already under way (a container of the target release exists) goes on
     hold_apply: str | None = None
+    hold_exempt: frozenset[str] = frozenset()  # app uuids never held: a rollback in progress
     # image refs never removed as unused: the previous release's, while the new one is on
     # probation (agent/reconcile/rollback.py)
     keep_images: frozenset[str] = frozenset()

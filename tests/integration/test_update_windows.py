@@ -153,3 +153,27 @@ def test_a_malformed_window_holds_and_says_why(device, images):
     )
     errors = device.agent.api("GET", "/v2/agent/status").body["device"]["configErrors"]
     assert any(e.startswith(f"{WINDOW}: 'Mon-Fri 2-4'") for e in errors), errors
+
+
+def test_a_failing_release_forced_outside_the_window_is_rolled_back_at_once(device, images):
+    """The window holds new releases, never the way back from a failed one (issue 14, point 1)."""
+    from tests.integration.test_rollback import CONFIG, EXIT_1, LOOP, target, wait_running
+
+    config = {**CONFIG, WINDOW: far_window(), **ZONE}
+    device.agent.write_config(clockSync="synced")
+
+    def release_with_window(rel: str, rid: int, image: str, command: list[str]) -> dict:
+        doc = target(rel, rid, image, command)
+        doc["config"] = config
+        return doc
+
+    device.cloud.set_target(device.uuid, release_with_window("r1", 1, images.main_v1, LOOP))
+    device.agent.start()
+    wait_status(device, "r1", "done")
+    device.agent.wait_for_event("probation_passed", 30, release="r1")
+    device.cloud.set_target(device.uuid, release_with_window("r2", 2, images.main_v3, EXIT_1))
+    wait_status(device, "r2", "downloaded")
+    wait_until(lambda: WAITING.match(reported_reason(device, "r2") or ""), 15, message="held")
+    assert device.agent.api("POST", "/v1/update", {"force": True}).status == 204
+    wait_status(device, "r2", "aborted", timeout=60)
+    wait_running(device, "r1")  # back outside the window

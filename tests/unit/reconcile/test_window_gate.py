@@ -134,3 +134,13 @@ def test_a_first_install_and_a_same_release_change_are_not_held():
     fresh = apply_all(state(), plan(state(), new, PlanContext(hold_apply=HOLD)).steps)
     p = plan(fresh, new, PlanContext(hold_apply=HOLD))
     assert not p.apps["a1"].held and p.steps  # nothing running to disturb
+
+
+def test_an_app_being_rolled_back_is_not_held():
+    old = two_service_target("web:1", "r1", 1)
+    new = two_service_target("web:2", "r2", 2)
+    s2 = apply_all(old_release_state(old), (Pull("web:2", "a1", ("web",)),))
+    exempt = plan(s2, new, PlanContext(hold_apply=HOLD, hold_exempt=frozenset({"a1"})))
+    assert not exempt.apps["a1"].held and exempt.steps
+    other = plan(s2, new, PlanContext(hold_apply=HOLD, hold_exempt=frozenset({"a2"})))
+    assert other.apps["a1"].held and not other.steps
