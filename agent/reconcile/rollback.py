@@ -132,9 +132,15 @@ class Rollback:
         changed = False
         for uuid, app in apps.items():
             changed |= self._record(uuid, app)
-        for uuid in set(self.state["apps"]) - set(apps):
+        for uuid in set(self.state["apps"]) - set(apps):  # apps gone: their records too
             del self.state["apps"][uuid]
             changed = True
+        for release, decision in list(self.state["failed"].items()):
+            if decision.get("app") not in self.state["apps"]:
+                del self.state["failed"][release]
+                changed = True
+        if changed:
+            self._publish()
         if changed:
             self._save()
         out = body
