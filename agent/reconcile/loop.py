@@ -79,6 +79,8 @@ class Reconciler:
         # the poll the request triggers) until a pass converges after using it
         self._apply_until = 0.0
         self._apply_used = False
+        # a forced POST /v1/update (not a forced restart or service action) overrides the window
+        self._window_forced = False
         self._hold_logged: str | None = None
         self.window = OPEN  # the update window's verdict on the latest pass
         self._pull_failures: dict[str, int] = {}
@@ -138,6 +140,7 @@ class Reconciler:
         """POST /v1/update: a `manual` update window lets the downloaded release apply; `force`
         (as the CLI's) applies it outside the window too."""
         self._apply_until, self._apply_used = time.time() + APPLY_REQUEST_S, False
+        self._window_forced = self._window_forced or force
         self.wake(force=force)
 
     def _window_verdict(self) -> Verdict:
@@ -146,7 +149,7 @@ class Reconciler:
         if self._window is None:
             return OPEN
         verdict = self._window()
-        if verdict.hold is not None and self._force_once:
+        if verdict.hold is not None and self._window_forced:
             verdict = replace(verdict, hold=None)
         elif verdict.hold == MANUAL_REASON and time.time() < self._apply_until:
             self._apply_used = True
@@ -290,7 +293,7 @@ class Reconciler:
         if not plan.steps:
             # a target that arrived during this pass was not what it planned for
             if plan.converged and generation == self._generation:
-                self._force_once = False
+                self._force_once = self._window_forced = False
                 if self._apply_used:
                     self._apply_until, self._apply_used = 0.0, False
                 self.converged.set()
