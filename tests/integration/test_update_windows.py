@@ -116,6 +116,7 @@ def test_a_window_opening_in_a_few_seconds_applies_the_release_then(device, imag
     assert (
         applying and min(applying) >= opens.timestamp() - 1.0
     )  # the report's clock is the cloud's
+    print(f"window opened -> applying changes reported: {min(applying) - opens.timestamp():.2f} s")
     assert ids(device)["main"] != before["main"]
 
 
