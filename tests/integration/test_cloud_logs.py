@@ -132,6 +132,18 @@ def test_lines_reach_the_cloud_in_order_within_two_seconds(device: Device, image
     assert any(m.startswith("Installing service 'main'") for m in system), system
     assert any(m.startswith("Update of") and m.endswith(" done") for m in system), system
     assert set(device.cloud.logs(device.uuid)["encodings"]) == {"gzip"}
+    # a service going away: named as the reference names it, "<service> <image id>"
+    (main,) = device.by_service()["main"]
+    killing = f"Killing service 'main {main.attrs['Image']}'"
+    device.cloud.set_target(device.uuid, demo_target("r2", 2, {}))
+    wait_until(
+        lambda: killing in [str(x["message"]) for x in cloud_lines(device) if x.get("isSystem")],
+        30,
+        message=lambda: (
+            f"no {killing!r}; system lines: "
+            + repr([x["message"] for x in cloud_lines(device) if x.get("isSystem")][-10:])
+        ),
+    )
 
 
 def test_a_cut_of_the_log_stream_loses_nothing(device: Device, images: Images):
