@@ -2,10 +2,10 @@
 
 As the reference: the request is opened when there is something to send, its body a single
 gzip member sync-flushed on a throttle (wire.py: once per tick of the followers' grid, every
-`logFlushMs`, 500 ms by default where the reference flushes after 100 ms); a broken request is opened again after
-min(5 s · 2^failures, 300 s) (balena-backend.ts:15-16,117-128), here with jitter (a random
-wait between half and all of it) so a fleet that lost its cloud together does not come back
-in step.
+`logFlushMs`, 500 ms by default where the reference flushes after 100 ms); a broken request
+is opened again after min(5 s · 2^failures, 300 s) (balena-backend.ts:15-16,117-128), here
+with jitter (a random wait between half and all of it) so a fleet that lost its cloud
+together does not come back in step.
 
 Where it differs, on purpose: the reference keeps one request open until 60 s without a line
 (balena-backend.ts:17,207) and cannot tell which lines a broken request delivered. Here a
