@@ -6,7 +6,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import structlog
 
 from agent.errors import ConfigError
-from agent.model.windows import WindowError, parse_windows, zone_of
+from agent.model.windows import parse_windows, zone_of
 
 log = structlog.get_logger("agent.config")
 
@@ -320,7 +320,8 @@ _VARS: dict[str, str] = {
 }
 
 
-def _parse_bool(value: str) -> bool:
+def parse_bool(value: str) -> bool:
+    """A config var's boolean: 1/true/on/yes, 0/false/off/no or empty (ValueError else)."""
     low = value.strip().lower()
     if low in _BOOL_TRUE:
         return True
@@ -346,19 +347,14 @@ class _HoldError(ValueError):
 def _parse_value(attr: str, raw: str) -> Any:
     if attr == "poll_interval_ms":
         return _parse_interval(raw)
-    if attr == "update_window":
+    if attr in ("update_window", "update_window_tz"):
+        check: Callable[[str], object] = parse_windows if attr == "update_window" else zone_of
         try:
-            parse_windows(raw)
-        except WindowError as exc:
+            check(raw)
+        except ValueError as exc:  # WindowError too
             raise _HoldError(str(exc)) from exc
         return raw.strip()
-    if attr == "update_window_tz":
-        try:
-            zone_of(raw)
-        except ValueError as exc:
-            raise _HoldError(str(exc)) from exc
-        return raw.strip()
-    return _parse_bool(raw)
+    return parse_bool(raw)
 
 
 def apply_config_vars(

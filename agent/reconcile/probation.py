@@ -32,6 +32,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from agent.config import parse_bool
+
 VAR_ENABLED = "DEVICE_AGENT_ROLLBACK"
 VAR_PROBATION = "DEVICE_AGENT_PROBATION_S"
 VAR_MAX_RESTARTS = "DEVICE_AGENT_MAX_RESTARTS"
@@ -40,9 +42,6 @@ LABEL_ENABLED = "io.device-agent.rollback"
 LABEL_MAX_RESTARTS = "io.device-agent.max-restarts"
 LABEL_HEALTH_DEADLINE = "io.device-agent.health-deadline-s"
 
-_TRUE = {"1", "true", "on", "yes"}
-_FALSE = {"0", "false", "off", "no"}
-
 
 @dataclass(frozen=True)
 class Thresholds:
@@ -50,15 +49,6 @@ class Thresholds:
     probation_s: float = 300.0
     max_restarts: int = 3
     health_deadline_s: float = 60.0
-
-
-def _bool(raw: str) -> bool:
-    low = raw.strip().lower()
-    if low in _TRUE:
-        return True
-    if low in _FALSE:
-        return False
-    raise ValueError(f"{raw!r} is not a boolean (use 1/0, true/false)")
 
 
 def _number(raw: str) -> float:
@@ -78,7 +68,7 @@ def _fold(
     out, errors = base, []
     k_on, k_restarts, k_probation, k_deadline = names
     parsers: tuple[tuple[str | None, str, Callable[[str], Any]], ...] = (
-        (k_on, "enabled", _bool),
+        (k_on, "enabled", parse_bool),
         (k_restarts, "max_restarts", lambda r: int(_number(r))),
         (k_probation, "probation_s", _number),
         (k_deadline, "health_deadline_s", _number),
