@@ -222,6 +222,20 @@ def test_agent_sigkill_and_restart_neither_repeats_nor_loses(device: Device, ima
     assert_complete(seqs(device))
 
 
+def test_container_restart_neither_repeats_nor_loses(device: Device, images: Images):
+    start_counter(device, images)
+    wait_until(lambda: len(seqs(device)) >= 10, 20, message="first lines in the cloud")
+    for _ in range(2):
+        (main,) = device.by_service()["main"]
+        started = main.attrs["State"]["StartedAt"]
+        main.restart(timeout=5)  # by hand, as `balena restart` or a user would
+        main.reload()
+        assert main.attrs["State"]["StartedAt"] != started
+        time.sleep(1)  # the restarted service logs on
+        wait_caught_up(device, 30)
+    assert_complete(seqs(device))
+
+
 def test_engine_restart_neither_repeats_nor_loses(
     device: Device, images: Images, engine: PrivateEngine
 ):
