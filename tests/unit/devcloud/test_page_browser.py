@@ -54,6 +54,9 @@ async def browse(url: str, *extra: str, timeout: float = 60.0) -> str:
     return out.decode(errors="replace")
 
 
+ROLLED_BACK = "rolled back: main exited 3 times in 40 s (exit 1)"
+
+
 def fleet() -> Cloud:
     now = time.time()
     cloud = Cloud()
@@ -61,7 +64,9 @@ def fleet() -> Cloud:
     cloud.record_poll(bitter, 200, now - 2)
     bitter.apps_update_status["app"] = AppUpdateStatus("rel", "done", now - 17 * 60 - 5)
     waiting = {"update_status": "downloaded", "update_reason": "waiting for the update window"}
-    bitter.current["apps"] = {"app": {"release_uuid": "rel", "releases": {"rel2": waiting}}}
+    rolled_back = {"update_status": "aborted", "update_reason": ROLLED_BACK}
+    releases = {"rel2": waiting, "rel3": rolled_back}
+    bitter.current["apps"] = {"app": {"release_uuid": "rel", "releases": releases}}
     vpn = Vpn("wireguard", public_key="PUB=", keepalive_s=1)
     cloud.register("0ff11e4e5a6b7c8d9e0f", "k2", "<i>quiet-lake</i>", vpn)
     return cloud
@@ -91,6 +96,8 @@ def test_devices_page_renders_in_headless_chromium(tmp_path: Path) -> None:
     assert '<code data-running="app">rel</code>' in dom
     assert '<code title="rel2">rel2</code> downloaded' in dom
     assert '<small class="why">waiting for the update window</small>' in dom
+    assert '<code title="rel3">rel3</code> aborted' in dom
+    assert f'<small class="why">{ROLLED_BACK}</small>' in dom
     assert 'id="device-0ff11e4e5a6b7c8d9e0f"' in dom
     assert ">Inactive</span>" in dom
     assert "&lt;i&gt;quiet-lake&lt;/i&gt;" in dom and "<i>quiet-lake</i>" not in dom
