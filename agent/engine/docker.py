@@ -123,6 +123,10 @@ class DockerEngine:
         self._inspected: dict[str, EngineConfig] = {}  # container id -> (takeover) inspect
         # networks that are never an app's (the supervisor network, engine/supnet.py)
         self.reserved_networks: set[str] = set()
+        # supervised container id -> the exit code of its latest `die` event: once the engine
+        # has restarted a container, its inspect says ExitCode 0 and only this remembers why
+        # it went (read by the probation watch, reconcile/rollback.py)
+        self._exit_codes: dict[str, int] = {}
 
     @property
     def api(self) -> docker.APIClient:
@@ -505,6 +509,21 @@ class DockerEngine:
         ):
             yield item
 
+    def last_exit_code(self, container_id: str) -> int | None:
+        """The exit code of the container's latest `die` seen on the event stream (None: none
+        seen since the agent started, or the stream is not followed)."""
+        return self._exit_codes.get(container_id)
+
+    def _note_exit(self, action: str, event: dict[str, Any]) -> None:
+        actor = event.get("Actor") or {}
+        cid = str(actor.get("ID") or event.get("id") or "")
+        if action == "destroy":
+            self._exit_codes.pop(cid, None)
+        elif action == "die" and cid:
+            code = str((actor.get("Attributes") or {}).get("exitCode", ""))
+            if code.isascii() and code.lstrip("-").isdigit():
+                self._exit_codes[cid] = int(code)
+
     async def container_events(self) -> AsyncIterator[str]:
         """The actions (`die`, `destroy`, `oom`) of the engine's events for supervised
         containers, as they happen; first `CONNECTED` once the stream is open. Ends when the
@@ -516,7 +535,9 @@ class DockerEngine:
         def actions(stream: Any) -> Iterator[str]:
             yield CONNECTED
             for event in stream:
-                yield str(event.get("Action") or event.get("status") or "")
+                action = str(event.get("Action") or event.get("status") or "")
+                self._note_exit(action, event)
+                yield action
 
         async for action in _follow("engine-events", "engine events", open_stream, actions):
             yield action

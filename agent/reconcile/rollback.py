@@ -261,6 +261,10 @@ class Rollback:
             health = st.get("Health") or {}
             if st.get("Status") != "running":  # (a running container's ExitCode is 0)
                 self._exits[c.id] = int(st.get("ExitCode") or 0)
+            else:  # restarted since it last exited: its `die` event kept the code
+                died = self._engine.last_exit_code(c.id)
+                if died is not None:
+                    self._exits[c.id] = died
             check = (info.get("Config") or {}).get("Healthcheck") or {}
             out.append(
                 ServiceObs(
