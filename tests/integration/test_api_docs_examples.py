@@ -161,6 +161,9 @@ def _at(document: Any, dotted: str) -> Any:
     return document
 
 
+_NOTHING = object()  # _check's: no value at a dotted path
+
+
 def _check(row: dict[str, Any], answer: dict[str, Any]) -> list[str]:
     if row.get("differs") and row["doc"] == "POST /v2/journal-logs" and answer["status"] == 501:
         body = answer["json"] or {}
@@ -175,22 +178,22 @@ def _check(row: dict[str, Any], answer: dict[str, Any]) -> list[str]:
         problems.append(f"body {answer['text']!r:.80} is not {row['text_re']}")
     if "json" in row and answer["json"] != row["json"]:
         problems.append(f"body {answer['json']!r:.200}, documented {row['json']!r}")
-    for dotted, names in row.get("has", {}).items():
+
+    def at(dotted: str) -> Any:
         try:
-            found = _at(answer["json"], dotted)
+            return _at(answer["json"], dotted)
         except (KeyError, IndexError, TypeError, ValueError):
             problems.append(f"nothing at {dotted!r}")
-            continue
+            return _NOTHING
+
+    for dotted, names in row.get("has", {}).items():
+        found = at(dotted)
         missing = [n for n in names if not isinstance(found, dict) or n not in found]
-        if missing:
+        if found is not _NOTHING and missing:
             problems.append(f"{dotted or 'the body'} lacks {missing}")
     for dotted, value in row.get("values", {}).items():
-        try:
-            found = _at(answer["json"], dotted)
-        except (KeyError, IndexError, TypeError, ValueError):
-            problems.append(f"nothing at {dotted!r}")
-            continue
-        if found != _substitute(value):
+        found = at(dotted)
+        if found is not _NOTHING and found != _substitute(value):
             problems.append(f"{dotted} = {found!r}, documented {value!r}")
     if "first_line_has" in row:
         try:
