@@ -24,6 +24,7 @@ from agent.api.context import AGENT
 from agent.errors import NotFound
 from agent.locks import AgentLocks, LockHeld, held_locks
 from agent.model import AppSpec, ContainerState, CurrentState
+from agent.model.current import best_by_service
 
 if TYPE_CHECKING:
     from agent.daemon import Agent
@@ -95,10 +96,7 @@ async def locked(agent: Agent, app_id: int | None = None) -> bool:
 
 def service_containers(current: CurrentState, app: AppRef) -> dict[str, ContainerState]:
     """One container per service of the app: the running one, else the newest."""
-    best: dict[str, ContainerState] = {}
-    for c in sorted(current.app_containers(app.uuid), key=lambda c: (c.running, c.created_at)):
-        best[c.service_name] = c
-    return best
+    return best_by_service(current.app_containers(app.uuid))
 
 
 def pick_service(
@@ -196,6 +194,3 @@ async def _until(agent: Agent, done: Callable[[CurrentState], bool], what: str) 
 
 async def device_action_blocked(agent: Agent, force: bool) -> bool:
     return not force and await locked(agent)
-
-
-IN_PROGRESS = ("downloading", "downloaded", "applying changes")

@@ -17,6 +17,7 @@ from collections.abc import Iterator, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from agent import __version__
+from agent.model.status import IN_PROGRESS
 
 if TYPE_CHECKING:
     from prometheus_client.core import GaugeMetricFamily, Metric
@@ -29,7 +30,6 @@ if TYPE_CHECKING:
 # CONTENT_TYPE_LATEST (checked by tests/unit/api/test_metrics.py).
 CONTENT_TYPE = "text/plain; version=1.0.0; charset=utf-8"
 _DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, math.inf)
-_OPEN_STATUSES = {"downloading", "downloaded", "applying changes"}
 
 
 class _Histogram:
@@ -109,7 +109,7 @@ class AgentMetrics:
         key = (str(event.get("app_uuid")), str(event.get("release")))
         status, at = event.get("status"), event.get("since")
         at = float(at) if isinstance(at, int | float) else time.time()
-        if status in _OPEN_STATUSES:
+        if status in IN_PROGRESS:
             self._opened.setdefault(key, at)
         elif status == "done":
             started = self._opened.pop(key, None)

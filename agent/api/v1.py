@@ -20,6 +20,7 @@ from agent.api.common import (
 )
 from agent.api.context import AGENT, HOST
 from agent.model import ServiceStatus
+from agent.model.status import FAILED, IN_PROGRESS
 
 log = structlog.get_logger("agent.api")
 
@@ -102,9 +103,7 @@ async def device(request: web.Request) -> web.Response:
     scope = scope_of(request)
     apps = [a for a in agent.status.container_apps() if scope.allows(a.app_id)]
     fields = agent.device_fields()
-    pending = any(
-        a.update_status is not None and a.update_status.value in actions.IN_PROGRESS for a in apps
-    )
+    pending = any(a.update_status is not None and a.update_status in IN_PROGRESS for a in apps)
     out: dict[str, Any] = {
         "api_port": fields.get("api_port"),
         "ip_address": fields.get("ip_address"),
@@ -113,8 +112,7 @@ async def device(request: web.Request) -> web.Response:
         "supervisor_version": fields.get("supervisor_version"),
         "update_pending": pending,
         "update_failed": any(
-            a.update_status is not None and a.update_status.value in ("aborted", "rejected")
-            for a in apps
+            a.update_status is not None and a.update_status in FAILED for a in apps
         )
         or agent.status.target_error is not None,
         "update_downloaded": any(

@@ -36,6 +36,7 @@ from agent.api.context import AGENT
 from agent.device.info import vpn_state
 from agent.errors import Conflict, NotFound, StoreError
 from agent.model import CurrentState, ServiceStatus
+from agent.model.current import best_by_service
 from agent.reconcile.window_gate import Verdict
 
 OPENAPI = Path(__file__).with_name("openapi.json")
@@ -200,10 +201,8 @@ def _iso(created: str) -> str | None:
 async def container_id(request: web.Request) -> web.Response:
     agent, scope = request.app[AGENT], scope_of(request)
     current = await actions.current_state(agent)
-    best: dict[str, str] = {}
-    for c in sorted(current.containers, key=lambda c: (c.running, c.created_at)):
-        if scope.allows(c.app_id):
-            best[c.service_name] = c.id
+    allowed = [c for c in current.containers if scope.allows(c.app_id)]
+    best = {name: c.id for name, c in best_by_service(allowed).items()}
     name = request.query.get("serviceName") or request.query.get("service")
     if name is None:
         return success(services=best)

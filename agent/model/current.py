@@ -143,6 +143,26 @@ class CurrentState:
         )
 
 
+def rank_containers(
+    containers: Iterable[ContainerState], want: str | None = None
+) -> list[ContainerState]:
+    """THE choice of a service's best container, best first: of the wanted config hash (when
+    `want` is given), then running, then the newest, then the lowest id. The planner keeps the
+    first and kills the rest; the API acts on and reports the first."""
+    ranked = sorted(containers, key=lambda c: c.id)
+    ranked.sort(key=lambda c: c.created_at, reverse=True)  # stable: ties stay by id
+    ranked.sort(key=lambda c: (want is not None and c.config_hash != want, not c.running))
+    return ranked
+
+
+def best_by_service(containers: Iterable[ContainerState]) -> dict[str, ContainerState]:
+    """Each service's best container (`rank_containers`), by service name."""
+    grouped: dict[str, list[ContainerState]] = {}
+    for c in containers:
+        grouped.setdefault(c.service_name, []).append(c)
+    return {name: rank_containers(group)[0] for name, group in grouped.items()}
+
+
 def normalize_image_ref(ref: str) -> str:
     """`repo` → `repo:latest`; `repo:tag@sha256:x` → `repo@sha256:x`; docker.io prefixes dropped.
 

@@ -14,6 +14,15 @@ class UpdateStatus(StrEnum):
     DONE = "done"
 
 
+# An update is settled when nothing more will happen to it without a new target: applied,
+# refused or given up. The others are in progress. The one definition of both.
+SETTLED: frozenset[UpdateStatus] = frozenset(
+    {UpdateStatus.DONE, UpdateStatus.REJECTED, UpdateStatus.ABORTED}
+)
+IN_PROGRESS: frozenset[UpdateStatus] = frozenset(UpdateStatus) - SETTLED
+FAILED: frozenset[UpdateStatus] = frozenset({UpdateStatus.REJECTED, UpdateStatus.ABORTED})
+
+
 class ServiceStatus(StrEnum):
     DOWNLOADING = "Downloading"
     DOWNLOADED = "Downloaded"

@@ -15,6 +15,7 @@ import math
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from functools import cached_property
 from typing import Any
 
@@ -40,6 +41,7 @@ __all__ = [
     "ReleaseSpec",
     "ServiceSpec",
     "TargetState",
+    "UpdateStrategy",
     "VolumeSpec",
     "parse_duration",
     "parse_target",
@@ -49,6 +51,15 @@ __all__ = [
 SERVICE_NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")  # used with fullmatch
 # engine object names are `{appId}_{name}` (volumes) or contain the release uuid (containers)
 ENGINE_NAME_PART_RE = re.compile(r"[a-zA-Z0-9_.-]+")
+
+
+class UpdateStrategy(StrEnum):
+    """A service's `io.balena.update.strategy` label, spelled as on the wire."""
+
+    DOWNLOAD_THEN_KILL = "download-then-kill"
+    KILL_THEN_DOWNLOAD = "kill-then-download"
+    DELETE_THEN_DOWNLOAD = "delete-then-download"
+    HAND_OVER = "hand-over"
 
 
 @dataclass(frozen=True)
@@ -67,11 +78,17 @@ class ServiceSpec:
         return dict(self.composition.depends_on)
 
     @property
-    def update_strategy(self) -> str:
+    def update_strategy(self) -> UpdateStrategy:
+        """THE place where a service's update strategy is decided: its
+        `io.balena.update.strategy` (or `io.resin.`) label; unknown or missing means
+        download-then-kill, as the reference."""
         value = self.labels.get("io.balena.update.strategy") or self.labels.get(
             "io.resin.update.strategy"
         )
-        return value or "download-then-kill"
+        try:
+            return UpdateStrategy(value or "")
+        except ValueError:
+            return UpdateStrategy.DOWNLOAD_THEN_KILL
 
     @property
     def handover_timeout_s(self) -> float:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import assert_never
 
 from agent.model import (
     AppSpec,
@@ -21,8 +22,8 @@ from agent.model import (
     UpdateStatus,
     normalize_image_ref,
 )
-from agent.model.current import app_network_name, volume_engine_name
-from agent.model.target import service_networks
+from agent.model.current import app_network_name, rank_containers, volume_engine_name
+from agent.model.target import UpdateStrategy, service_networks
 from agent.reconcile.steps import (
     AppPlan,
     CreateNetwork,
@@ -37,12 +38,6 @@ from agent.reconcile.steps import (
     StopContainer,
     UpdateMetadata,
 )
-
-DOWNLOAD_THEN_KILL = "download-then-kill"
-KILL_THEN_DOWNLOAD = "kill-then-download"
-DELETE_THEN_DOWNLOAD = "delete-then-download"
-HAND_OVER = "hand-over"
-STRATEGIES = frozenset({DOWNLOAD_THEN_KILL, KILL_THEN_DOWNLOAD, DELETE_THEN_DOWNLOAD, HAND_OVER})
 
 _NO_SERVICES: Mapping[str, ServiceSpec] = {}
 
@@ -95,12 +90,6 @@ class EngineIndex:
         return sorted([*self.app_networks.get(app.uuid, ()), *legacy], key=lambda n: n.name)
 
 
-def strategy_of(svc: ServiceSpec) -> str:
-    """THE place where a service's update strategy is decided: its
-    `io.balena.update.strategy` label; unknown or missing means download-then-kill."""
-    return svc.update_strategy if svc.update_strategy in STRATEGIES else DOWNLOAD_THEN_KILL
-
-
 def _kill_first(
     services: Mapping[str, ServiceSpec],
     hashes: Mapping[str, str],
@@ -113,12 +102,18 @@ def _kill_first(
     waiting_for_image = {name for names in missing.values() for name in names}
     steps: list[Step] = []
     for name in sorted(waiting_for_image):
-        strategy = strategy_of(services[name])
-        if strategy not in (KILL_THEN_DOWNLOAD, DELETE_THEN_DOWNLOAD):
-            continue
+        match services[name].update_strategy:
+            case UpdateStrategy.KILL_THEN_DOWNLOAD:
+                remove_image = False
+            case UpdateStrategy.DELETE_THEN_DOWNLOAD:
+                remove_image = True
+            case UpdateStrategy.DOWNLOAD_THEN_KILL | UpdateStrategy.HAND_OVER:
+                continue  # the old container serves while the new image downloads
+            case unknown:
+                assert_never(unknown)
         for c in by_service.get(name, ()):
             if c.config_hash != hashes[name]:
-                steps.append(Kill(c, remove_image=strategy == DELETE_THEN_DOWNLOAD))
+                steps.append(Kill(c, remove_image=remove_image))
     return steps
 
 
@@ -272,14 +267,16 @@ def _container_steps(
             else:
                 steps.append(Start(app, svc))
             continue
-        if strategy_of(svc) == HAND_OVER and any(c.config_hash != want for c in current):
+        if svc.update_strategy is UpdateStrategy.HAND_OVER and any(
+            c.config_hash != want for c in current
+        ):
             more_steps, more_waiting = _hand_over(
                 app, svc, want, current, services, hashes, by_service, idx, ctx
             )
             steps += more_steps
             waiting += more_waiting
             continue
-        keep, *extra = _rank(current, want)
+        keep, *extra = rank_containers(current, want)
         steps += [Kill(c) for c in extra]
         if keep.config_hash != want:
             steps.append(Kill(keep))  # its replacement starts on a later pass
@@ -320,7 +317,7 @@ def _hand_over(
             svc, services, hashes, by_service
         )
         return ([], blockers) if blockers else ([Start(app, svc)], [])
-    keep, *extra = _rank(new, want)
+    keep, *extra = rank_containers(new, want)
     steps: list[Step] = [Kill(c) for c in extra]
     if not svc.running:  # told not to run: there is no service to hand over
         return steps + [Kill(c) for c in old], []
@@ -338,14 +335,6 @@ def _hand_over(
         return [*steps, StartContainer(keep)], []
     state = keep.health if keep.running else keep.status.value
     return steps, [f"{name}: new container is {state}; the old one keeps serving"]
-
-
-def _rank(containers: Sequence[ContainerState], want: str) -> list[ContainerState]:
-    """Best container to keep first: the target config, then running, then newest, then id."""
-    ranked = sorted(containers, key=lambda c: c.id)
-    ranked.sort(key=lambda c: c.created_at, reverse=True)  # stable: ties stay by id
-    ranked.sort(key=lambda c: (c.config_hash != want, not c.running))
-    return ranked
 
 
 def _missing_resources(app: AppSpec, svc: ServiceSpec, idx: EngineIndex) -> list[str]:

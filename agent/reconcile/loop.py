@@ -31,6 +31,7 @@ from agent.locks import (
     remove_app_locks,
 )
 from agent.model import CurrentState, TargetState, UpdateStatus
+from agent.model.status import SETTLED
 from agent.reconcile.executor import Executor, ManagedImages, describe
 from agent.reconcile.planner import plan as make_plan
 from agent.reconcile.status import StatusBoard, log_skipped, service_views
@@ -476,15 +477,13 @@ class Reconciler:
 
 def _only_window_held(plan: Plan) -> bool:
     """True when every app not settled is downloaded and held by the update window."""
-    settled = (UpdateStatus.DONE, UpdateStatus.REJECTED, UpdateStatus.ABORTED)
-    pending = [a for a in plan.apps.values() if a.status not in settled]
+    pending = [a for a in plan.apps.values() if a.status not in SETTLED]
     return bool(pending) and all(a.held for a in pending)
 
 
 def _only_lock_blocked(plan: Plan) -> bool:
     """True when the only thing left is apps waiting for their update lock."""
-    settled = (UpdateStatus.DONE, UpdateStatus.REJECTED, UpdateStatus.ABORTED)
-    pending = [a for a in plan.apps.values() if a.status not in settled]
+    pending = [a for a in plan.apps.values() if a.status not in SETTLED]
     return bool(pending) and all(a.blocked_by_lock and not a.waiting_on for a in pending)
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from agent.model import CurrentState, TargetState, UpdateStatus, normalize_image_ref
 from agent.model.skipped import not_run_reason
+from agent.model.status import SETTLED
 from agent.reconcile.app_plan import EngineIndex, plan_app
 from agent.reconcile.steps import (
     AppPlan,
@@ -55,8 +56,6 @@ _RANK: dict[type, int] = {
     RemoveNetwork: 4,
     RemoveImage: 5,
 }
-
-SETTLED = frozenset({UpdateStatus.DONE, UpdateStatus.REJECTED, UpdateStatus.ABORTED})
 
 
 def plan(current: CurrentState, target: TargetState, ctx: PlanContext) -> Plan:
