@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import assert_never
 
 import structlog
 
@@ -140,7 +141,8 @@ def describe(step: Step) -> str:
             return f"remove network {name}"
         case RemoveImage(image_id=image_id, refs=refs):
             return f"remove image {image_id[:19]} ({', '.join(refs) or 'untagged'})"
-    return type(step).__name__
+        case _:
+            assert_never(step)
 
 
 def subject(step: Step) -> dict[str, str]:
@@ -149,7 +151,18 @@ def subject(step: Step) -> dict[str, str]:
     match step:
         case Kill(container=c) | StartContainer(container=c) | StopContainer(container=c):
             return {"service": c.service_name, "image": c.image_docker_id or c.image}
-    return {}
+        case (
+            Pull()
+            | RemoveImage()
+            | CreateVolume()
+            | CreateNetwork()
+            | RemoveNetwork()
+            | Start()
+            | UpdateMetadata()
+        ):
+            return {}
+        case _:
+            assert_never(step)
 
 
 class Executor:
@@ -207,7 +220,13 @@ class Executor:
             try:
                 await self._apply(step, current)
             except AgentError as exc:
-                log.error("step_failed", step=describe(step), error=str(exc), **subject(step))
+                log.error(
+                    "step_failed",
+                    step=describe(step),
+                    kind=step.kind.value,
+                    error=str(exc),
+                    **subject(step),
+                )
                 return StepFailure(step, exc)
         return None
 
@@ -292,7 +311,7 @@ class Executor:
         log.info("pull_done", image=step.image, image_id=image_id[:19])
 
     async def _apply(self, step: Step, current: CurrentState) -> None:
-        log.info("step_started", step=describe(step), **subject(step))
+        log.info("step_started", step=describe(step), kind=step.kind.value, **subject(step))
         match step:
             case CreateVolume(app=app, volume=vol):
                 labels = {**vol.labels, LABEL_APP_ID: str(app.id), LABEL_APP_UUID: app.uuid}
@@ -336,7 +355,11 @@ class Executor:
                 )
             case RemoveImage(image_id=image_id):
                 await self._remove_image(image_id)
-        log.info("step_done", step=describe(step), **subject(step))
+            case Pull():  # pulls run concurrently, before the other steps (`run`)
+                raise AgentError(f"{describe(step)}: a pull is not applied one by one")
+            case _:
+                assert_never(step)
+        log.info("step_done", step=describe(step), kind=step.kind.value, **subject(step))
 
     async def _start(self, app: AppSpec, service: ServiceSpec, current: CurrentState) -> None:
         assert app.release is not None

@@ -9,12 +9,30 @@ a restart the next pass simply starts from what the engine has.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import ClassVar, assert_never
 
 from agent.model import AppSpec, ContainerState, NetworkSpec, ServiceSpec, UpdateStatus, VolumeSpec
 
 
+class StepKind(StrEnum):
+    """What a step does, as its log events name it (`kind`)."""
+
+    PULL = "pull"
+    REMOVE_IMAGE = "remove-image"
+    CREATE_VOLUME = "create-volume"
+    CREATE_NETWORK = "create-network"
+    REMOVE_NETWORK = "remove-network"
+    KILL = "kill"
+    START = "start"
+    START_CONTAINER = "start-container"
+    STOP_CONTAINER = "stop-container"
+    UPDATE_METADATA = "update-metadata"
+
+
 @dataclass(frozen=True)
 class Pull:
+    kind: ClassVar[StepKind] = StepKind.PULL
     image: str
     app_uuid: str
     services: tuple[str, ...]  # the services of that app waiting for this image
@@ -22,24 +40,28 @@ class Pull:
 
 @dataclass(frozen=True)
 class RemoveImage:
+    kind: ClassVar[StepKind] = StepKind.REMOVE_IMAGE
     image_id: str  # by id, never by name: two releases may share one repository
     refs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class CreateVolume:
+    kind: ClassVar[StepKind] = StepKind.CREATE_VOLUME
     app: AppSpec
     volume: VolumeSpec
 
 
 @dataclass(frozen=True)
 class CreateNetwork:
+    kind: ClassVar[StepKind] = StepKind.CREATE_NETWORK
     app: AppSpec
     network: NetworkSpec
 
 
 @dataclass(frozen=True)
 class RemoveNetwork:
+    kind: ClassVar[StepKind] = StepKind.REMOVE_NETWORK
     name: str
     app_uuid: str | None
 
@@ -47,6 +69,8 @@ class RemoveNetwork:
 @dataclass(frozen=True)
 class Kill:
     """Stop and remove a container (an old release's, a removed service's, a duplicate)."""
+
+    kind: ClassVar[StepKind] = StepKind.KILL
 
     container: ContainerState
     remove_image: bool = False  # delete-then-download: also drop its image right away
@@ -56,6 +80,8 @@ class Kill:
 class Start:
     """Create a container for a target service and start it (unless the target says not to)."""
 
+    kind: ClassVar[StepKind] = StepKind.START
+
     app: AppSpec
     service: ServiceSpec
 
@@ -64,6 +90,8 @@ class Start:
 class StartContainer:
     """Start an existing container that should run but doesn't."""
 
+    kind: ClassVar[StepKind] = StepKind.START_CONTAINER
+
     container: ContainerState
 
 
@@ -71,12 +99,16 @@ class StartContainer:
 class StopContainer:
     """Stop (not remove) a container whose target says `running: false`."""
 
+    kind: ClassVar[StepKind] = StepKind.STOP_CONTAINER
+
     container: ContainerState
 
 
 @dataclass(frozen=True)
 class UpdateMetadata:
     """Carry an unchanged container over to a new release without restarting it."""
+
+    kind: ClassVar[StepKind] = StepKind.UPDATE_METADATA
 
     container: ContainerState
     app: AppSpec
@@ -107,7 +139,10 @@ def step_app_id(step: Step) -> int | None:
             return app.id
         case Kill(container=c) | StartContainer(container=c) | StopContainer(container=c):
             return c.app_id
-    return None
+        case Pull() | RemoveImage() | CreateVolume() | CreateNetwork() | RemoveNetwork():
+            return None
+        case _:
+            assert_never(step)
 
 
 def step_service(step: Step) -> str | None:
@@ -122,7 +157,10 @@ def step_service(step: Step) -> str | None:
             | UpdateMetadata(container=c)
         ):
             return c.service_name
-    return None
+        case Pull() | RemoveImage() | CreateVolume() | CreateNetwork() | RemoveNetwork():
+            return None
+        case _:
+            assert_never(step)
 
 
 @dataclass(frozen=True)
