@@ -8,7 +8,7 @@ import time
 from testbed.container_agent import ContainerAgent
 from tests.helpers import wait_until
 from tests.integration.conftest import Device, Images
-from tests.integration.test_core_loop import APP, release, wait_status
+from tests.integration.demo_app import APP, release, wait_status
 
 SLOW = 180.0  # everything the agent does is 5-20x slower under QEMU on two cores
 

@@ -11,7 +11,7 @@ from testbed.targets import service
 from tests.faults.conftest import FaultImages
 from tests.helpers import wait_until
 from tests.integration.conftest import Device
-from tests.integration.test_core_loop import (
+from tests.integration.demo_app import (
     APP,
     demo_target,
     started_at,

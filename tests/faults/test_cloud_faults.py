@@ -11,7 +11,7 @@ import pytest
 
 from tests.helpers import wait_until
 from tests.integration.conftest import Device, Images
-from tests.integration.test_core_loop import (
+from tests.integration.demo_app import (
     APP,
     assert_converged,
     deploy_first,

@@ -21,7 +21,7 @@ from tests.faults.conftest import FaultImages
 from tests.faults.scenario import deploy_r1, r2
 from tests.helpers import wait_until
 from tests.integration.conftest import Device
-from tests.integration.test_core_loop import APP, wait_status
+from tests.integration.demo_app import APP, wait_status
 
 EXTRA_APP = "0c0ffee0c0ffee0c0ffee0c0ffee0c0f"
 NO_SPACE = "No space left on device"

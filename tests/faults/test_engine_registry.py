@@ -11,7 +11,7 @@ from testbed import PrivateEngine, ThrottledProxy
 from tests.faults.conftest import FaultImages
 from tests.faults.scenario import assert_converged_on, deploy_r1, r2
 from tests.integration.conftest import MIB, Device
-from tests.integration.test_core_loop import APP, wait_status
+from tests.integration.demo_app import APP, wait_status
 
 
 def test_dockerd_restarted_mid_update(

@@ -14,7 +14,7 @@ import pytest
 from tests.faults.conftest import FaultImages
 from tests.faults.scenario import assert_converged_on, deploy_r1, r2
 from tests.integration.conftest import Device
-from tests.integration.test_core_loop import APP
+from tests.integration.demo_app import APP, crash_at
 
 # In the order the update reaches them (r1 → r2: pull both images, kill main, start the new aux
 # beside the old one, start main, wait for aux's hand-over, kill the old aux, done).
@@ -40,20 +40,6 @@ KILL_POINTS = [
     "update_status_changed:4",  # done, not yet persisted nor reported
     "update_status_reported:4",  # done reported, the acknowledgement not yet persisted
 ]
-HOOKS = "DEVICE_AGENT_TEST_HOOKS"
-CRASH_AT = "DEVICE_AGENT_TEST_CRASH_AT"
-
-
-def crash_at(dev: Device, point: str) -> None:
-    """Start the agent so that it SIGKILLs itself at `point`; wait for that to happen."""
-    dev.agent.env = {HOOKS: "1", CRASH_AT: point}
-    dev.agent.start()
-    code = dev.agent.wait_exit(60)
-    assert code == -9, f"agent did not die at {point} (exit {code}):\n{dev.agent.log_tail(30)}"
-    name, _, n = point.rpartition(":")
-    crashes = dev.agent.events_named("test_hook_crash")
-    assert crashes and crashes[-1] == {"event": "test_hook_crash", "point": name, "n": int(n)}
-    dev.agent.env = {}
 
 
 @pytest.mark.parametrize("point", KILL_POINTS)

@@ -11,7 +11,7 @@ from testbed import ThrottledProxy
 from tests.faults.conftest import FaultImages
 from tests.faults.scenario import assert_converged_on, deploy_r1, r2, two_services
 from tests.integration.conftest import Device
-from tests.integration.test_core_loop import APP, wait_status
+from tests.integration.demo_app import APP, wait_status
 
 
 def test_unreachable_registry_aborts_the_release_then_a_good_one_recovers(

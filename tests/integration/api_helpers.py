@@ -1,7 +1,10 @@
-"""Shared by the local-API integration tests: a two-service app and waiting for it."""
+"""Shared by the local-API integration tests: a two-service app and waiting for it, a client
+that never reads a stream, and the RSS of a process."""
 
 from __future__ import annotations
 
+import socket
+from pathlib import Path
 from typing import Any
 
 from testbed.targets import app, device_target, service
@@ -75,3 +78,25 @@ def running(device: Device) -> dict[str, str]:
     return {
         c["Labels"]["io.balena.service-name"]: c["Id"] for c in listed if c["State"] == "running"
     }
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def open_stream(url: str, path: str, key: str, body: bytes | None = None) -> socket.socket:
+    """A client that sends its request and never reads (a small receive buffer, too)."""
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((host, int(port)))
+    method = "POST" if body is not None else "GET"
+    # HTTP/1.0: the body is plain NDJSON until the server closes (no chunk framing)
+    head = f"{method} {path} HTTP/1.0\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
+    if body is not None:
+        head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+    sock.sendall(head.encode() + b"\r\n" + (body or b""))
+    return sock

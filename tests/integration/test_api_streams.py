@@ -14,7 +14,7 @@ import pytest
 
 from testbed.targets import app, device_target, service
 from tests.helpers import wait_until
-from tests.integration.api_helpers import APP, APP_ID, running, wait_done
+from tests.integration.api_helpers import APP, APP_ID, open_stream, rss_kib, running, wait_done
 
 LINES = 60_000
 # waits for /tmp/go (so the stream is open first), writes LINES lines, then idles
@@ -25,13 +25,6 @@ CHATTY = (
     "i=$((i+1)); done; echo all-written; "
     "trap 'exit 0' TERM; while true; do sleep 1; done"
 )
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 def children_named(pid: int, name: str) -> list[int]:
@@ -48,21 +41,6 @@ def children_named(pid: int, name: str) -> list[int]:
         if ppid == pid and comm == name:
             found.append(int(entry.name))
     return found
-
-
-def open_stream(url: str, path: str, key: str, body: bytes | None = None) -> socket.socket:
-    """A client that sends its request and never reads (a small receive buffer, too)."""
-    host, port = url.removeprefix("http://").split(":")
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect((host, int(port)))
-    method = "POST" if body is not None else "GET"
-    # HTTP/1.0: the body is plain NDJSON until the server closes (no chunk framing)
-    head = f"{method} {path} HTTP/1.0\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
-    if body is not None:
-        head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-    sock.sendall(head.encode() + b"\r\n" + (body or b""))
-    return sock
 
 
 def read_all(sock: socket.socket) -> tuple[int, int]:

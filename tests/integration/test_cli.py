@@ -9,16 +9,7 @@ import time
 
 from testbed.processes import REPO_ROOT
 from tests.integration.api_helpers import APP, deploy
-
-
-def cli(device, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "agent", *args, "--config", str(device.agent.config_path)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=REPO_ROOT,
-    )
+from tests.integration.demo_app import cli
 
 
 def test_status_update_and_logs(device, images):

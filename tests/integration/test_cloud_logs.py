@@ -15,9 +15,9 @@ from typing import Any
 from testbed import PrivateEngine
 from testbed.targets import service
 from tests.helpers import wait_until
+from tests.integration.api_helpers import open_stream, rss_kib
 from tests.integration.conftest import Device, Images
-from tests.integration.test_api_streams import open_stream, rss_kib
-from tests.integration.test_core_loop import demo_target, wait_status
+from tests.integration.demo_app import demo_target, wait_status
 
 SEQ_RE = re.compile(r"^seq=(\d+)$")
 # the log stream's cut: 20 s in the suite (the same bound and resend logic as a minute, which

@@ -4,126 +4,19 @@ from __future__ import annotations
 
 import itertools
 import time
-from datetime import datetime
-from typing import Any
 
-import docker.errors
-
-from testbed.targets import app, device_target, service
 from tests.helpers import wait_until
-from tests.integration.conftest import MIB, Device, Images
-
-APP = "5f1e0a7c9d2b4c1e8f3a6b7c8d9e0f11"
-APP_ID = 101
-
-
-def release(
-    images: Images,
-    release_uuid: str,
-    release_id: int,
-    main_image: str,
-    with_aux: bool = True,
-    config: dict[str, str] | None = None,
-    aux_image: str | None = None,
-) -> dict[str, Any]:
-    services = {
-        "main": service(
-            main_image, service_id=1, image_id=release_id * 10 + 1, volumes=["data:/data"]
-        ),
-    }
-    if with_aux:
-        services["aux"] = service(aux_image or images.aux_v1, service_id=2, image_id=2)
-    return demo_target(release_uuid, release_id, services, config)
-
-
-def demo_target(
-    release_uuid: str,
-    release_id: int,
-    services: dict[str, Any],
-    config: dict[str, str] | None = None,
-) -> dict[str, Any]:
-    """A target with the one app `demo` (named volume `data`) running `services`."""
-    return device_target(
-        {
-            APP: app(
-                app_id=APP_ID,
-                name="demo",
-                release_uuid=release_uuid,
-                release_id=release_id,
-                services=services,
-                volumes={"data": {}},
-            )
-        },
-        config=config,
-    )
-
-
-def wait_status(dev: Device, release_uuid: str, status: str, timeout: float = 90) -> None:
-    wait_until(
-        lambda: dev.update_status(APP) == (release_uuid, status),
-        timeout,
-        interval=0.2,
-        message=lambda: (
-            f"{release_uuid} {status}; cloud sees {dev.update_status(APP)}; "
-            f"agent log:\n{dev.agent.log_tail(30)}"
-        ),
-    )
-
-
-def deploy_first(dev: Device, images: Images) -> dict[str, str]:
-    """Deploy r1 (main v1 + aux) and write a file into main's named volume."""
-    dev.cloud.set_target(dev.uuid, release(images, "r1", 1, images.main_v1))
-    dev.agent.start()
-    wait_status(dev, "r1", "done")
-    services = dev.by_service()
-    assert sorted(services) == ["aux", "main"]
-    assert all(len(cs) == 1 and cs[0].status == "running" for cs in services.values())
-    code, _ = services["main"][0].exec_run(["sh", "-c", "echo keep > /data/file"])
-    assert code == 0
-    return {name: cs[0].id for name, cs in services.items()}
-
-
-def volume_file(dev: Device) -> str:
-    (main,) = dev.by_service()["main"]
-    code, out = main.exec_run(["cat", "/data/file"])
-    assert code == 0, out
-    return out.decode().strip()
-
-
-def progress_seen(dev: Device, release_uuid: str, since: float) -> list[int]:
-    values = []
-    for report in dev.state(since=since)["reports"]:
-        rel = report["body"].get("apps", {}).get(APP, {}).get("releases", {}).get(release_uuid)
-        for svc in (rel or {}).get("services", {}).values():
-            if svc.get("download_progress") is not None:
-                values.append(svc["download_progress"])
-    return values
-
-
-def first_report_time(dev: Device, release_uuid: str, status: str) -> float:
-    return min(
-        h["t"]
-        for h in dev.state()["update_status_history"]
-        if h["release_uuid"] == release_uuid and h["status"] == status
-    )
-
-
-def started_at(container: Any) -> float:
-    container.reload()
-    raw = container.attrs["State"]["StartedAt"]  # RFC 3339 with nanoseconds
-    head, _, frac = raw.rstrip("Z").partition(".")
-    return datetime.fromisoformat(head + "+00:00").timestamp() + float("0." + (frac or "0"))
-
-
-def assert_converged(dev: Device, release_uuid: str) -> None:
-    services = dev.by_service()
-    for name, cs in services.items():
-        assert len(cs) == 1, f"{name} has {len(cs)} containers"
-        assert cs[0].status == "running"
-        assert cs[0].name.endswith(f"_{release_uuid}"), cs[0].name
-    done_at = first_report_time(dev, release_uuid, "done")
-    for cs in services.values():
-        assert done_at >= started_at(cs[0]), "done reported before a container had started"
+from tests.integration.conftest import MIB
+from tests.integration.demo_app import (
+    APP,
+    assert_converged,
+    deploy_first,
+    has_image,
+    progress_seen,
+    release,
+    volume_file,
+    wait_status,
+)
 
 
 def test_two_service_update_reports_every_stage_with_progress(device, images, slow_registry):
@@ -141,8 +34,8 @@ def test_two_service_update_reports_every_stage_with_progress(device, images, sl
     assert services["main"][0].id != ids["main"]
     assert volume_file(device) == "keep"
     # the old release's image is removed once the release is done; the new one stays
-    wait_until(lambda: not _has_image(device, images.main_v1), 30, message="old image removed")
-    assert _has_image(device, images.main_v2)
+    wait_until(lambda: not has_image(device, images.main_v1), 30, message="old image removed")
+    assert has_image(device, images.main_v2)
     # the current release was reported as r1 until r2 was done
     r2_reports = [
         r["body"]["apps"][APP]
@@ -153,14 +46,6 @@ def test_two_service_update_reports_every_stage_with_progress(device, images, sl
         status = report["releases"].get("r2", {}).get("update_status")
         expected = "r2" if status == "done" else "r1"
         assert report["release_uuid"] == expected, report
-
-
-def _has_image(dev: Device, ref: str) -> bool:
-    try:
-        dev.docker.images.get(ref)
-    except docker.errors.ImageNotFound:
-        return False
-    return True
 
 
 def test_service_removed_and_unchanged_one_carried_over(device, images):
@@ -264,7 +149,7 @@ def test_malformed_targets_leave_running_apps_alone(device, images):
     services = device.by_service()
     assert {n: cs[0].id for n, cs in services.items()} == ids
     assert all(cs[0].status == "running" for cs in services.values())
-    assert not _has_image(device, images.main_v3)
+    assert not has_image(device, images.main_v3)
 
 
 def test_release_whose_image_never_pulls_is_aborted_then_recovers(device, images):
@@ -308,7 +193,7 @@ def test_newer_target_cancels_the_download_in_flight(device, images, slow_regist
     assert time.monotonic() - t0 < 20, "r3 waited for r2's download"
     assert_converged(device, "r3")
     assert device.history(APP, "r2") == ["downloading"]
-    assert not _has_image(device, images.main_v2), "the abandoned pull still completed"
+    assert not has_image(device, images.main_v2), "the abandoned pull still completed"
 
 
 def test_fleet_config_vars_take_effect_and_bad_ones_are_reported(device, images):

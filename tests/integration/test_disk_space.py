@@ -15,7 +15,7 @@ import pytest
 from testbed import PrivateEngine
 from testbed.processes import AgentProcess, DevCloudProcess
 from tests.integration.conftest import Device, Images
-from tests.integration.test_core_loop import APP, release, wait_status
+from tests.integration.demo_app import APP, release, wait_status
 
 TMPFS_MB = 96
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from testbed.targets import app, device_target, service
 from tests.helpers import wait_until
 from tests.integration.conftest import Device, Images
-from tests.integration.test_core_loop import APP, APP_ID, wait_status
+from tests.integration.demo_app import APP, APP_ID, wait_status
 
 LABELS = {
     "io.balena.features.balena-socket": "1",

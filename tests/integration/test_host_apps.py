@@ -9,7 +9,7 @@ from typing import Any
 
 from testbed.targets import app, device_target, service
 from tests.integration.conftest import Device, Images
-from tests.integration.test_core_loop import APP, APP_ID, wait_status
+from tests.integration.demo_app import APP, APP_ID, wait_status
 
 HOST = "a1b2c3d4e5f60718293a4b5c6d7e8f90"
 EXT = "0f9e8d7c6b5a49382716f5e4d3c2b1a0"

@@ -10,7 +10,7 @@ import json
 
 from testbed.targets import service
 from tests.integration.conftest import Device, Images
-from tests.integration.test_core_loop import APP, demo_target, wait_status
+from tests.integration.demo_app import APP, demo_target, wait_status
 
 CHUNK_BYTES = 2048
 PAUSE_MS = 1.0

@@ -15,8 +15,7 @@ import pytest
 from agent.locks import MARKER, OWNER_UID
 from tests.helpers import wait_until
 from tests.integration.conftest import Device, Images
-from tests.integration.test_core_loop import APP, APP_ID, deploy_first, release, wait_status
-from tests.integration.test_update_locks import exec_ok, ids
+from tests.integration.demo_app import APP, APP_ID, deploy_first, exec_ok, ids, release, wait_status
 
 
 class Pinger:

@@ -12,7 +12,7 @@ from typing import Any
 from testbed.processes import free_port
 from tests.helpers import wait_until
 from tests.integration.conftest import Device, Images
-from tests.integration.test_core_loop import APP, release
+from tests.integration.demo_app import APP, release
 
 APP_ID = 101
 

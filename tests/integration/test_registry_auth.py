@@ -18,7 +18,7 @@ from testbed import PublishedImage, TestbedError
 from testbed.registry import Registry, publish_private
 from testbed.targets import service
 from tests.integration.conftest import Device
-from tests.integration.test_core_loop import APP, demo_target, wait_status
+from tests.integration.demo_app import APP, demo_target, wait_status
 
 PUBLISHER = "ci-publisher"
 REFUSED = "registry refused the device's credentials"

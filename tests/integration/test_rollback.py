@@ -12,46 +12,21 @@ from typing import Any
 
 import pytest
 
-from testbed.targets import service
-from tests.faults.test_kill_points import crash_at
 from tests.helpers import wait_until
 from tests.integration.conftest import Device, Images
-from tests.integration.test_core_loop import APP, _has_image, demo_target, wait_status
-from tests.integration.test_update_locks import exec_ok
-
-LOOP = ["/bin/sh", "-c", "trap 'exit 0' TERM INT; while true; do sleep 1; done"]
-EXIT_1 = ["/bin/sh", "-c", "sleep 0.2; exit 1"]
-# short probation and deadlines, so each verdict comes within seconds
-CONFIG = {
-    "BALENA_DEVICE_AGENT_PROBATION_S": "3",
-    "BALENA_DEVICE_AGENT_HEALTH_DEADLINE_S": "3",
-}
-
-
-def target(rel: str, rid: int, image: str, command: list[str], **comp: Any) -> dict[str, Any]:
-    main = service(image, service_id=1, image_id=rid * 10 + 1, command=command, **comp)
-    return demo_target(rel, rid, {"main": main}, config=CONFIG)
-
-
-def main_container(dev: Device) -> Any:
-    mains = dev.by_service().get("main") or []
-    assert len(mains) == 1, [c.labels.get("io.balena.release-uuid") for c in mains]
-    return mains[0]
-
-
-def wait_running(dev: Device, rel: str, timeout: float = 60) -> str:
-    """Wait until `main` is one running container of release `rel`; its id."""
-
-    def ok() -> bool:
-        mains = dev.by_service().get("main") or []
-        return (
-            len(mains) == 1
-            and mains[0].labels.get("io.balena.release-uuid") == rel
-            and mains[0].status == "running"
-        )
-
-    wait_until(ok, timeout, interval=0.2, message=lambda: dev.agent.log_tail(30))
-    return str(main_container(dev).id)
+from tests.integration.demo_app import (
+    APP,
+    CONFIG,
+    EXIT_1,
+    LOOP,
+    crash_at,
+    exec_ok,
+    has_image,
+    main_container,
+    target,
+    wait_running,
+    wait_status,
+)
 
 
 def deploy_good(dev: Device, images: Images) -> str:
@@ -137,14 +112,14 @@ def test_release_that_passes_probation_frees_the_previous_images(
     device.agent.wait_for_event("probation_started", 10, release="r2")
     time.sleep(2)  # passes have run since `done`: unused images would be gone by now
     assert device.agent.events_named("probation_passed")[-1].get("release") != "r2"
-    assert _has_image(device, images.main_v1), "r1's image removed during r2's probation"
+    assert has_image(device, images.main_v1), "r1's image removed during r2's probation"
     device.agent.wait_for_event("probation_passed", 30, release="r2")
     wait_until(
-        lambda: not _has_image(device, images.main_v1),
+        lambda: not has_image(device, images.main_v1),
         30,
         message=lambda: device.agent.log_tail(30),
     )
-    assert _has_image(device, images.main_v3)
+    assert has_image(device, images.main_v3)
 
 
 def test_unhealthy_service_is_rolled_back(device: Device, images: Images) -> None:

@@ -19,7 +19,7 @@ import pytest
 
 from tests.helpers import wait_until
 from tests.integration.conftest import MIB, Device, Images
-from tests.integration.test_core_loop import release, wait_status
+from tests.integration.demo_app import release, wait_status
 
 WATCHDOG_USEC = 1_000_000  # pings every 0.5 s
 BLOCK_S = 4.0

@@ -7,7 +7,7 @@ import json
 
 from testbed.targets import service
 from tests.integration.conftest import Device, Images
-from tests.integration.test_core_loop import demo_target, wait_status
+from tests.integration.demo_app import demo_target, wait_status
 
 WRONG = {
     "api-keys": ["global"],

@@ -15,7 +15,7 @@ import docker
 from testbed.targets import service
 from tests.helpers import wait_until
 from tests.integration.conftest import Device, Images
-from tests.integration.test_core_loop import APP, APP_ID, demo_target, wait_status
+from tests.integration.demo_app import APP, APP_ID, demo_target, wait_status
 
 OS_VERSION = "balenaOS 6.1.2"
 NETWORK = f"{APP}_default"  # the reference names networks {appUuid}_{name}

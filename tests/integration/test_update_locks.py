@@ -6,19 +6,9 @@ import time
 
 from tests.helpers import wait_until
 from tests.integration.conftest import Device, Images
-from tests.integration.test_core_loop import APP, deploy_first, release, wait_status
+from tests.integration.demo_app import APP, deploy_first, exec_ok, ids, release, wait_status
 
 SLOW_STOP = ["/bin/sh", "-c", "trap '' TERM; while true; do sleep 1; done"]
-
-
-def exec_ok(dev: Device, service: str, script: str) -> None:
-    (container,) = dev.by_service()[service]
-    code, out = container.exec_run(["sh", "-c", script])
-    assert code == 0, out
-
-
-def ids(dev: Device) -> dict[str, str]:
-    return {name: cs[0].id for name, cs in dev.by_service().items()}
 
 
 def reported_lock(dev: Device, release_uuid: str) -> dict | None:

@@ -12,7 +12,7 @@ import pytest
 from testbed.targets import app, device_target, service
 from tests.helpers import wait_until
 from tests.integration.conftest import Device, Images
-from tests.integration.test_core_loop import APP, APP_ID, release, wait_status
+from tests.integration.demo_app import APP, APP_ID, release, wait_status
 
 
 @dataclass(frozen=True)

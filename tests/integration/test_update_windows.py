@@ -10,9 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 from tests.helpers import wait_until
 from tests.integration.conftest import Device, Images
-from tests.integration.test_cli import cli
-from tests.integration.test_core_loop import APP, APP_ID, release, wait_status
-from tests.integration.test_update_locks import ids
+from tests.integration.demo_app import APP, APP_ID, cli, ids, release, wait_status
 
 WINDOW = "BALENA_DEVICE_AGENT_UPDATE_WINDOW"
 ZONE = {"BALENA_DEVICE_AGENT_UPDATE_WINDOW_TZ": "UTC"}
@@ -158,7 +156,7 @@ def test_a_malformed_window_holds_and_says_why(device, images):
 
 def test_a_failing_release_forced_outside_the_window_is_rolled_back_at_once(device, images):
     """The window holds new releases, never the way back from a failed one (issue 14, point 1)."""
-    from tests.integration.test_rollback import CONFIG, EXIT_1, LOOP, target, wait_running
+    from tests.integration.demo_app import CONFIG, EXIT_1, LOOP, target, wait_running
 
     config = {**CONFIG, WINDOW: far_window(), **ZONE}
     device.agent.write_config(clockSync="synced")

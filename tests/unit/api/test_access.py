@@ -11,7 +11,7 @@ from agent.api.context import HostActions
 from agent.api.metrics import AgentMetrics
 from agent.api.server import make_app
 from agent.host import RecordingHost
-from tests.unit.api.test_server import fake_agent, run
+from tests.unit.api.fakes import fake_agent, run
 
 
 def built_app(tmp_path):

@@ -20,7 +20,7 @@ from agent.api.common import decimal
 from agent.api.context import HostActions
 from agent.api.metrics import AgentMetrics
 from agent.host import RecordingHost
-from tests.unit.api.test_server import ApiTestServer, fake_agent, run
+from tests.unit.api.fakes import ApiTestServer, fake_agent, run
 
 
 @given(st.text(max_size=20))

@@ -20,8 +20,8 @@ from agent.api.metrics import AgentMetrics
 from agent.api.server import make_app
 from agent.host import RecordingHost
 from agent.model.current import ContainerState, ContainerStatus, CurrentState
-from tests.unit.api.test_metrics import fake_agent as metrics_agent
-from tests.unit.api.test_server import ApiTestServer, fake_agent
+from tests.unit.api.fakes import ApiTestServer, fake_agent
+from tests.unit.api.metrics_fakes import fake_agent as metrics_agent
 
 LINES = 60_000
 PADDING = "x" * 150

@@ -17,7 +17,7 @@ from agent.cloudlogs.wire import GzipStream, encode
 from devcloud.connectivity import Connectivity
 from devcloud.server import make_app
 from devcloud.state import Cloud
-from tests.unit.devcloud.test_page_browser import browse
+from tests.unit.devcloud.browser import browse
 
 UUID = "c0ffee0123456789abcdef0123456789"
 TARGET = {

@@ -6,53 +6,15 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
-import pytest
 from aiohttp import web
 
 from devcloud.connectivity import Connectivity
 from devcloud.server import make_app
 from devcloud.state import AppUpdateStatus, Cloud, Vpn
-
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--hide-scrollbars",
-    "--window-size=1280,360",
-]
-
-
-def chromium() -> str:
-    found = os.environ.get("TESTBED_CHROMIUM") or shutil.which("chromium")
-    if not found:
-        pytest.fail("chromium not found — apt-get install chromium (scripts/setup does)")
-    return found
-
-
-async def browse(url: str, *extra: str, timeout: float = 60.0) -> str:
-    with tempfile.TemporaryDirectory(prefix="da-chromium-") as profile:
-        proc = await asyncio.create_subprocess_exec(
-            chromium(),
-            *CHROMIUM_FLAGS,
-            f"--user-data-dir={profile}",
-            *extra,
-            url,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await asyncio.wait_for(proc.communicate(), timeout)
-    assert proc.returncode == 0, err.decode(errors="replace")[-2000:]
-    return out.decode(errors="replace")
-
+from tests.unit.devcloud.browser import browse
 
 ROLLED_BACK = "rolled back: main exited 3 times in 40 s (exit 1)"
 

@@ -1,21 +1,7 @@
 from dataclasses import replace
-from pathlib import Path
 
-from agent.engine.compose import DeviceContext, container_spec, parse_ports, restart_policy
-from tests.unit.engine.targets import one_app
-
-DEVICE = DeviceContext("dev1", "raspberrypi4-64", Path("/tmp/locks"), "0.1.0")
-
-
-def make(composition, networks=None, volumes=None, labels=None, device=DEVICE):
-    main = {
-        "environment": {"FOO": "bar"},
-        "labels": {"my.label": "x"} if labels is None else labels,
-        "composition": composition,
-    }
-    app = one_app(main, networks=networks, volumes=volumes)
-    assert app.release is not None, app.rejection
-    return container_spec(app, app.release.services["main"], device, "r9", 90)
+from agent.engine.compose import parse_ports, restart_policy
+from tests.unit.engine.targets import DEVICE, make
 
 
 def test_names_labels_env_and_lock_mounts():

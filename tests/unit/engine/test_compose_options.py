@@ -10,8 +10,7 @@ import pytest
 
 from agent.reconcile.planner import plan
 from agent.reconcile.steps import PlanContext
-from tests.unit.engine.targets import one_app
-from tests.unit.engine.test_compose import make
+from tests.unit.engine.targets import make, one_app
 from tests.unit.reconcile.factories import (
     app,
     image,

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from agent.engine.compose import ContainerSpec
-from tests.unit.engine.test_compose import DEVICE, make
+from tests.unit.engine.targets import DEVICE, make
 
 LABEL = {"io.balena.features.supervisor-api": "1"}
 DEV = replace(

@@ -175,3 +175,37 @@ def converge(
             return current, plans
         current = apply_all(current, p.steps, exits)
     raise AssertionError(f"no convergence in {passes} passes; last steps: {plans[-1].steps}")
+
+
+def two_service_target(web_image: str = "web:2", rel: str = "r2", rid: int = 2):
+    return target(
+        {
+            "a1": app(
+                1,
+                release(
+                    rel,
+                    {
+                        "db": svc(
+                            "db:1",
+                            composition={"volumes": ["data:/var/lib/db"]},
+                        ),
+                        "web": svc(web_image, composition={"depends_on": ["db"]}),
+                    },
+                    rid=rid,
+                    volumes={"data": {}},
+                ),
+            )
+        }
+    )
+
+
+def old_release_state(tgt_old, *extra):
+    return state(
+        image("db:1"),
+        image("web:1"),
+        volume("1_data"),
+        network("1_default"),
+        running_for(tgt_old, "a1", "db", "c-db"),
+        running_for(tgt_old, "a1", "web", "c-web"),
+        *extra,
+    )

@@ -32,39 +32,19 @@ from tests.unit.reconcile.factories import (
     described,
     image,
     network,
+    old_release_state,
     release,
     running_for,
     state,
     svc,
     target,
+    two_service_target,
     volume,
 )
 from tests.unit.reconcile.sim import SimEngine, apply_all, image_id_for
 
 DIGEST_A = "repo@sha256:" + "a" * 64
 DIGEST_B = "repo@sha256:" + "b" * 64
-
-
-def two_service_target(web_image: str = "web:2", rel: str = "r2", rid: int = 2):
-    return target(
-        {
-            "a1": app(
-                1,
-                release(
-                    rel,
-                    {
-                        "db": svc(
-                            "db:1",
-                            composition={"volumes": ["data:/var/lib/db"]},
-                        ),
-                        "web": svc(web_image, composition={"depends_on": ["db"]}),
-                    },
-                    rid=rid,
-                    volumes={"data": {}},
-                ),
-            )
-        }
-    )
 
 
 def rel(tgt: TargetState, uuid: str = "a1") -> ReleaseSpec:
@@ -145,18 +125,6 @@ def test_present_image_is_never_pulled_and_shared_image_is_pulled_once():
 
 
 # --- updates --------------------------------------------------------------------------------
-
-
-def old_release_state(tgt_old, *extra):
-    return state(
-        image("db:1"),
-        image("web:1"),
-        volume("1_data"),
-        network("1_default"),
-        running_for(tgt_old, "a1", "db", "c-db"),
-        running_for(tgt_old, "a1", "web", "c-web"),
-        *extra,
-    )
 
 
 def test_one_service_update_downloads_before_killing_and_keeps_unchanged_service():

@@ -11,9 +11,8 @@ from agent.model import UpdateStatus
 from agent.reconcile.planner import plan
 from agent.reconcile.steps import PlanContext, Pull
 from agent.reconcile.window_gate import MANUAL_REASON, UNSYNCED_REASON, WindowGate
-from tests.unit.reconcile.factories import state
+from tests.unit.reconcile.factories import converge, old_release_state, state, two_service_target
 from tests.unit.reconcile.sim import apply_all
-from tests.unit.reconcile.test_planner import converge, old_release_state, two_service_target
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
