@@ -12,8 +12,9 @@ import asyncio
 import json
 import shutil
 import time
+from enum import StrEnum
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, assert_never
 
 import structlog
 
@@ -21,8 +22,22 @@ from agent.errors import AgentError
 
 log = structlog.get_logger("agent.host")
 
-ACTIONS = ("reboot", "shutdown")
-_LOGIND_METHOD = {"reboot": "Reboot", "shutdown": "PowerOff"}
+
+class HostAction(StrEnum):
+    """POST /v1/reboot and /v1/shutdown."""
+
+    REBOOT = "reboot"
+    SHUTDOWN = "shutdown"
+
+
+def logind_method(action: HostAction) -> str:
+    match action:
+        case HostAction.REBOOT:
+            return "Reboot"
+        case HostAction.SHUTDOWN:
+            return "PowerOff"
+        case _:
+            assert_never(action)
 
 
 class HostError(AgentError):
@@ -30,7 +45,7 @@ class HostError(AgentError):
 
 
 class HostControl(Protocol):
-    async def perform(self, action: str) -> None: ...
+    async def perform(self, action: HostAction) -> None: ...
 
 
 class LogindHost:
@@ -39,7 +54,7 @@ class LogindHost:
     def __init__(self, busctl: str | None = None) -> None:
         self._busctl = busctl or shutil.which("busctl")
 
-    async def perform(self, action: str) -> None:
+    async def perform(self, action: HostAction) -> None:
         if self._busctl is None:
             raise HostError(f"cannot {action}: busctl (systemd) is not installed on this host")
         proc = await asyncio.create_subprocess_exec(
@@ -48,7 +63,7 @@ class LogindHost:
             "org.freedesktop.login1",
             "/org/freedesktop/login1",
             "org.freedesktop.login1.Manager",
-            _LOGIND_METHOD[action],
+            logind_method(action),
             "b",
             "false",
             stdout=asyncio.subprocess.PIPE,
@@ -65,7 +80,7 @@ class RecordingHost:
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    async def perform(self, action: str) -> None:
+    async def perform(self, action: HostAction) -> None:
         line = json.dumps({"action": action, "t": time.time()}) + "\n"
         await asyncio.to_thread(self._append, line)
 

@@ -14,7 +14,8 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from enum import StrEnum
+from typing import TYPE_CHECKING, assert_never
 
 import structlog
 from aiohttp import web
@@ -115,14 +116,28 @@ def pick_service(
     raise ApiError(404, SERVICE_NOT_FOUND)
 
 
+class ServiceAction(StrEnum):
+    """What the service action endpoints do to a service's container (the reference's
+    CompositionStepAction of POST /v2/applications/{appId}/{action}-service)."""
+
+    RESTART = "restart"
+    STOP = "stop"
+    START = "start"
+
+
 async def service_action(
-    agent: Agent, app: AppRef, container: ContainerState, action: str, force: bool
+    agent: Agent, app: AppRef, container: ContainerState, action: ServiceAction, force: bool
 ) -> None:
     """Restart, stop or start one service's container, holding the app's update lock on that
     service meanwhile (so the app can't take it halfway), as the reference does. Starting a
     service needs no lock (the reference takes none for it)."""
+    try:  # the routes pass members; a plain string from elsewhere is checked, never guessed
+        action = ServiceAction(action)
+    except ValueError as exc:
+        log.error("service_action_unknown", action=str(action), service=container.service_name)
+        raise ApiError(400, f"unknown service action {action!r}") from exc
     taken: AgentLocks | None = None
-    if not force and action != "start":
+    if not force and action is not ServiceAction.START:
         if await locked(agent, app.id):
             raise ApiError(423, LOCKED)
         try:
@@ -136,12 +151,15 @@ async def service_action(
             raise ApiError(503, f"could not take the update lock: {exc}") from exc
     log.info("service_action", action=action, app_id=app.id, service=container.service_name)
     try:
-        if action == "restart":
-            await agent.engine.restart(container.id)
-        elif action == "stop":
-            await agent.engine.stop(container.id)
-        else:
-            await agent.engine.start(container.id)
+        match action:
+            case ServiceAction.RESTART:
+                await agent.engine.restart(container.id)
+            case ServiceAction.STOP:
+                await agent.engine.stop(container.id)
+            case ServiceAction.START:
+                await agent.engine.start(container.id)
+            case _:
+                assert_never(action)
     except NotFound as exc:
         raise ApiError(404, f"{SERVICE_NOT_FOUND} ({exc})") from exc
     finally:

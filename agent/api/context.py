@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import structlog
 from aiohttp import web
 
-from agent.host import HostControl
+from agent.host import HostAction, HostControl
 
 if TYPE_CHECKING:
     from agent.daemon import Agent
@@ -28,11 +28,11 @@ class HostActions:
         self._led = led
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def perform_later(self, action: str) -> None:
+    def perform_later(self, action: HostAction) -> None:
         log.info("host_action_requested", action=action)
         self._spawn(self._perform(action))
 
-    async def _perform(self, action: str) -> None:
+    async def _perform(self, action: HostAction) -> None:
         await asyncio.sleep(HOST_ACTION_DELAY_S)
         try:
             await self._host.perform(action)

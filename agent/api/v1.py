@@ -8,6 +8,7 @@ import structlog
 from aiohttp import web
 
 from agent.api import actions, hostconfig
+from agent.api.actions import ServiceAction
 from agent.api.auth import Handler
 from agent.api.common import (
     ApiError,
@@ -19,6 +20,7 @@ from agent.api.common import (
     text_response,
 )
 from agent.api.context import AGENT, HOST
+from agent.host import HostAction
 from agent.model import ServiceStatus
 from agent.model.status import FAILED, IN_PROGRESS
 
@@ -49,7 +51,7 @@ async def update(request: web.Request) -> web.Response:
     return web.Response(status=204 if accepted else 202)
 
 
-def device_action(action: str) -> Handler:
+def device_action(action: HostAction) -> Handler:
     """POST /v1/reboot, /v1/shutdown: 202 {Data, Error}, 423 while an app holds its lock."""
 
     async def handle(request: web.Request) -> web.Response:
@@ -157,7 +159,7 @@ async def get_app(request: web.Request) -> web.Response:
     )
 
 
-def legacy_service(action: str) -> Handler:
+def legacy_service(action: ServiceAction) -> Handler:
     """POST /v1/apps/{appId}/stop|start: single-container apps only; answers {containerId}."""
 
     async def handle(request: web.Request) -> web.Response:
@@ -176,8 +178,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/ping", ping)
     app.router.add_get("/v1/healthy", healthy)
     app.router.add_post("/v1/update", update)
-    app.router.add_post("/v1/reboot", device_action("reboot"))
-    app.router.add_post("/v1/shutdown", device_action("shutdown"))
+    app.router.add_post("/v1/reboot", device_action(HostAction.REBOOT))
+    app.router.add_post("/v1/shutdown", device_action(HostAction.SHUTDOWN))
     app.router.add_post("/v1/restart", app_action(purge=False))
     app.router.add_post("/v1/purge", app_action(purge=True))
     app.router.add_post("/v1/blink", blink)
@@ -186,5 +188,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/device/host-config", hostconfig.get_host_config)
     app.router.add_patch("/v1/device/host-config", hostconfig.patch_host_config)
     app.router.add_get("/v1/apps/{appId}", get_app)
-    app.router.add_post("/v1/apps/{appId}/stop", legacy_service("stop"))
-    app.router.add_post("/v1/apps/{appId}/start", legacy_service("start"))
+    app.router.add_post("/v1/apps/{appId}/stop", legacy_service(ServiceAction.STOP))
+    app.router.add_post("/v1/apps/{appId}/start", legacy_service(ServiceAction.START))

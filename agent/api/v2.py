@@ -96,7 +96,7 @@ async def application_state(request: web.Request) -> web.Response:
     return json_response({"commit": commit, "local": {str(app_id): {"services": services}}})
 
 
-def service_action(action: str) -> Handler:
+def service_action(action: actions.ServiceAction) -> Handler:
     """POST /v2/applications/{appId}/{restart,stop,start}-service {serviceName | imageId, force}."""
 
     async def handle(request: web.Request) -> web.Response:
@@ -370,7 +370,7 @@ def add_routes(app: web.Application) -> None:
     r = app.router
     r.add_get("/v2/applications/state", applications_state)
     r.add_get("/v2/applications/{appId}/state", application_state)
-    for action in ("restart", "stop", "start"):
+    for action in actions.ServiceAction:
         r.add_post(f"/v2/applications/{{appId}}/{action}-service", service_action(action))
     r.add_post("/v2/applications/{appId}/restart", app_action(purge=False))
     r.add_post("/v2/applications/{appId}/purge", app_action(purge=True))

@@ -1,0 +1,81 @@
+"""Service and host actions are closed sets (issue 15 point 4): each known action does its one
+thing; anything else is refused with a clear 400 and never starts a container."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+
+import pytest
+
+from agent.api.actions import AppRef, ServiceAction, service_action
+from agent.api.common import ApiError
+from agent.host import HostAction, logind_method
+from agent.model import ContainerState, ContainerStatus
+
+
+class Engine:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    async def restart(self, cid: str) -> None:
+        self.calls.append(("restart", cid))
+
+    async def stop(self, cid: str) -> None:
+        self.calls.append(("stop", cid))
+
+    async def start(self, cid: str) -> None:
+        self.calls.append(("start", cid))
+
+
+CONTAINER = ContainerState(
+    id="c1",
+    name="web_1_1_r",
+    app_id=1,
+    app_uuid="app",
+    service_name="web",
+    service_id=1,
+    image_id=1,
+    release_uuid="r",
+    release_id=1,
+    image="web:1",
+    image_docker_id="sha256:1",
+    config_hash="h",
+    status=ContainerStatus.EXITED,
+)
+APP = AppRef(1, "app", "app", None)
+
+
+def act(action: object) -> list[tuple[str, str]]:
+    engine = Engine()
+    agent = SimpleNamespace(engine=engine)
+    # forced: no update lock is looked at, only the action itself decides
+    asyncio.run(service_action(agent, APP, CONTAINER, action, force=True))  # type: ignore[arg-type]
+    return engine.calls
+
+
+@pytest.mark.parametrize("action", list(ServiceAction))
+def test_each_service_action_does_its_own_engine_call(action):
+    assert act(action) == [(action.value, "c1")]
+    assert act(action.value) == [(action.value, "c1")]  # the wire string is the same action
+
+
+@pytest.mark.parametrize("action", ["destroy", "", "Start", "kill"])
+def test_an_unknown_service_action_is_refused_and_starts_nothing(action):
+    engine = Engine()
+    agent = SimpleNamespace(engine=engine)
+    with pytest.raises(ApiError) as caught:
+        asyncio.run(service_action(agent, APP, CONTAINER, action, force=True))  # type: ignore[arg-type]
+    assert caught.value.status == 400 and "unknown service action" in str(caught.value.message)
+    assert engine.calls == []
+
+
+def test_service_actions_keep_their_route_names():
+    assert [a.value for a in ServiceAction] == ["restart", "stop", "start"]
+
+
+def test_host_actions_map_to_logind_methods():
+    assert {a.value: logind_method(a) for a in HostAction} == {
+        "reboot": "Reboot",
+        "shutdown": "PowerOff",
+    }
