@@ -37,6 +37,7 @@ from agent.local.intake import TargetIntake
 from agent.local.preload import adopt_images, load_preloaded
 from agent.model import parse_target
 from agent.model.contracts import DeviceContract, apply_contracts, kernel_facts
+from agent.model.source import TargetSource
 from agent.reconcile.executor import Executor, ManagedImages
 from agent.reconcile.loop import Reconciler
 from agent.reconcile.rollback import Rollback
@@ -155,7 +156,7 @@ class Agent:
             self.status,
             self.reconciler,
             config.uuid,
-            retarget=lambda: self.accept_target(self.rollback.last_body, "rollback"),
+            retarget=lambda: self.accept_target(self.rollback.last_body, TargetSource.ROLLBACK),
             active=lambda: not self.local_mode,
         )
         self.client = CloudClient(
@@ -217,10 +218,10 @@ class Agent:
 
     # --- target intake ------------------------------------------------------------------------
 
-    def accept_target(self, body: Any, source: str) -> bool:
+    def accept_target(self, body: Any, source: TargetSource) -> bool:
         """Validate a target document and hand it to the apply loop. A malformed document is
         refused whole (the running apps are untouched); a malformed app is rejected alone."""
-        if source != "local":  # a failed release's app back on its previous release
+        if source != TargetSource.LOCAL:  # a failed release's app back on its previous release
             body = self.rollback.adjust(body)
         try:
             target = parse_target(body, self.config.uuid)
@@ -251,7 +252,7 @@ class Agent:
                             service=svc.name,
                             keys=list(svc.composition.ignored_keys),
                         )
-        local = source == "local"
+        local = source == TargetSource.LOCAL
         self.apply_config_vars(self.intake.local_config_vars(target) if local else target.config)
         log.info(
             "target_accepted", source=source, apps=sorted(a.name for a in target.apps.values())
@@ -310,7 +311,9 @@ class Agent:
         rejected = [a.rejection for a in target.apps.values() if a.rejection]
         if rejected:
             return "; ".join(r for r in rejected if r)
-        return None if self.accept_target(document, "local") else self.status.target_error
+        return (
+            None if self.accept_target(document, TargetSource.LOCAL) else self.status.target_error
+        )
 
     def target_document(self) -> dict[str, Any] | None:
         """The target in force as the device's entry of a v3 document {name, config, apps}."""
@@ -362,10 +365,10 @@ class Agent:
             await adopt_images(self.engine, self.images, preloaded.images)
         saved = self.poller.load_saved()
         if saved is not None:
-            self.accept_target(saved.body, "persisted")
+            self.accept_target(saved.body, TargetSource.PERSISTED)
         saved_local = self.intake.saved_local()
         if saved_local is not None and self.local_mode:
-            self.accept_target(saved_local, "local")
+            self.accept_target(saved_local, TargetSource.LOCAL)
         # read before the first poll can bring a target: READY's rule depends on what was persisted
         had_target = self.reconciler.target is not None
         await asyncio.gather(self._metrics.prime(), self._fields.prime())  # off the loop

@@ -19,6 +19,7 @@ import structlog
 
 from agent.cloud.client import CloudClient
 from agent.errors import CloudError, StoreError
+from agent.model.source import TargetSource
 from agent.reconcile.status import StatusBoard
 from agent.retry import Backoff, poll_jitter
 from agent.store import Store
@@ -40,7 +41,7 @@ class Poller:
         client: CloudClient,
         store: Store,
         status: StatusBoard,
-        accept: Callable[[Any, str], bool],
+        accept: Callable[[Any, TargetSource], bool],
         interval_s: Callable[[], float],
         rng: random.Random | None = None,
     ) -> None:
@@ -108,7 +109,7 @@ class Poller:
         else:
             self.last_outcome = "new target"
             log.info("target_fetched", etag=fetch.etag, bytes=fetch.nbytes)
-            if self._accept(fetch.body, "cloud"):
+            if self._accept(fetch.body, TargetSource.CLOUD):
                 self.etag = fetch.etag
                 await self._persist(SavedTarget(fetch.etag, fetch.body), retry=False)
             else:

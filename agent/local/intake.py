@@ -18,6 +18,7 @@ import structlog
 
 from agent.errors import StoreError
 from agent.model import AppSpec, TargetState
+from agent.model.source import TargetSource
 from agent.store import Store
 
 log = structlog.get_logger("agent.local")
@@ -48,12 +49,14 @@ class TargetIntake:
             config.update({k: v for k, v in self.cloud.config.items() if k in LOCAL_MODE_VARS})
         return config
 
-    def accept(self, target: TargetState, source: str, local_mode: bool, body: Any = None) -> None:
+    def accept(
+        self, target: TargetState, source: TargetSource, local_mode: bool, body: Any = None
+    ) -> None:
         """A parsed target from `source` (cloud | persisted | local). `body` (local only) is
         the v3 document persisted so a restart keeps the local target."""
         left = self.local_mode and not local_mode
         self.local_mode = local_mode
-        if source == "local":
+        if source == TargetSource.LOCAL:
             self.local = target
             if body is not None:
                 try:
