@@ -21,9 +21,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from agent.config import DeviceConfig
+from agent.connectivity.cloudlink import BLOCKED_HINT, Cloudlink, VpnKind, vpn_config
 from agent.connectivity.health import api_reachable
-from agent.connectivity.monitor import vpn_config
-from agent.connectivity.wireguard import HANDSHAKE_TIMEOUT_S
 from agent.engine.disk import engine_room
 from agent.engine.docker import DockerEngine
 from agent.errors import EngineError
@@ -147,11 +146,16 @@ def _agent_view(config: DeviceConfig) -> dict[str, Any] | None:
 
 
 async def check_cloudlink(config: DeviceConfig) -> Check:
-    from agent.connectivity import openvpn, wireguard
-
+    """The running agent's verdict when one answers; else one look of the same verdict's code
+    (agent/connectivity/cloudlink.py): a probe through the tunnel when its counters can't tell,
+    so a blocked tunnel reads DOWN here as in the agent's status."""
     vpn = vpn_config(config.extra.get("vpn"))
+    if vpn is None:
+        return Check(
+            "cloudlink", True, "cloudlink disabled (no vpn in config.json)", {"enabled": False}
+        )
     running = await asyncio.to_thread(_agent_view, config)
-    if vpn is not None and running is not None:
+    if running is not None:
         link = running.get("cloudlink") or {}
         return Check(
             "cloudlink",
@@ -159,34 +163,11 @@ async def check_cloudlink(config: DeviceConfig) -> Check:
             f"{link.get('detail', '')} (agent's view)",
             {"enabled": True, "kind": link.get("kind"), "source": "agent"},
         )
-    if vpn is None:
-        return Check(
-            "cloudlink", True, "cloudlink disabled (no vpn in config.json)", {"enabled": False}
-        )
-    if vpn.kind == "openvpn":
-        st = await openvpn.probe(vpn.interface, vpn.management)
-        return Check(
-            "cloudlink",
-            st.connected,
-            st.error or f"OpenVPN {st.state}",
-            {"enabled": True, "kind": "openvpn", "state": st.state},
-        )
-    wg = await wireguard.probe(vpn.interface)
-    age = wg.handshake_age(time.time())
-    data = {"enabled": True, "kind": "wireguard", "handshake_age_s": age}
-    if wg.error and not wg.exists:
-        return Check("cloudlink", False, wg.error, data)
-    if not wg.up:
-        return Check("cloudlink", False, f"interface {vpn.interface} is down", data)
-    if age is None:
-        return Check("cloudlink", False, "no WireGuard handshake yet", data)
-    ok = age <= HANDSHAKE_TIMEOUT_S + wg.keepalive_s
-    detail = (
-        f"WireGuard handshake {age:.0f} s ago"
-        if ok
-        else (f"no WireGuard handshake for {age:.0f} s")
-    )
-    return Check("cloudlink", ok, detail, data)
+    view = await Cloudlink(vpn).look()
+    data: dict[str, Any] = {"enabled": True, "kind": vpn.kind.value}
+    if view.last_handshake is not None:
+        data["last_handshake"] = view.last_handshake
+    return Check("cloudlink", view.ok, view.detail, data)
 
 
 def check_locks(config: DeviceConfig) -> Check:
@@ -248,13 +229,7 @@ def verdict(checks: list[Check]) -> str:
     elif not heartbeat_ok:
         causes.append(f"{by['heartbeat'].detail} — is the agent running and polling?")
     if cl_enabled and not cl_ok and cloudlink is not None:
-        kind = (cloudlink.data or {}).get("kind")
-        hint = (
-            "UDP to the endpoint blocked?"
-            if kind == "wireguard"
-            else ("VPN port blocked or server unreachable?")
-        )
-        causes.append(f"{cloudlink.detail} — {hint}")
+        causes.append(f"{cloudlink.detail} — {blocked_hint((cloudlink.data or {}).get('kind'))}")
     if "clock" in by and not by["clock"].ok:
         causes.append(f"{by['clock'].detail} — TLS and tokens may fail; NTP unreachable?")
     if "engine" in by and not by["engine"].ok:
@@ -265,6 +240,14 @@ def verdict(checks: list[Check]) -> str:
     if not causes:
         return f"{hb}, {cl}: all checks passed"
     return f"{hb}, {cl}: " + "; ".join(causes)
+
+
+def blocked_hint(kind: object) -> str:
+    """The likely cause of a cloudlink down, by the tunnel's kind."""
+    try:
+        return BLOCKED_HINT[VpnKind(kind if isinstance(kind, str) else "")]
+    except ValueError:
+        return BLOCKED_HINT[VpnKind.OPENVPN]  # as before: anything but WireGuard
 
 
 def render_text(checks: list[Check]) -> str:

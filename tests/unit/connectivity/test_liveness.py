@@ -190,19 +190,19 @@ class Peer:
 
 @pytest.mark.parametrize("kind", ["wireguard", "openvpn"])
 def test_the_monitor_probes_only_when_counters_stand_still(tmp_path, monkeypatch, kind):
-    from agent.connectivity import monitor as monitor_mod
+    from agent.connectivity import cloudlink as cloudlink_mod
 
     clock = Clock()
     peer = Peer(clock)
-    monkeypatch.setattr(monitor_mod.wireguard, "probe", peer.wireguard)
-    monkeypatch.setattr(monitor_mod.openvpn, "probe", peer.openvpn)
+    monkeypatch.setattr(cloudlink_mod.wireguard, "probe", peer.wireguard)
+    monkeypatch.setattr(cloudlink_mod.openvpn, "probe", peer.openvpn)
     vpn = {"kind": kind, "interface": "wg0", "probeInterval": 1}
     mon = ConnectivityMonitor(
         vpn_config(vpn), StatusBoard(Store(tmp_path), clock=clock), "http://127.0.0.1:9",
         lambda: 60.0, lambda: False, clock=clock, monotonic=clock,
     )  # fmt: skip
-    mon.send_probe = peer.probe
-    mon.iface_ipv4 = lambda iface: ("10.232.7.2", 24)
+    mon.cloudlink.send_probe = peer.probe
+    mon.cloudlink.iface_ipv4 = lambda iface: ("10.232.7.2", 24)
 
     def tick(dt: float = 1.0) -> bool:
         clock.t += dt
@@ -221,7 +221,7 @@ def test_the_monitor_probes_only_when_counters_stand_still(tmp_path, monkeypatch
     assert "no answer" in view.detail and peer.sent == 3
     peer.reachable = True
     assert tick() and peer.sent == 4
-    assert mon.packets == 4
+    assert mon.cloudlink.packets == 4
 
 
 def test_a_probe_socket_that_cannot_be_opened_is_an_unanswered_probe(monkeypatch):

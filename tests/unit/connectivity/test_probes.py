@@ -81,23 +81,23 @@ def wg(handshake, rx, up=True, keepalive=1):
 def test_wireguard_needs_a_recent_handshake_and_moving_bytes(tmp_path):
     clock = Clock()
     mon, _ = monitor(tmp_path, clock, {"kind": "wireguard", "interface": "wgd0"})
-    assert mon._judge_wireguard(wg(clock.t - 5, 100)).ok
+    assert mon.cloudlink.judge_wireguard(wg(clock.t - 5, 100)).ok
     clock.t += 10
     # nothing arrived between probes yet: no usual rhythm known, the handshake age decides
-    assert mon._judge_wireguard(wg(clock.t - 15, 100)).ok
+    assert mon.cloudlink.judge_wireguard(wg(clock.t - 15, 100)).ok
     for rx in (120, 140, 160):  # the peer talks every second
         clock.t += 1
-        assert mon._judge_wireguard(wg(clock.t - 1, rx)).ok
+        assert mon.cloudlink.judge_wireguard(wg(clock.t - 1, rx)).ok
     clock.t += 2
-    assert mon._judge_wireguard(wg(clock.t - 3, 160)).ok  # quiet 2 s: within 3 s
+    assert mon.cloudlink.judge_wireguard(wg(clock.t - 3, 160)).ok  # quiet 2 s: within 3 s
     clock.t += 5
-    stalled = mon._judge_wireguard(wg(clock.t - 8, 160))
+    stalled = mon.cloudlink.judge_wireguard(wg(clock.t - 8, 160))
     assert not stalled.ok and "nothing received" in stalled.detail
-    assert mon._judge_wireguard(wg(clock.t - 1, 180)).ok  # bytes again
+    assert mon.cloudlink.judge_wireguard(wg(clock.t - 1, 180)).ok  # bytes again
     clock.t += 400
-    old = mon._judge_wireguard(wg(clock.t - 312, 180, keepalive=0))
+    old = mon.cloudlink.judge_wireguard(wg(clock.t - 312, 180, keepalive=0))
     assert not old.ok and old.detail == "no WireGuard handshake for 312 s"
-    assert not mon._judge_wireguard(wg(clock.t, 200, up=False)).ok
+    assert not mon.cloudlink.judge_wireguard(wg(clock.t, 200, up=False)).ok
 
 
 def test_a_peer_that_only_answers_handshakes_is_not_called_silent(tmp_path):
@@ -107,7 +107,7 @@ def test_a_peer_that_only_answers_handshakes_is_not_called_silent(tmp_path):
     for _ in range(4):  # rx moves only at each 2-minute re-handshake
         for _ in range(12):
             clock.t += 10
-            assert mon._judge_wireguard(wg(clock.t - 60, rx, keepalive=25)).ok
+            assert mon.cloudlink.judge_wireguard(wg(clock.t - 60, rx, keepalive=25)).ok
         rx += 92
 
 
