@@ -12,6 +12,7 @@ import contextlib
 import contextvars
 import dataclasses
 import http.client
+import json
 import re
 import threading
 import time
@@ -29,7 +30,7 @@ import structlog
 import urllib3.exceptions
 
 from agent.engine.compose import ContainerSpec
-from agent.engine.pull import PullProgress
+from agent.engine.pull import PullProgress, PullStreamError
 from agent.engine.registry import RegistryAuth, RegistryCredentials, image_registry
 from agent.errors import (
     Conflict,
@@ -287,33 +288,27 @@ class DockerEngine:
             progress = PullProgress()
             api = self.api
             try:
-                response = api._post(
-                    api._url("/images/create"),
+                # the client is a requests.Session: its public post, so the stream can be closed
+                response = api.post(
+                    f"{api.base_url}/v{api.api_version}/images/create",
                     params={"fromImage": repo, "tag": tag},
                     headers=headers,
                     stream=True,
                     timeout=None,
                 )
-                api._raise_for_status(response)
                 try:
-                    for event in api._stream_helper(response, decode=True):
+                    _raise_for_status(response)
+                    for line in response.iter_lines():
                         if cancel.is_set():
-                            raise PullError(f"pull of {ref} cancelled")
-                        changed = progress.feed(event)
+                            raise PullError(f"{ref}: pull cancelled")
+                        changed = progress.feed(json.loads(line)) if line.strip() else None
                         if changed is not None:
                             on_progress(changed, progress.bytes_downloaded)
                 finally:
                     response.close()
                 info = api.inspect_image(ref)
-            except docker.errors.NotFound as exc:
-                raise PullError(f"{ref}: not found in the registry ({exc.explanation})") from exc
-            except docker.errors.APIError as exc:
-                detail = str(exc.explanation or exc)
-                raise _pull_error(ref, detail, auth, exc.status_code, cloud) from exc
-            except RegistryAuthRefused:
-                raise
-            except PullError as exc:  # an error event in the progress stream
-                raise _pull_error(ref, str(exc), auth, None, cloud) from exc
+            except (docker.errors.APIError, PullStreamError) as exc:  # refused, failed, or gone
+                raise pull_error(ref, exc, auth, cloud) from exc
             except (
                 requests.exceptions.RequestException,
                 ConnectionError,
@@ -323,6 +318,8 @@ class DockerEngine:
                 raise PullError(
                     f"{ref}: connection to the engine lost during pull ({exc})"
                 ) from exc
+            except ValueError as exc:  # a progress line that isn't JSON, or odd numbers in it
+                raise PullError(f"{ref}: unreadable pull progress from the engine ({exc})") from exc
             on_progress(100, progress.bytes_downloaded)
             return str(info["Id"])
 
@@ -555,11 +552,31 @@ _AUTH_REFUSED = (
 )
 
 
-def _pull_error(
-    ref: str, detail: str, auth: RegistryAuth | None, status: int | None, cloud: str | None
+def _raise_for_status(response: requests.Response) -> None:
+    """An engine answer that refuses the request raises the SDK's error for it (its public
+    translation, which reads the engine's message from the body: before the stream closes)."""
+    try:
+        response.raise_for_status()
+    except requests.exceptions.HTTPError as exc:
+        docker.errors.create_api_error_from_http_exception(exc)
+
+
+def pull_error(
+    ref: str,
+    exc: docker.errors.APIError | PullStreamError,
+    auth: RegistryAuth | None,
+    cloud: str | None,
 ) -> PullError:
-    """The agent's error for a failed pull: RegistryAuthRefused, worded for the log and the
-    app's status, when the registry turned the credentials (or their absence) down."""
+    """THE translation of a failed pull into the agent's error, worded for the log and the
+    app's status: RegistryAuthRefused when the registry turned the credentials (or their
+    absence) down, else a PullError with the engine's words."""
+    status: int | None = None
+    if isinstance(exc, docker.errors.NotFound):
+        return PullError(f"{ref}: not found in the registry ({exc.explanation})")
+    if isinstance(exc, docker.errors.APIError):
+        detail, status = str(exc.explanation or exc), exc.status_code
+    else:
+        detail = str(exc)
     low = detail.lower()
     if status not in (401, 403) and not any(marker in low for marker in _AUTH_REFUSED):
         return PullError(f"{ref}: {detail}")

@@ -11,6 +11,12 @@ from typing import Any
 
 from agent.errors import PullError
 
+
+class PullStreamError(PullError):
+    """An error event in the pull's progress stream: the engine's words, untranslated (the
+    engine adapter words it for the log and the app's status, agent/engine/docker.py)."""
+
+
 _DONE_STATES = frozenset(
     {"Download complete", "Verifying Checksum", "Extracting", "Pull complete", "Already exists"}
 )
@@ -35,7 +41,7 @@ class PullProgress:
         if "error" in event or "errorDetail" in event:
             detail = event.get("errorDetail") or {}
             message = event.get("error") or detail.get("message") or "pull failed"
-            raise PullError(str(message))
+            raise PullStreamError(str(message))
         layer_id = event.get("id")
         status = str(event.get("status", ""))
         if not layer_id or status not in _LAYER_STATES:
