@@ -180,12 +180,13 @@ def ulimits(value: Any) -> tuple[tuple[str, int, int], ...]:
 def sysctls(value: Any, network_mode: str | None, ipc: str | None) -> tuple[tuple[str, str], ...]:
     """`{net.core.somaxconn: 1024}` or `["net.core.somaxconn=1024"]` → sorted pairs; only the
     namespaced ones runc sets (and not those of a namespace shared with the host)."""
+    pairs: list[tuple[Any, Any]] = []  # the dict form's values are anything the YAML held
     if isinstance(value, list):
-        pairs = []
         for entry in value:
             if not isinstance(entry, str) or "=" not in entry:
                 raise ValueError(f"{_short(entry)} is not name=value")
-            pairs.append(tuple(entry.split("=", 1)))
+            name, _, raw = entry.partition("=")
+            pairs.append((name, raw))
     elif isinstance(value, dict):
         pairs = list(value.items())
     else:
