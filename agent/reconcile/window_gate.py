@@ -7,7 +7,6 @@ the reason says what is wrong, the config error is logged and in the agent's sta
 
 from __future__ import annotations
 
-import ctypes
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -15,7 +14,6 @@ from dataclasses import dataclass
 from datetime import UTC
 from datetime import tzinfo as TzInfo
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 from agent.model.windows import (
     WindowError,
@@ -48,6 +46,8 @@ OPEN = Verdict()
 def adjtimex_synced() -> bool:
     """True unless the kernel says the clock is unsynchronised (adjtimex's TIME_ERROR), as
     `timedatectl`'s NTPSynchronized. No libc / no syscall: assumed synchronised."""
+    import ctypes  # ≈ 0.2 MB: only while a timed window is set
+
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         buf = ctypes.create_string_buffer(512)  # struct timex, modes 0: read only
@@ -64,6 +64,8 @@ def system_zone(env: Mapping[str, str] = os.environ) -> TzInfo:
             return zone
     except ValueError:
         pass
+    from zoneinfo import ZoneInfo  # with sysconfig: ≈ 0.2 MB, only while a timed window is set
+
     localtime = Path("/etc/localtime")
     try:
         target = str(localtime.resolve())
@@ -104,7 +106,7 @@ class WindowGate:
         raw, zone_name = self._setting()
         try:
             spec = parse_windows(raw)
-            zone = zone_of(zone_name) or self._zone()
+            named = zone_of(zone_name)  # a bad name holds even an always-open window
         except (WindowError, ValueError) as exc:
             reason = f"holding updates: the update window setting is invalid ({exc})"
             return Verdict(hold=reason, setting=raw)
@@ -114,6 +116,7 @@ class WindowGate:
             return Verdict(hold=MANUAL_REASON, setting=raw)
         if not self.synced():
             return Verdict(hold=UNSYNCED_REASON, setting=raw, recheck_s=5.0)
+        zone = named or self._zone()
         now = self._clock()
         if inside(spec, now, zone):
             return Verdict(setting=raw)

@@ -20,6 +20,9 @@ LAZY = (
     "pyroute2",  # kernel WireGuard only
     "agent.diagnostics",  # `device-agent diagnose`
     "agent.local.legacy",  # POST /v2/local/target-state
+    "zoneinfo",  # a timed update window (agent/model/windows.py); sysconfig with it
+    "sysconfig",
+    "ctypes",  # adjtimex, only while a timed update window waits for the clock
     "rich",  # structlog's pretty tracebacks (a developer's venv has it; a device doesn't)
     "pygments",
 )
@@ -80,3 +83,28 @@ def test_idle_agent_with_a_vpn_probes_the_link_without_pyroute2(tmp_path, kind):
     modules = idle_modules(tmp_path, vpn={"kind": kind, "interface": "notthere0"})
     assert "agent.connectivity.netlink" in modules
     assert [name for name in LAZY if loaded(modules, name)] == []
+
+
+GATE_SCRIPT = """
+import json, sys
+from agent.reconcile.window_gate import WindowGate
+def parts():
+    return sorted(m for m in ("zoneinfo", "sysconfig", "ctypes") if m in sys.modules)
+before = parts()
+always = WindowGate(lambda: ("", "")).verdict()
+untimed = parts()
+timed = WindowGate(lambda: ("00:00-23:59", "Europe/Berlin")).verdict()
+print(json.dumps([before, untimed, parts(), always.hold, timed.setting]))
+"""
+
+
+def test_the_time_zone_parts_load_once_a_timed_update_window_is_set():
+    """The other side of the window gate's laziness: without a window its verdict needs no
+    zone or clock probe; a timed window loads them (zone, adjtimex) and still gets its verdict."""
+    out = subprocess.run(
+        [sys.executable, "-c", GATE_SCRIPT], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    before, untimed, timed, always_hold, timed_setting = json.loads(out.stdout)
+    assert before == [] and untimed == [] and always_hold is None
+    assert timed == ["ctypes", "sysconfig", "zoneinfo"] and timed_setting == "00:00-23:59"
