@@ -190,12 +190,12 @@ class Peer:
 
 @pytest.mark.parametrize("kind", ["wireguard", "openvpn"])
 def test_the_monitor_probes_only_when_counters_stand_still(tmp_path, monkeypatch, kind):
-    from agent.connectivity import cloudlink as cloudlink_mod
+    from agent.connectivity import openvpn, wireguard
 
     clock = Clock()
     peer = Peer(clock)
-    monkeypatch.setattr(cloudlink_mod.wireguard, "probe", peer.wireguard)
-    monkeypatch.setattr(cloudlink_mod.openvpn, "probe", peer.openvpn)
+    monkeypatch.setattr(wireguard, "probe", peer.wireguard)
+    monkeypatch.setattr(openvpn, "probe", peer.openvpn)
     vpn = {"kind": kind, "interface": "wg0", "probeInterval": 1}
     mon = ConnectivityMonitor(
         vpn_config(vpn), StatusBoard(Store(tmp_path), clock=clock), "http://127.0.0.1:9",

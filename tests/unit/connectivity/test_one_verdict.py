@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from agent import diagnostics
 from agent.connectivity import cloudlink as cloudlink_mod
+from agent.connectivity import openvpn, wireguard
 from agent.connectivity.cloudlink import BLOCKED_HINT, Cloudlink, VpnKind, vpn_config
 from agent.connectivity.monitor import ConnectivityMonitor
 from agent.connectivity.openvpn import OpenVPNState
@@ -43,8 +44,8 @@ class Tunnel:
 
 
 def install(monkeypatch: pytest.MonkeyPatch, tunnel: Tunnel, own: tuple[str, int] | None) -> None:
-    monkeypatch.setattr(cloudlink_mod.wireguard, "probe", tunnel.wireguard)
-    monkeypatch.setattr(cloudlink_mod.openvpn, "probe", tunnel.openvpn)
+    monkeypatch.setattr(wireguard, "probe", tunnel.wireguard)
+    monkeypatch.setattr(openvpn, "probe", tunnel.openvpn)
     monkeypatch.setattr(cloudlink_mod, "send_probe", tunnel.probe)
     monkeypatch.setattr(cloudlink_mod, "iface_ipv4", lambda iface: own)
     monkeypatch.setattr(diagnostics, "_agent_view", lambda config: None)  # no agent answers

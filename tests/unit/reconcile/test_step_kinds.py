@@ -26,4 +26,4 @@ class Reboot:  # a step type added to the planner but not to its dispatches
 @pytest.mark.parametrize("dispatch", [describe, subject, step_app_id, step_service])
 def test_an_unknown_step_is_refused_not_skipped(dispatch):
     with pytest.raises(AssertionError):
-        dispatch(Reboot())  # type: ignore[arg-type]
+        dispatch(Reboot())
