@@ -29,6 +29,7 @@ from agent.model import (
     UpdateStatus,
 )
 from agent.model.skipped import SkipReason, skip_events
+from agent.model.status import IN_PROGRESS
 from agent.reconcile.steps import AppPlan
 from agent.store import LatestWriter, Store
 
@@ -344,14 +345,8 @@ class StatusBoard:
         return [a for a in self.apps.values() if not a.runs_nothing]
 
     def overall_status(self) -> str:
-        statuses = {a.update_status for a in self.apps.values()}
-        if statuses & {
-            UpdateStatus.DOWNLOADING,
-            UpdateStatus.DOWNLOADED,
-            UpdateStatus.APPLYING_CHANGES,
-        }:
-            return "Updating"
-        return "Idle"
+        updating = any(a.update_status in IN_PROGRESS for a in self.apps.values())
+        return "Updating" if updating else "Idle"
 
 
 def service_views(

@@ -106,3 +106,14 @@ def test_the_api_and_the_planner_pick_the_same_container(containers):
         # running beats stopped, then the newest: the API's rule before it was shared
         assert chosen.running == any(c.running for c in mine)
         assert chosen.created_at == max(c.created_at for c in mine if c.running == chosen.running)
+
+
+def test_the_device_is_updating_exactly_while_an_update_is_in_progress(tmp_path):
+    from agent.reconcile.status import AppView, StatusBoard
+    from agent.store import Store
+
+    board = StatusBoard(Store(tmp_path))
+    for status in [None, *UpdateStatus]:
+        board.apps = {"app": AppView("app", 1, "main", "r2", "r1", status, since=0.0)}
+        expected = "Updating" if status in IN_PROGRESS else "Idle"
+        assert board.overall_status() == expected, status
