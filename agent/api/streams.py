@@ -14,14 +14,18 @@ import re
 import shutil
 import subprocess
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 import structlog
 from aiohttp import web
 
 from agent.api.common import ApiError, flag, optional_int, optional_str, read_body, scope_of
 from agent.api.context import AGENT
-from agent.api.loghub import LogHub, Subscriber, encode
 from agent.model import ContainerState
+
+if TYPE_CHECKING:
+    from agent.api.loghub import LogHub
+    from agent.daemon import Agent
 
 log = structlog.get_logger("agent.api")
 
@@ -34,7 +38,33 @@ JOURNAL_FORMATS = {
     "export", "json", "json-pretty", "json-sse", "cat", "with-unit",
 }  # fmt: skip
 _SAFE_ARG = re.compile(r"^[A-Za-z0-9@:+., _/-]{1,200}$")
-LOG_HUB: web.AppKey[LogHub] = web.AppKey("log_hub")
+
+
+class Hub:
+    """The log hub (agent/api/loghub.py), made by the first `/v2/local/logs`: an agent nobody
+    reads logs from doesn't hold its module (≈ 0.1 MB, with the stream code it brings)."""
+
+    def __init__(self, agent: Agent) -> None:
+        self._agent = agent
+        self.hub: LogHub | None = None
+
+    def get(self) -> LogHub:
+        if self.hub is None:
+            from agent.api.loghub import LogHub
+
+            self.hub = LogHub(self._agent)
+        return self.hub
+
+    @property
+    def streams(self) -> int:
+        return 0 if self.hub is None else self.hub.streams
+
+    async def close(self) -> None:
+        if self.hub is not None:
+            await self.hub.close()
+
+
+LOG_HUB: web.AppKey[Hub] = web.AppKey("log_hub")
 
 
 class Journals:
@@ -90,7 +120,9 @@ async def local_logs(request: web.Request) -> web.StreamResponse:
     def wants(c: ContainerState) -> bool:
         return scope.allows(c.app_id) and (only is None or c.service_name == only)
 
-    hub = request.app[LOG_HUB]
+    from agent.api.loghub import Subscriber, encode
+
+    hub = request.app[LOG_HUB].get()
     sub = Subscriber(wants, system=only is None)
     hub.subscribe(sub)  # 429 when too many streams are open
     try:
@@ -196,7 +228,7 @@ def _safe(field: str, value: str) -> str:
 
 
 def add_routes(app: web.Application) -> None:
-    app[LOG_HUB] = hub = LogHub(app[AGENT])
+    app[LOG_HUB] = hub = Hub(app[AGENT])
     app[JOURNALS] = journals = Journals()
     app.router.add_get("/v2/local/logs", local_logs)
     app.router.add_post("/v2/journal-logs", journal_logs)

@@ -7,7 +7,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from agent.api import actions, hostconfig
+from agent.api import actions
 from agent.api.actions import ServiceAction
 from agent.api.auth import Handler
 from agent.api.common import (
@@ -174,6 +174,18 @@ def legacy_service(action: ServiceAction) -> Handler:
     return handle
 
 
+async def get_host_config(request: web.Request) -> web.Response:
+    from agent.api import hostconfig  # D-Bus and the proxy files: ≈ 0.1 MB, on first use
+
+    return await hostconfig.get_host_config(request)
+
+
+async def patch_host_config(request: web.Request) -> web.Response:
+    from agent.api import hostconfig
+
+    return await hostconfig.patch_host_config(request)
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/ping", ping)
     app.router.add_get("/v1/healthy", healthy)
@@ -185,8 +197,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/blink", blink)
     app.router.add_post("/v1/regenerate-api-key", regenerate_api_key)
     app.router.add_get("/v1/device", device)
-    app.router.add_get("/v1/device/host-config", hostconfig.get_host_config)
-    app.router.add_patch("/v1/device/host-config", hostconfig.patch_host_config)
+    app.router.add_get("/v1/device/host-config", get_host_config)
+    app.router.add_patch("/v1/device/host-config", patch_host_config)
     app.router.add_get("/v1/apps/{appId}", get_app)
     app.router.add_post("/v1/apps/{appId}/stop", legacy_service(ServiceAction.STOP))
     app.router.add_post("/v1/apps/{appId}/start", legacy_service(ServiceAction.START))

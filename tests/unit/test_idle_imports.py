@@ -20,6 +20,9 @@ LAZY = (
     "pyroute2",  # kernel WireGuard only
     "agent.diagnostics",  # `device-agent diagnose`
     "agent.local.legacy",  # POST /v2/local/target-state
+    "agent.api.loghub",  # the first GET /v2/local/logs
+    "agent.api.hostconfig",  # GET/PATCH /v1/device/host-config, with D-Bus and proxy files
+    "agent.hostconfig",
     "zoneinfo",  # a timed update window (agent/model/windows.py); sysconfig with it
     "sysconfig",
     "ctypes",  # adjtimex, only while a timed update window waits for the clock
