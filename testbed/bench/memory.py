@@ -119,6 +119,25 @@ def pyroute2_cost() -> dict[str, float]:
     }
 
 
+_WEB = FLOORS["bare_clean"] + "\nimport aiohttp.web"
+IMPORT_STEPS = {
+    "floor_clean": FLOORS["bare_clean"],
+    "with_aiohttp_web": _WEB,
+    "with_agent_imports": _WEB + "\nimport agent.daemon, agent.cli",
+}
+
+
+def import_steps(reps: int = 3) -> dict[str, float]:
+    """Where an idle agent's RSS goes before it runs: the clean floor, plus the API server
+    (`aiohttp.web`), plus the agent's own modules (`agent.daemon`, everything it imports at
+    start), each the median of `reps` fresh interpreters. The running agent's RSS minus the
+    last is what running costs (threads, state, buffers)."""
+    return {
+        name: round(_median([floor_rss(code) for _ in range(reps)]), 1)
+        for name, code in IMPORT_STEPS.items()
+    }
+
+
 class Tracer:
     """Drives testbed.bench.traced_agent: `mark()` sends SIGUSR1 and waits for the snapshot."""
 
@@ -265,6 +284,8 @@ def empty_agents(
 
         out["wireguard"] = _idle_rss(agent, lab_client, in_cloud, settle_s, log, "WireGuard")
         agent.stop()
+    out["import_steps"] = import_steps()
+    log(f"import steps: {out['import_steps']}")
     out["kernel_wireguard_imports"] = pyroute2_cost()
     log(f"kernel WireGuard imports: {out['kernel_wireguard_imports']}")
     return out
