@@ -16,7 +16,7 @@ import json
 import re
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime
@@ -604,7 +604,7 @@ FOLLOW_BUFFER = 256  # items of a followed engine stream read ahead of its consu
 
 async def _follow(
     name: str, what: str, open_stream: Callable[[], Any], items: Callable[[Any], Iterator[T]]
-) -> AsyncIterator[T]:
+) -> AsyncGenerator[T, None]:
     """Items of a blocking engine stream (`open_stream()`, read through `items`) read in a
     thread of its own, not the shared executor: a followed stream blocks for as long as it
     runs, and a few of them would starve every other engine call. An error opening it raises

@@ -258,7 +258,7 @@ def test_update_triggers_a_poll_within_a_second(device, images):
         t0 = time.time()
         answer = device.agent.api("POST", "/v1/update", {})
         assert answer.status == 204
-        wait_until(lambda n=polls_before: len(device.state()["polls"]) > n, 5, interval=0.02)
+        wait_until(lambda: len(device.state()["polls"]) > polls_before, 5, interval=0.02)  # noqa: B023
         polls = device.state(since=t0)["polls"]
         latencies.append(polls[0]["t"] - t0)
         polls_before = len(device.state()["polls"])

@@ -106,7 +106,8 @@ class Cli:
             )
         except subprocess.TimeoutExpired as exc:
             pytest.fail(
-                f"balena {' '.join(args)} ran over {timeout:.0f} s:\n{exc.stdout}{exc.stderr}"
+                f"balena {' '.join(args)} ran over {timeout:.0f} s:\n"
+                f"{_text(exc.stdout)}{_text(exc.stderr)}"
             )
         self.output = (done.stdout + done.stderr).splitlines()
         return done
@@ -361,3 +362,8 @@ def test_logs_streams_the_services_output(cli_device: CliDevice) -> None:
         assert "[main]" in line, line  # shown as the service's
     finally:
         cli.stop(grace=2.0)
+
+
+def _text(output: bytes | str | None) -> str:
+    """What a timed-out process printed (bytes, even with text=True)."""
+    return output.decode(errors="replace") if isinstance(output, bytes) else output or ""

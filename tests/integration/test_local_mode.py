@@ -82,7 +82,7 @@ def test_balena_push_flow_v2_then_v3_and_restart(device, images):
     api = agent.api
     # what the CLI asks first, without a key; every answer it reads is application/json
     for path in ("/v2/version", "/v2/local/device-info", "/v2/local/target-state"):
-        wait_until(lambda path=path: api("GET", path, key=None).status == 200, 10)
+        wait_until(lambda: api("GET", path, key=None).status == 200, 10)  # noqa: B023 (called here)
         assert api("GET", path, key=None).content_type.startswith("application/json")
     # the CLI's gates (balena-cli src/utils/device/deploy.ts): multicontainer local mode needs
     # a supervisor >= 7.21.4, livepush >= 9.7.0

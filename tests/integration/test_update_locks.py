@@ -27,8 +27,8 @@ def held_update_then_release(dev: Device, images: Images, lock_path: str) -> Non
     assert all(cs[0].status == "running" for cs in dev.by_service().values())
     held = dev.agent.wait_for_event("lock_held", 5)
     assert held["service"] == "aux"
-    wait_until(lambda: reported_lock(dev, "r2"), 10, message="lock holder in the report")
-    assert reported_lock(dev, "r2")["service"] == "aux"
+    lock = wait_until(lambda: reported_lock(dev, "r2"), 10, message="lock holder in the report")
+    assert lock["service"] == "aux"
     t0 = time.monotonic()
     exec_ok(dev, "aux", f"rm {lock_path}")
     wait_status(dev, "r2", "done", timeout=15)

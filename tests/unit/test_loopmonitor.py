@@ -125,7 +125,7 @@ ASYNCIO = "/usr/lib/python3.11/asyncio"
 
 
 def test_what_is_excused():
-    def stack(*frames: str) -> str:
+    def stack(*frames: tuple[str, str]) -> str:
         return "\n".join(f'  File "{path}", line 1, in {name}' for path, name in frames)
 
     agent = ("/work/agent/store.py", "Store.put")

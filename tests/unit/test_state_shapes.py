@@ -56,7 +56,7 @@ def _images(store: Store) -> Any:
 
 
 def _target(store: Store) -> Any:
-    poller = Poller(_NoClient(), store, StatusBoard(store), lambda b, s: True, lambda: 10.0)
+    poller = Poller(_NoClient(), store, StatusBoard(store), lambda b, s: True, lambda: 10.0)  # type: ignore[arg-type]
     saved = poller.load_saved()
     return None if saved is None else (saved.etag, saved.body)
 

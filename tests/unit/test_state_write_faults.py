@@ -91,7 +91,7 @@ def test_a_target_that_could_not_be_persisted_is_written_after_a_later_poll(tmp_
         return True
 
     poller = Poller(
-        Answers([TargetFetch(True, '"e2"', {"r": 2}), TargetFetch(False, '"e2"')]),
+        Answers([TargetFetch(True, '"e2"', {"r": 2}), TargetFetch(False, '"e2"')]),  # type: ignore[arg-type]
         store,
         StatusBoard(store),
         accept,

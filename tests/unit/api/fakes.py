@@ -30,7 +30,7 @@ def fake_agent(tmp_path: Path, local_mode: bool = False, strict: bool = False):
         keys=keys,
         local_mode=local_mode,
         healthy=lambda: (True, "ok"),
-        request_update=lambda force, cancel=False: updates.append(force) or force,
+        request_update=lambda force, cancel=False: updates.append(force) or force,  # type: ignore[func-returns-value]
         engine=FakeEngine(),
         images=SimpleNamespace(ids=set()),
         config=SimpleNamespace(lock_dir=tmp_path / "locks", uuid="dev1", strict_api_keys=strict),

@@ -4,6 +4,7 @@ without a handshake, a closed update window."""
 import time
 from types import SimpleNamespace
 
+from agent.connectivity.cloudlink import VpnKind
 from agent.connectivity.monitor import CloudlinkView, ConnectivityView
 from agent.connectivity.status import Links, derive
 from agent.model import UpdateStatus
@@ -28,7 +29,7 @@ def fake_agent():
         True,
         5.0,
         "last poll 1 s ago",
-        CloudlinkView(True, "wireguard", False, 1.0, "no handshake"),
+        CloudlinkView(True, VpnKind.WIREGUARD, False, 1.0, "no handshake"),
         6.0,
     )
     return SimpleNamespace(

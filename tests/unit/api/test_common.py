@@ -1,3 +1,5 @@
+from typing import Any
+
 import pytest
 
 from agent.api.common import ApiError, app_id_of, flag, optional_int, optional_str
@@ -34,6 +36,7 @@ def test_app_ids():
 def test_optional_fields():
     assert optional_str({"a": "x"}, "a") == "x" and optional_str({"a": ""}, "a") is None
     assert optional_int({"a": "3"}, "a") == 3 and optional_int({}, "a") is None
+    bad: dict[str, Any]
     for bad in ({"a": 1}, {"a": []}):
         with pytest.raises(ApiError):
             optional_str(bad, "a")

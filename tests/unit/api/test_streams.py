@@ -10,6 +10,7 @@ import socket
 import time
 import tracemalloc
 from pathlib import Path
+from typing import Any
 
 from aiohttp.test_utils import TestClient
 from structlog.testing import capture_logs
@@ -183,7 +184,7 @@ def test_streams_share_one_follower_per_container_and_the_next_one_is_refused(tm
         # what the services write now reaches every client, once
         await engine.burst()
         for response in opened:
-            seen = []
+            seen: list[Any] = []
             while len(seen) < 6:
                 line = json.loads(await asyncio.wait_for(response.content.readline(), 5))
                 if not line["isSystem"] and " line 1." in line["message"]:

@@ -25,7 +25,7 @@ def make(tmp_path, answers, accept=lambda body, source: True, interval=100.0):
     store = Store(tmp_path)
     board = StatusBoard(store)
     client = FakeClient(answers)
-    poller = Poller(client, store, board, accept, lambda: interval, rng=random.Random(0))
+    poller = Poller(client, store, board, accept, lambda: interval, rng=random.Random(0))  # type: ignore[arg-type]
     return poller, client, board, store
 
 

@@ -36,7 +36,7 @@ def make(tmp_path, metrics=None):
     clock = Clock()
     m = metrics if metrics is not None else {"cpu_usage": 10}
     reporter = Reporter(
-        client,
+        client,  # type: ignore[arg-type]  # a fake of the cloud client
         store,
         board,
         ReportSources(lambda: {"api_port": 48484}, lambda: dict(m), lambda: True),

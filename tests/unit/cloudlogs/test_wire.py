@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import zlib
+from typing import Any
 
 from agent.cloudlogs.wire import MAX_MESSAGE_CHARS, GzipStream, encode, system_entry
 from agent.engine.logwire import (
@@ -86,7 +87,7 @@ def test_multiplexed_frames_are_demuxed_whatever_the_read_boundaries():
         + frame(1, b"c\n")
     )
     for cut in range(1, len(wire)):  # every split of the stream into two reads
-        buf, splitter, out = bytearray(), FrameSplitter(), []
+        buf, splitter, out = bytearray(), FrameSplitter(), list[Any]()
         for piece in (wire[:cut], wire[cut:]):
             buf += piece
             demux(buf, splitter, out)
@@ -100,6 +101,9 @@ def test_chunked_encoding_is_decoded_whatever_the_read_boundaries():
         dec = ChunkDecoder()
         got = dec.feed(body[:cut]) + dec.feed(body[cut:])
         assert got == b"hello world!" and dec.done
+    dec = ChunkDecoder()  # a byte at a time
+    assert b"".join(dec.feed(body[i : i + 1]) for i in range(len(body))) == b"hello world!"
+    assert dec.done
 
 
 def test_the_hand_written_encoder_is_valid_json_for_awkward_text():

@@ -225,15 +225,17 @@ def test_the_monitor_probes_only_when_counters_stand_still(tmp_path, monkeypatch
 
 
 def test_a_probe_socket_that_cannot_be_opened_is_an_unanswered_probe(monkeypatch):
+    import socket
+
     from agent.connectivity import probe
 
-    real = probe.socket.socket
+    real = socket.socket
 
     def no_inet_sockets(family: int = -1, *args: object, **kwargs: object) -> object:
-        if family == probe.socket.AF_INET:
+        if family == socket.AF_INET:
             raise OSError(24, "Too many open files")
         return real(family, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(probe.socket, "socket", no_inet_sockets)
+    monkeypatch.setattr(socket, "socket", no_inet_sockets)  # what probe.py opens its sockets with
     result = asyncio.run(probe.send_probe(ProbeMethod("icmp"), "10.0.0.1", 1.0, "wg0"))
     assert result == ProbeResult(False, "probe to 10.0.0.1: Too many open files")

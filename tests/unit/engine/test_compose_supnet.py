@@ -21,7 +21,7 @@ DEV = replace(
 
 
 def _spec(labels: dict[str, str], **composition: Any) -> ContainerSpec:
-    nets = {"front": {}} if "networks" in composition else None
+    nets: dict[str, Any] | None = {"front": {}} if "networks" in composition else None
     return make(composition, labels=labels, device=DEV, networks=nets)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -11,7 +12,9 @@ from aiohttp.test_utils import TestServer
 from agent.engine import registry
 
 PAD = web.AppKey("pad", int)
-LAYERS = [{"digest": f"sha256:{i:064x}", "size": 1000 + i} for i in range(400)]  # ~40 kB
+LAYERS: list[dict[str, Any]] = [
+    {"digest": f"sha256:{i:064x}", "size": 1000 + i} for i in range(400)
+]  # ~40 kB
 
 
 async def _chunked(request: web.Request, body: bytes) -> web.StreamResponse:

@@ -258,7 +258,7 @@ def test_other_pull_failures_stay_plain_pull_errors():
 
 # --- the size lookup answers the registry's challenge with the same credentials -------------
 
-LAYERS = [{"digest": f"sha256:{i:064x}", "size": 1000 + i} for i in range(3)]
+LAYERS: list[dict[str, Any]] = [{"digest": f"sha256:{i:064x}", "size": 1000 + i} for i in range(3)]
 MANIFEST = {"schemaVersion": 2, "layers": LAYERS}
 SIZE = sum(layer["size"] for layer in LAYERS)
 
@@ -310,6 +310,7 @@ def _size_via(mode: str, auth_for: Callable[[str], RegistryAuth | None]) -> tupl
         fake = FakeRegistry(mode, "d_dev", "right")
         server = TestServer(fake.app(), host="127.0.0.1")
         await server.start_server()
+        assert server.port is not None
         fake.port = server.port
         try:
             ref = f"127.0.0.1:{server.port}/app/main:v1"

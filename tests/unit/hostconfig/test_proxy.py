@@ -79,8 +79,9 @@ def test_patches_merge_and_remove_as_the_reference_does(tmp_path):
     }
     # a noProxy-only patch that changes the list keeps redsocks.conf
     files.patch({}, ("1.1.1.1", "2.2.2.2"))
-    assert files.read()["noProxy"] == ["1.1.1.1", "2.2.2.2"]
-    assert files.read()["ip"] == "b"
+    patched = files.read()
+    assert patched is not None
+    assert patched["noProxy"] == ["1.1.1.1", "2.2.2.2"] and patched["ip"] == "b"
     # an empty list removes no_proxy (and, having changed it, keeps redsocks.conf)
     files.patch({}, ())
     assert not (tmp_path / "system-proxy" / "no_proxy").exists()

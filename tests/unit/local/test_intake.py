@@ -1,5 +1,5 @@
 from agent.local.intake import TargetIntake
-from agent.model import parse_target
+from agent.model import TargetState, parse_target
 from agent.store import Store
 
 UUID = "dev1"
@@ -27,7 +27,7 @@ def app(app_id, release="r1", services=("main",)):
 
 
 def make(tmp_path):
-    applied = []
+    applied: list[TargetState] = []
     intake = TargetIntake(Store(tmp_path), applied.append)
     return intake, applied
 

@@ -238,7 +238,8 @@ def test_ignored_keys_leave_the_config_hash_as_it_was():
     """Containers made by an earlier agent keep their hash (no restart on upgrade), and keys
     the agent ignores never change it."""
     plain = accepted({"web": svc()}).services["web"]
-    junk = accepted({"web": svc(junk=1, **{"x-custom": {"a": 1}})}).services["web"]
+    custom: dict[str, Any] = {"x-custom": {"a": 1}}
+    junk = accepted({"web": svc(junk=1, **custom)}).services["web"]
     assert junk.composition.ignored_keys == ("junk", "x-custom")
     assert plain.config_hash() == junk.config_hash() == "5e125cd10f475d6b"  # as before
 
@@ -301,10 +302,11 @@ def test_a_long_depends_on_chain_or_cycle_is_no_recursion():
 
 
 def test_long_texts_are_refused_at_once():
-    for composition, key in [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"stop_grace_period": "1" * 20000 + "x"}, "stop_grace_period"),
         ({"ports": ["1" * 20000 + "x"]}, "ports"),
-    ]:
+    ]
+    for composition, key in cases:
         reason = rejection({"web": svc(**composition)})
         assert "service web" in reason and key in reason and "too long" in reason
         assert len(reason) < 200

@@ -1,6 +1,12 @@
 from agent.model import UpdateStatus as U
-from agent.reconcile.status import StatusBoard, expand_transition
+from agent.reconcile.status import AppView, StatusBoard, expand_transition
 from agent.store import Store
+
+
+def seen(board: StatusBoard, app_uuid: str) -> AppView:
+    view = board.app(app_uuid)
+    assert view is not None, f"{app_uuid} is not on the board"
+    return view
 
 
 class Clock:
@@ -37,11 +43,11 @@ def test_transitions_are_queued_in_order_and_persisted(tmp_path):
         U.DONE,
     ]
     view = board.app("a")
-    assert view.current_release_uuid == "r1"
+    assert view is not None and view.current_release_uuid == "r1"
     since = view.since
     again = StatusBoard(Store(tmp_path), clock=Clock())
-    assert again.app("a").update_status is U.DONE
-    assert again.app("a").since == since
+    assert seen(again, "a").update_status is U.DONE
+    assert seen(again, "a").since == since
 
 
 def test_new_release_keeps_reporting_the_current_one_until_done(tmp_path):
@@ -49,10 +55,10 @@ def test_new_release_keeps_reporting_the_current_one_until_done(tmp_path):
     board.ensure_app("a", 1, "app", "r1")
     board.set_update_status("a", "r1", U.DONE)
     board.set_update_status("a", "r2", U.DOWNLOADING)
-    assert board.app("a").current_release_uuid == "r1"
-    assert board.app("a").release_uuid == "r2"
+    assert seen(board, "a").current_release_uuid == "r1"
+    assert seen(board, "a").release_uuid == "r2"
     board.set_update_status("a", "r2", U.DONE)
-    assert board.app("a").current_release_uuid == "r2"
+    assert seen(board, "a").current_release_uuid == "r2"
     # a new release starts its own chain: nothing carried over from the old release's `done`
     r2 = [t.status for t in board.transitions if t.release_uuid == "r2"]
     assert r2 == [U.DOWNLOADING, U.DOWNLOADED, U.APPLYING_CHANGES, U.DONE]
