@@ -16,7 +16,7 @@ SUPERVISED_LABEL = "io.balena.supervised"
 
 
 def wait_until(
-    predicate: Callable[[], T],
+    predicate: Callable[[], T | None],
     timeout: float,
     interval: float = 0.1,
     message: str | Callable[[], str] = "condition",
@@ -69,7 +69,7 @@ def run_for_output(
     container's output to its log a moment after the process exits: a container that prints
     and exits at once can show an empty log right after `wait` (seen on a loaded machine), so
     the log is read again until it has something, for up to 5 s."""
-    container = client.containers.run(image, command, detach=True, **kwargs)  # type: ignore[arg-type]
+    container = client.containers.run(image, command, detach=True, **kwargs)
     try:
         container.wait(timeout=60)
         return wait_until(
