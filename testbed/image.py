@@ -27,7 +27,7 @@ import docker
 import docker.errors
 
 from . import rootfs
-from ._util import TestbedError
+from ._util import TestbedError, file_lock
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = REPO_ROOT / "Dockerfile.template"
@@ -69,6 +69,13 @@ def fetch_wheels(target: rootfs.Arch, cache_dir: Path = rootfs.CACHE_DIR) -> Pat
     out = cache_dir / f"wheels-{target.balena}-{key}"
     if out.is_dir():
         return out
+    with file_lock(cache_dir / f"{out.name}.lock"):  # another test process may be fetching
+        if not out.is_dir():
+            _download_wheels(specs, target, out, cache_dir)
+    return out
+
+
+def _download_wheels(specs: list[str], target: rootfs.Arch, out: Path, cache_dir: Path) -> None:
     cache_dir.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(prefix="wheels-", dir=cache_dir))
     platforms = [a for p in _WHEEL_PLATFORMS[target.balena] for a in ("--platform", p)]
@@ -86,7 +93,6 @@ def fetch_wheels(target: rootfs.Arch, cache_dir: Path = rootfs.CACHE_DIR) -> Pat
         shutil.rmtree(partial, ignore_errors=True)
         raise TestbedError(f"pip download for {target.balena} failed:\n{run.stderr[-2000:]}")
     partial.rename(out)
-    return out
 
 
 def make_context(target: rootfs.Arch, dest: Path, machine: str | None = None) -> Path:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from ._util import TestbedError, TestbedUnavailable, find_binary
+from ._util import TestbedError, TestbedUnavailable, file_lock, find_binary
 
 CACHE_DIR = Path(os.environ.get("DEVICE_AGENT_CACHE", "/var/cache/device-agent"))
 SUITE = "bookworm"
@@ -109,6 +109,13 @@ def rootfs_tarball(target: Arch, cache_dir: Path = CACHE_DIR, log: Path | None =
     out = cache_dir / f"debian-{SUITE}-{target.debian}-{cache_key(target)}.tar.gz"
     if out.exists():
         return out
+    with file_lock(cache_dir / f"{out.name}.lock"):  # another test process may be making it
+        if not out.exists():
+            _bootstrap(target, out, cache_dir, log)
+    return out
+
+
+def _bootstrap(target: Arch, out: Path, cache_dir: Path, log: Path | None) -> None:
     find_binary("debootstrap", "debootstrap")
     cache_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f"rootfs-{target.debian}-", dir=cache_dir))
@@ -145,7 +152,6 @@ def rootfs_tarball(target: Arch, cache_dir: Path = CACHE_DIR, log: Path | None =
     finally:
         _remove_work_dir(work)
     (cache_dir / f"{out.name}.seconds").write_text(f"{time.monotonic() - started:.0f}\n")
-    return out
 
 
 def _remove_work_dir(work: Path) -> None:

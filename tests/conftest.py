@@ -20,10 +20,53 @@ _INTEGRATION_FIXTURES = {"engine", "docker_client", "registry", "slow_registry",
 _LIVE: dict[str, PrivateEngine | Registry | ThrottledProxy] = {}
 
 
+# Under pytest-xdist (scripts/test -n N) the slowest tests go first, so the short ones fill the
+# workers' last minutes instead of one long test running alone at the end: the modules whose
+# tests took 30-100 s each in a measured run (scripts/test --durations), then the other real-
+# part suites, then the unit tests.
+_FIRST = (
+    "tests/emulation/",
+    "tests/integration/test_api_schema.py",
+    "tests/integration/test_update_windows.py",
+    "tests/integration/test_connectivity.py",
+    "tests/integration/test_cloud_logs.py",
+    "tests/integration/test_local_mode.py",
+    "tests/integration/test_sdnotify_agent.py",
+    "tests/faults/",
+    "tests/integration/",
+)
+
+
+def _rank(item: pytest.Item) -> int:
+    path = item.nodeid
+    return next((i for i, prefix in enumerate(_FIRST) if path.startswith(prefix)), len(_FIRST))
+
+
+def _shares_fixtures_beyond_the_test(item: pytest.Item) -> bool:
+    """True if a module- or class-scoped fixture serves this test: its module's tests then
+    stay on one xdist worker (--dist loadgroup), which sets that fixture up once."""
+    info = getattr(item, "_fixtureinfo", None)
+    defs = getattr(info, "name2fixturedefs", {}) if info is not None else {}
+    return any(d.scope in ("module", "class", "package") for fds in defs.values() for d in fds)
+
+
+# pytest-timeout: 30 s a test (pyproject.toml) unless marked `@pytest.mark.timeout(s)`. The
+# integration and fault suites are marked here as a whole: their tests deploy releases through
+# a throttled registry onto a real engine, and a worker's first test also starts its engine,
+# registry and devcloud and publishes the test images. The emulation suite marks its own.
+REAL_PARTS_TIMEOUT_S = 300
+_REAL_PARTS = ("tests/integration/", "tests/faults/")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if _INTEGRATION_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
+        if item.nodeid.startswith(_REAL_PARTS) and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(REAL_PARTS_TIMEOUT_S))
+        if not item.get_closest_marker("xdist_group") and _shares_fixtures_beyond_the_test(item):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
+    items.sort(key=_rank)  # stable: the order within each suite is kept
 
 
 def _short_tmp(prefix: str) -> Path:

@@ -10,6 +10,8 @@ from typing import TypeVar
 import docker
 import docker.errors
 
+from testbed import ThrottledProxy
+
 T = TypeVar("T")
 
 SUPERVISED_LABEL = "io.balena.supervised"
@@ -78,3 +80,15 @@ def run_for_output(
     finally:
         with contextlib.suppress(docker.errors.APIError):
             container.remove(force=True)
+
+
+def wait_bytes_down(proxy: ThrottledProxy, since: int, at_least: int, timeout: float = 60) -> None:
+    """Wait until `at_least` more bytes than `since` (an earlier `proxy.bytes_down`) reached
+    the engine through the throttling proxy: a download that is well under way, however
+    loaded the machine (a fixed sleep after `downloading` may see no byte at all)."""
+    wait_until(
+        lambda: proxy.bytes_down - since >= at_least,
+        timeout,
+        interval=0.05,
+        message=lambda: f"{at_least} bytes downloaded (got {proxy.bytes_down - since})",
+    )

@@ -43,6 +43,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if HERE in item.path.parents:
             item.add_marker(pytest.mark.timeout(COLD_CACHE_TIMEOUT_S))
+            # one xdist worker builds the images (and holds binfmt) for both modules
+            item.add_marker(pytest.mark.xdist_group("emulation"))
 
 
 @dataclass(frozen=True)

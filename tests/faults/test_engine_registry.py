@@ -10,6 +10,7 @@ import time
 from testbed import PrivateEngine, ThrottledProxy
 from tests.faults.conftest import FaultImages
 from tests.faults.scenario import assert_converged_on, deploy_r1, r2
+from tests.helpers import wait_bytes_down
 from tests.integration.conftest import MIB, Device
 from tests.integration.demo_app import APP, wait_status
 
@@ -23,9 +24,10 @@ def test_dockerd_restarted_mid_update(
     pid = device.agent.pid
     slow_registry.set_rate(MIB // 2)  # r2's ~3 MiB take ~6 s
     t0 = time.time()
+    start = slow_registry.bytes_down
     device.cloud.set_target(device.uuid, r2(fault_images))
     wait_status(device, "r2", "downloading")
-    time.sleep(1.5)
+    wait_bytes_down(slow_registry, start, 3 * MIB // 4)
     engine.restart()
     restarted = time.time()
     slow_registry.set_rate(None)
@@ -49,9 +51,10 @@ def test_registry_cut_mid_pull_then_restored(
     pid = device.agent.pid
     slow_registry.set_rate(MIB // 2)
     t0 = time.time()
+    start = slow_registry.bytes_down
     device.cloud.set_target(device.uuid, r2(fault_images))
     device.agent.wait_for_event("pull_started", 30)
-    time.sleep(1)
+    wait_bytes_down(slow_registry, start, MIB // 2)
     slow_registry.cut()
     # dockerd retries a broken layer download itself for a while (the pull may fail or hang)
     time.sleep(4)

@@ -5,10 +5,8 @@ and the update still completes)."""
 
 from __future__ import annotations
 
-import time
-
 from testbed.targets import device_target
-from tests.helpers import wait_until
+from tests.helpers import wait_bytes_down, wait_until
 from tests.integration.api_helpers import APP, APP_ID, deploy, running, two_services, wait_done
 
 MIB = 1024 * 1024
@@ -23,11 +21,12 @@ def test_cancel_stops_the_pull_and_keeps_the_running_release(device, images, slo
     agent = device.agent
     before = running(device)
     slow_registry.set_rate(1 * MIB)  # 24 MiB: ~24 s of download
+    start = slow_registry.bytes_down
     big = two_services(images, "r2", 2, main=(images.main_v2, 21))
     device.cloud.set_target(device.uuid, device_target({APP: big}))
     agent.wait_for_event("pull_started", 30, image=images.main_v2)
     wait_until(lambda: _app_status(agent)["updateStatus"] == "downloading", 30)
-    time.sleep(2)  # well into the download
+    wait_bytes_down(slow_registry, start, 2 * MIB)  # well into the download
 
     # the app's own key may cancel, as on balena
     answer = agent.api("POST", "/v1/update", {"cancel": True}, key=agent.api_key(APP_ID))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import time
 
-from tests.helpers import wait_until
+from tests.helpers import wait_bytes_down, wait_until
 from tests.integration.conftest import MIB
 from tests.integration.demo_app import (
     APP,
@@ -62,9 +62,10 @@ def test_service_removed_and_unchanged_one_carried_over(device, images):
 def test_sigkill_during_download_then_restart_converges(device, images, slow_registry):
     deploy_first(device, images)
     slow_registry.set_rate(2 * MIB)
+    start = slow_registry.bytes_down
     device.cloud.set_target(device.uuid, release(images, "r2", 2, images.main_v2))
     wait_status(device, "r2", "downloading")
-    time.sleep(3)
+    wait_bytes_down(slow_registry, start, 4 * MIB)  # of 24
     device.agent.kill()
     assert device.update_status(APP) == ("r2", "downloading")
     slow_registry.set_rate(8 * MIB)
@@ -81,9 +82,10 @@ def test_registry_stopped_mid_pull_then_restored(device, images, slow_registry, 
     device.agent.write_config(maxPullAttempts=50)
     deploy_first(device, images)
     slow_registry.set_rate(2 * MIB)
+    start = slow_registry.bytes_down
     device.cloud.set_target(device.uuid, release(images, "r2", 2, images.main_v2))
     wait_status(device, "r2", "downloading")
-    time.sleep(2)
+    wait_bytes_down(slow_registry, start, 2 * MIB)  # of 24
     registry.stop()
     # the engine retries the broken layer download itself for a while; either way the
     # running release keeps serving and the new one stays in `downloading`
@@ -182,9 +184,10 @@ def test_idle_device_sends_one_conditional_get_per_interval_and_no_report(device
 def test_newer_target_cancels_the_download_in_flight(device, images, slow_registry):
     deploy_first(device, images)
     slow_registry.set_rate(1 * MIB)  # r2's 24 MiB would take ~24 s
+    start = slow_registry.bytes_down
     device.cloud.set_target(device.uuid, release(images, "r2", 2, images.main_v2))
     wait_status(device, "r2", "downloading")
-    time.sleep(2)
+    wait_bytes_down(slow_registry, start, 2 * MIB)
     t0 = time.monotonic()
     device.cloud.set_target(device.uuid, release(images, "r3", 3, images.main_v3))
     device.agent.wait_for_event("target_changed_mid_apply", 15)
