@@ -19,6 +19,11 @@ waits on a socket, a file, a lock or a child process is off the CPU but not runn
 time counts; a callback that was merely preempted by other processes on a busy 2-core machine
 is runnable, so that time does not. CPU time spent by the callback counts (a long computation
 blocks the loop as surely as a sleep). Without schedstat, wall time is used.
+The same holds for another thread of the agent (a worker of `asyncio.to_thread`) that holds the
+GIL the loop waits for: if that thread waited for a CPU meanwhile (its run-queue delay, read for
+every other thread as the monitor starts sampling and again as the callback ends), the loop was
+starved by the machine, not blocked by the agent, and the longest such wait is not counted.
+Its CPU time still counts: a thread that computes while holding the GIL does block the loop.
 
 Logged but not the agent's doing (the event's `excused` says why, see `excuse`): the SIGUSR2
 test hook, asyncio's debug-mode bookkeeping, kernel stalls inside asyncio's own non-blocking
@@ -63,6 +68,31 @@ def _open_schedstat(tid: int) -> int | None:
         return None
 
 
+def _threads_runqueue_wait(skip: set[int]) -> dict[int, float]:
+    """Run-queue delay (seconds) of each thread of this process but those in `skip` (native
+    ids), from /proc/self/task/<tid>/schedstat; threads that can't be read are left out."""
+    waits: dict[int, float] = {}
+    try:
+        tids = [int(name) for name in os.listdir("/proc/self/task")]
+    except (OSError, ValueError):
+        return waits
+    for tid in tids:
+        if tid in skip:
+            continue
+        try:
+            with open(f"/proc/self/task/{tid}/schedstat", "rb") as handle:
+                waits[tid] = int(handle.read(128).split()[1]) / 1e9
+        except (OSError, ValueError, IndexError):
+            continue
+    return waits
+
+
+def starved_by_others(before: dict[int, float], after: dict[int, float]) -> float:
+    """The longest run-queue delay another thread gathered between the two readings: how long
+    a thread holding the GIL the loop waited for may itself have waited for a CPU."""
+    return max((after[tid] - wait for tid, wait in before.items() if tid in after), default=0.0)
+
+
 def format_stack(frame: FrameType | None, outermost: Any = None) -> str:
     """Innermost call last, with qualified function names; frames from `outermost` (a code
     object: the monitor's wrapper around the callback) outwards are the loop's own: left out."""
@@ -88,7 +118,10 @@ class LoopMonitor:
         self._sampled_seq = -1
         self._stacks: collections.Counter[str] = collections.Counter()
         self._held = 0.0
+        # the other threads' run-queue delays as sampling of callback `_sampled_seq` began
+        self._others: dict[int, float] = {}
         self._main_ident = threading.get_ident()
+        self._main_tid = threading.get_native_id()
         self._schedstat = _open_schedstat(threading.get_native_id())
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="loop-monitor", daemon=True)
@@ -150,6 +183,9 @@ class LoopMonitor:
         sampled = self._sampled_seq == seq
         held = self._held if sampled else 0.0
         effective = wall - (waited or 0.0) - held
+        if effective > self.threshold_s and sampled and self._others:
+            after = _threads_runqueue_wait({self._main_tid, self._thread.native_id or 0})
+            effective -= starved_by_others(self._others, after)
         if effective <= self.threshold_s:
             return
         stacks = self._stacks if sampled else None
@@ -173,9 +209,12 @@ class LoopMonitor:
             if seq != self._sampled_seq:
                 self._stacks = collections.Counter()
                 self._held = 0.0
+                self._others = {}
                 self._sampled_seq = seq
             if self._reported_seq == seq or woke - started < self.threshold_s / 2:
                 continue  # short so far: don't take the GIL from it to sample
+            if not self._stacks:  # the first sample of this callback
+                self._others = _threads_runqueue_wait({self._main_tid, threading.get_native_id()})
             frame = sys._current_frames().get(self._main_ident)
             if self._current is None or self._current[0] != seq:
                 continue  # it ended while we looked

@@ -8,6 +8,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -15,7 +16,14 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from agent.loopmonitor import ENV, LoopMonitor, excuse, install_from_env
+from agent.loopmonitor import (
+    ENV,
+    LoopMonitor,
+    _threads_runqueue_wait,
+    excuse,
+    install_from_env,
+    starved_by_others,
+)
 
 
 def run_with_monitor(body: Callable[[], Any], threshold_s: float = 0.05) -> list[Any]:
@@ -165,3 +173,17 @@ def test_an_unsampled_stall_fails_only_when_long(monkeypatch):
     slow = run_with_monitor(long)
     assert len(slow) == 1 and slow[0]["excused"] is None, slow
     assert slow[0]["stack"].startswith("(not sampled")
+
+
+def test_a_gil_holder_waiting_for_a_cpu_is_the_machine_not_the_agent():
+    # the longest run-queue delay any other thread gathered meanwhile; threads that ended
+    # (absent from the second reading) or started (absent from the first) count for nothing
+    before = {11: 1.0, 12: 5.0, 13: 0.5}
+    after = {11: 1.07, 12: 5.02, 14: 9.0}
+    assert starved_by_others(before, after) == pytest.approx(0.07)
+    assert starved_by_others({}, after) == 0.0
+    # read from /proc for this process's threads, the skipped ones left out
+    mine = threading.get_native_id()
+    waits = _threads_runqueue_wait(set())
+    assert mine in waits and waits[mine] >= 0
+    assert mine not in _threads_runqueue_wait({mine})
