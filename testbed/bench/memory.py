@@ -94,8 +94,23 @@ def side_by_side(agent_pid: int, reps: int = 3) -> dict[str, Any]:
         ratio = _median(agent) / value
         out[f"ratio_to_{name}"] = round(ratio, 3)
         out[f"target_met_{name}"] = ratio <= TARGET_RATIO
+    out["agent_process"] = process_detail(agent_pid)
     out["samples"] = {"agent": agent, **floors}
     return out
+
+
+def process_detail(pid: int) -> dict[str, float]:
+    """The agent's threads and its RSS split into anonymous memory (the heap, Python's arenas,
+    thread stacks) and file-backed pages (the interpreter's and extensions' code)."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        fields[name] = value.split()[0] if value.split() else ""
+    return {
+        "threads": int(fields.get("Threads", 0)),
+        "rss_anon_mb": round(int(fields.get("RssAnon", 0)) / 1024, 1),
+        "rss_file_mb": round(int(fields.get("RssFile", 0)) / 1024, 1),
+    }
 
 
 def _median(values: list[float]) -> float:
