@@ -128,6 +128,7 @@ class DockerEngine:
         # has restarted a container, its inspect says ExitCode 0 and only this remembers why
         # it went (read by the probation watch, reconcile/rollback.py)
         self._exit_codes: dict[str, int] = {}
+        self._dies: dict[str, int] = {}  # supervised container id -> `die` events seen
 
     @property
     def api(self) -> docker.APIClient:
@@ -207,6 +208,17 @@ class DockerEngine:
                     _network_state(n) for n in networks if n["Name"] not in self.reserved_networks
                 ),
             )
+
+        return await asyncio.to_thread(read)
+
+    async def containers(self) -> tuple[ContainerState, ...]:
+        """The supervised containers from one list call: their status, health and exit code
+        as the list shows them (no inspects, no engine config of taken-over containers)."""
+
+        def read() -> tuple[ContainerState, ...]:
+            with _translated("list containers"):
+                raw = self.api.containers(all=True, filters=SUPERVISED_FILTER)
+            return tuple(c for c in (_container_state(r) for r in raw) if c is not None)
 
         return await asyncio.to_thread(read)
 
@@ -511,12 +523,19 @@ class DockerEngine:
         seen since the agent started, or the stream is not followed)."""
         return self._exit_codes.get(container_id)
 
+    def die_count(self, container_id: str) -> int:
+        """How many `die` events the event stream has shown for the container (0 while the
+        stream is not followed): a restart by the engine always follows one."""
+        return self._dies.get(container_id, 0)
+
     def _note_exit(self, action: str, event: dict[str, Any]) -> None:
         actor = event.get("Actor") or {}
         cid = str(actor.get("ID") or event.get("id") or "")
         if action == "destroy":
             self._exit_codes.pop(cid, None)
+            self._dies.pop(cid, None)
         elif action == "die" and cid:
+            self._dies[cid] = self._dies.get(cid, 0) + 1
             code = str((actor.get("Attributes") or {}).get("exitCode", ""))
             if code.isascii() and code.lstrip("-").isdigit():
                 self._exit_codes[cid] = int(code)

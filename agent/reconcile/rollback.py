@@ -26,7 +26,9 @@ Local mode targets never pass through here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
+import dataclasses
 import time
 from collections.abc import Callable
 from typing import Any
@@ -51,6 +53,8 @@ log = structlog.get_logger("agent.rollback")
 
 STORE_KEY = "rollback"
 TICK_S = 1.0
+IDLE_RECHECK_S = 30.0  # nothing on probation: look again this often even if nothing woke us
+REINSPECT_S = 10.0  # a container that looks unchanged in the list is inspected this often
 _NS = 1e9
 
 
@@ -113,6 +117,9 @@ class Rollback:
         self.thresholds = Thresholds()
         self.last_body: Any = None
         self._exits: dict[str, int] = {}  # container id -> its latest exit code seen
+        # container id -> (what the list showed, when inspected, what the inspect said)
+        self._seen: dict[str, tuple[tuple[Any, ...], float, ServiceObs]] = {}
+        self._changed = asyncio.Event()  # a release recorded, forced, passed or failed
         self._publish()
 
     # --- the target: record, substitute ------------------------------------------------------
@@ -125,6 +132,7 @@ class Rollback:
         if not isinstance(apps, dict) or not isinstance(entry, dict):
             return body
         self.last_body = body
+        self._changed.set()
         config = entry.get("config")
         self.thresholds, errors = fleet_thresholds(config if isinstance(config, dict) else {})
         for error in errors:
@@ -198,15 +206,27 @@ class Rollback:
 
     async def run(self) -> None:
         while True:
-            await asyncio.sleep(TICK_S)
-            if not self.active():
+            self._changed.clear()
+            if not self.active() or not self._pending():
+                # nothing on probation: no ticks until a release is recorded, passes or fails
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(IDLE_RECHECK_S):
+                        await self._changed.wait()
                 continue
+            await asyncio.sleep(TICK_S)
             try:
                 await self._check()
             except EngineError as exc:
                 log.debug("probation_engine_unavailable", error=str(exc))
             except Exception as exc:  # a bad value somewhere: this tick only, never the task
                 log.error("probation_check_failed", error=repr(exc), exc_info=exc)
+
+    def _pending(self) -> bool:
+        """An app's current release is neither passed nor judged failed yet."""
+        return any(
+            not st["current"].get("passed") and st["current"]["release"] not in self.state["failed"]
+            for st in self.state["apps"].values()
+        )
 
     async def _check(self) -> None:
         target = self._reconciler.target
@@ -239,46 +259,65 @@ class Rollback:
                 self._passed(uuid, release, "probation passed")
 
     async def _observe(self, uuid: str, release: str, services: Any) -> list[ServiceObs]:
-        state = await self._engine.current_state(frozenset())
-        live = {c.id for c in state.containers}
+        """What each running service of the release does. A container is inspected (restart
+        count, health, start period) only when the list shows it changed (status, health,
+        exit code, a `die` event) or its last inspect is `REINSPECT_S` old: a steady release
+        costs one list call a tick."""
+        containers = await self._engine.containers()
+        live = {c.id for c in containers}
         self._exits = {cid: code for cid, code in self._exits.items() if cid in live}
+        self._seen = {cid: seen for cid, seen in self._seen.items() if cid in live}
         mine = {
             c.service_name: c
-            for c in state.containers
+            for c in containers
             if c.app_uuid == uuid and c.release_uuid == release
         }
+        now = time.monotonic()
         out: list[ServiceObs] = []
         for name, svc in sorted(services.items()):
             if not svc.running:
                 continue
             limits = service_thresholds(self.thresholds, svc.labels)
             c = mine.get(name)
-            info = await self._engine.inspect_container(c.id) if c is not None else None
-            if c is None or info is None:
+            if c is None:
                 out.append(ServiceObs(name, limits, None))
                 continue
-            st = info.get("State") or {}
-            health = st.get("Health") or {}
-            if st.get("Status") != "running":  # (a running container's ExitCode is 0)
-                self._exits[c.id] = int(st.get("ExitCode") or 0)
-            else:  # restarted since it last exited: its `die` event kept the code
-                died = self._engine.last_exit_code(c.id)
-                if died is not None:
-                    self._exits[c.id] = died
-            check = (info.get("Config") or {}).get("Healthcheck") or {}
-            out.append(
-                ServiceObs(
-                    service=name,
-                    thresholds=limits,
-                    status=str(st.get("Status") or ""),
-                    exit_code=self._exits.get(c.id, 0),
-                    restart_count=int(info.get("RestartCount") or 0),
-                    health=health.get("Status") if health else None,
-                    start_period_s=float(check.get("StartPeriod") or 0) / _NS,
-                    ever_started=not str(st.get("StartedAt") or "").startswith("0001-"),
-                )
-            )
+            key = (c.status, c.health, c.exit_code, self._engine.die_count(c.id))
+            seen = self._seen.get(c.id)
+            if seen is not None and seen[0] == key and now - seen[1] < REINSPECT_S:
+                out.append(dataclasses.replace(seen[2], thresholds=limits))
+                continue
+            info = await self._engine.inspect_container(c.id)
+            if info is None:
+                out.append(ServiceObs(name, limits, None))
+                continue
+            obs = self._inspected(name, limits, c.id, info)
+            self._seen[c.id] = (key, now, obs)
+            out.append(obs)
         return out
+
+    def _inspected(
+        self, name: str, limits: Thresholds, container_id: str, info: dict[str, Any]
+    ) -> ServiceObs:
+        st = info.get("State") or {}
+        health = st.get("Health") or {}
+        if st.get("Status") != "running":  # (a running container's ExitCode is 0)
+            self._exits[container_id] = int(st.get("ExitCode") or 0)
+        else:  # restarted since it last exited: its `die` event kept the code
+            died = self._engine.last_exit_code(container_id)
+            if died is not None:
+                self._exits[container_id] = died
+        check = (info.get("Config") or {}).get("Healthcheck") or {}
+        return ServiceObs(
+            service=name,
+            thresholds=limits,
+            status=str(st.get("Status") or ""),
+            exit_code=self._exits.get(container_id, 0),
+            restart_count=int(info.get("RestartCount") or 0),
+            health=health.get("Status") if health else None,
+            start_period_s=float(check.get("StartPeriod") or 0) / _NS,
+            ever_started=not str(st.get("StartedAt") or "").startswith("0001-"),
+        )
 
     def _passed(self, uuid: str, release: str, why: str) -> None:
         self.state["apps"][uuid]["current"]["passed"] = True
@@ -313,6 +352,7 @@ class Rollback:
     # --- the planner's and the reconciler's inputs ---------------------------------------------
 
     def _publish(self) -> None:
+        self._changed.set()
         rolled_back: dict[str, tuple[str, str]] = {}
         aborted: dict[str, str] = {}
         keep: set[str] = set()

@@ -209,3 +209,18 @@ def old_release_state(tgt_old, *extra):
         running_for(tgt_old, "a1", "web", "c-web"),
         *extra,
     )
+
+
+ROLLBACK_DEVICE = "dev1"
+
+
+def rollback_body(release: str, image: str) -> dict[str, Any]:
+    """A cloud target for the rollback controller's tests: app a1 with one service, web."""
+    svc = {"id": 1, "image_id": 1, "image": image, "environment": {}, "labels": {}}
+    app = {
+        "id": 1,
+        "name": "demo",
+        "class": "fleet",
+        "releases": {release: {"id": 1, "services": {"web": svc}}},
+    }
+    return {ROLLBACK_DEVICE: {"name": "d", "config": {}, "apps": {"a1": app}}}

@@ -10,19 +10,8 @@ from typing import Any
 
 from agent.reconcile.rollback import Rollback
 from agent.store import Store
-
-DEV = "dev1"
-
-
-def body(release: str, image: str) -> dict[str, Any]:
-    svc = {"id": 1, "image_id": 1, "image": image, "environment": {}, "labels": {}}
-    app = {
-        "id": 1,
-        "name": "demo",
-        "class": "fleet",
-        "releases": {release: {"id": 1, "services": {"web": svc}}},
-    }
-    return {DEV: {"name": "d", "config": {}, "apps": {"a1": app}}}
+from tests.unit.reconcile.factories import ROLLBACK_DEVICE as DEV
+from tests.unit.reconcile.factories import rollback_body as body
 
 
 def controller(root: Path) -> tuple[Rollback, SimpleNamespace, list[str]]:
