@@ -39,6 +39,7 @@ APP_NOT_FOUND = (
     "installed first."
 )
 SERVICE_NOT_FOUND = "Service not found, a container must exist for this endpoint to work"
+TARGET_SERVICE_NOT_FOUND = "Service does not exist in target release"
 NAME_REQUIRED = (
     "serviceName or imageId parameters were not provided or the app is multi-container. "
     "Use the v2 service action endpoints."
@@ -114,6 +115,19 @@ def pick_service(
         if c.service_name == service_name or (image_id is not None and c.image_id == image_id):
             return c
     raise ApiError(404, SERVICE_NOT_FOUND)
+
+
+def require_in_target(app: AppRef, container: ContainerState) -> None:
+    """A service action acts only on a service the target release still has (by image id or
+    name), as the reference: 404 otherwise, from v1 and v2 alike (a container the target
+    dropped, kept by an update lock, is the apply loop's to remove, not the API's to revive)."""
+    release = app.spec.release if app.spec is not None else None
+    services = release.services if release is not None else {}
+    if not any(
+        name == container.service_name or spec.image_id == container.image_id
+        for name, spec in services.items()
+    ):
+        raise ApiError(404, TARGET_SERVICE_NOT_FOUND)
 
 
 class ServiceAction(StrEnum):

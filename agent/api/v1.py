@@ -168,6 +168,7 @@ def legacy_service(action: ServiceAction) -> Handler:
         with actions.legacy_codes():  # v1: unknown app or service is 400, as the reference
             app, current = await actions.scoped_app(request, app_id)
             container = actions.pick_service(current, app, None, None)
+        actions.require_in_target(app, container)  # 404 even here, as the reference
         await actions.service_action(request.app[AGENT], app, container, action, force)
         return json_response({"containerId": container.id})
 

@@ -108,6 +108,7 @@ def service_action(action: actions.ServiceAction) -> Handler:
             raise ApiError(400, actions.NAME_REQUIRED)
         app, current = await actions.scoped_app(request, app_id)
         container = actions.pick_service(current, app, name, image_id)
+        actions.require_in_target(app, container)
         await actions.service_action(request.app[AGENT], app, container, action, force)
         return text_response("OK")
 

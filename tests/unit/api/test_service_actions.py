@@ -79,3 +79,16 @@ def test_host_actions_map_to_logind_methods():
         "reboot": "Reboot",
         "shutdown": "PowerOff",
     }
+
+
+def test_a_service_the_target_release_no_longer_has_is_404_as_the_reference():
+    from agent.api.actions import TARGET_SERVICE_NOT_FOUND, require_in_target
+    from tests.unit.reconcile.factories import app, release, svc, target
+
+    spec = target({"app": app(1, release("r", {"web": svc("web:1")}))}).apps["app"]
+    require_in_target(AppRef(1, "app", "app", spec), CONTAINER)  # in the target: acted on
+    gone = target({"app": app(1, release("r2", {"db": svc("db:1", image_id=2)}))}).apps["app"]
+    for ref in (AppRef(1, "app", "app", gone), APP):  # dropped by r2; app not in the target
+        with pytest.raises(ApiError) as caught:
+            require_in_target(ref, CONTAINER)
+        assert caught.value.status == 404 and caught.value.message == TARGET_SERVICE_NOT_FOUND
