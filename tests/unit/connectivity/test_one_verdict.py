@@ -21,6 +21,7 @@ from agent.connectivity.monitor import ConnectivityMonitor
 from agent.connectivity.openvpn import OpenVPNState
 from agent.connectivity.probe import ProbeResult
 from agent.connectivity.wireguard import WireGuardState
+from agent.errors import ConfigError
 from agent.reconcile.status import StatusBoard
 from agent.store import Store
 
@@ -139,3 +140,36 @@ def test_every_vpn_kind_has_a_probe_an_interface_and_a_hint():
     assert set(probes) == set(VpnKind) == set(cloudlink_mod.DEFAULT_INTERFACE)
     assert set(BLOCKED_HINT) == set(VpnKind)
     assert [k.value for k in VpnKind] == ["wireguard", "openvpn"]  # config.json's spelling
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=12),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+@given(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "kind": st.sampled_from(["wireguard", "openvpn", "ipsec", "", "WireGuard"])
+            | json_values,
+            "interface": st.sampled_from(["wg0", "tun1", ""]) | json_values,
+            "management": st.sampled_from(["127.0.0.1:7505", "localhost"]) | json_values,
+            "probeInterval": st.sampled_from([0.1, 1, 4.0, True]) | json_values,
+            "probe": st.sampled_from(["icmp", "tcp:9", "tcp:0", "udp:1"]) | json_values,
+            "probeAddress": st.sampled_from(["10.0.0.1", "::1"]) | json_values,
+        },
+    )
+)
+def test_any_vpn_config_is_a_known_kind_or_a_clear_error(raw):
+    try:
+        vpn = vpn_config(raw)
+    except ConfigError as exc:
+        assert str(exc).startswith("'vpn")
+        return
+    assert vpn is not None and vpn.kind in VpnKind and raw["kind"] == vpn.kind.value
+    assert vpn.interface == raw.get("interface", cloudlink_mod.DEFAULT_INTERFACE[vpn.kind])
