@@ -6,7 +6,7 @@ import asyncio
 import os
 from dataclasses import dataclass
 
-from agent.engine.docker import DockerEngine
+from agent.engine.port import EnginePort
 from agent.errors import EngineError
 
 # a pull holds the compressed download and the unpacked layers at once
@@ -20,7 +20,7 @@ class Room:
     free: int
 
 
-async def engine_room(engine: DockerEngine) -> Room | None:
+async def engine_room(engine: EnginePort) -> Room | None:
     """Free bytes where the engine keeps its images, when this process can see that path."""
     try:
         root = str((await engine.info()).get("DockerRootDir") or "")

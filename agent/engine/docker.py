@@ -30,8 +30,14 @@ import structlog
 import urllib3.exceptions
 
 from agent.engine.compose import ContainerSpec
+from agent.engine.port import CONNECTED
 from agent.engine.pull import PullProgress, PullStreamError
-from agent.engine.registry import RegistryAuth, RegistryCredentials, image_registry
+from agent.engine.registry import (
+    RegistryAuth,
+    RegistryCredentials,
+    download_size,
+    image_registry,
+)
 from agent.errors import (
     Conflict,
     EngineError,
@@ -274,6 +280,11 @@ class DockerEngine:
     def registry_auth(self, ref: str) -> RegistryAuth | None:
         """The credentials a pull of `ref` sends (None: anonymous)."""
         return self.credentials.for_image(ref)
+
+    async def download_size(self, ref: str) -> int | None:
+        """Bytes a pull of `ref` downloads, from the registry's manifest (with the pull's own
+        credentials); None when it can't be told."""
+        return await download_size(ref, self.registry_auth(ref))
 
     async def pull(
         self,
@@ -610,7 +621,6 @@ def pull_error(
     )
 
 
-CONNECTED = "connected"  # container_events' first item: the stream is open
 EVENT_FILTERS = {
     "type": ["container"],
     "label": ["io.balena.supervised"],

@@ -22,8 +22,7 @@ import structlog
 from agent.engine.adopt import spec_on_engine
 from agent.engine.compose import DeviceContext, service_lock_dir
 from agent.engine.disk import UNPACK_FACTOR, engine_room, shortfall
-from agent.engine.docker import DockerEngine
-from agent.engine.registry import download_size
+from agent.engine.port import EnginePort
 from agent.engine.supnet import SupervisorNetwork
 from agent.errors import (
     AgentError,
@@ -166,7 +165,7 @@ def subject(step: Step) -> dict[str, str]:
 
 
 class Executor:
-    def __init__(self, engine: DockerEngine, device: DeviceContext, images: ManagedImages) -> None:
+    def __init__(self, engine: EnginePort, device: DeviceContext, images: ManagedImages) -> None:
         self.engine = engine
         self.device = device
         self.images = images
@@ -262,9 +261,7 @@ class Executor:
     async def _check_room(self, pulls: Sequence[Pull]) -> dict[Pull, InsufficientSpace]:
         """Refuse, before they start, the pulls the engine's disk has no room for (sizes from
         the registry; a size or a disk that can't be read is not a reason to refuse)."""
-        sizes = await asyncio.gather(
-            *(download_size(p.image, self.engine.registry_auth(p.image)) for p in pulls)
-        )
+        sizes = await asyncio.gather(*(self.engine.download_size(p.image) for p in pulls))
         if not any(sizes):
             return {}
         room = await engine_room(self.engine)

@@ -19,7 +19,7 @@ from pathlib import Path
 import structlog
 
 from agent.engine.adopt import Judgement, adopt
-from agent.engine.docker import CONNECTED, DockerEngine
+from agent.engine.port import CONNECTED, EnginePort
 from agent.errors import AgentError, EngineError, InsufficientSpace
 from agent.locks import (
     EntryKind,
@@ -54,7 +54,7 @@ HANDOVER_WATCH_S = 0.1  # meanwhile, how often handover-complete is looked for
 class Reconciler:
     def __init__(
         self,
-        engine: DockerEngine,
+        engine: EnginePort,
         executor: Executor,
         status: StatusBoard,
         images: ManagedImages,
