@@ -1,0 +1,144 @@
+"""The real apply loop against the in-memory engine (tests/fakes): what a user sees of an update
+— the order of the engine's changes, the update status, locks, gave-up pulls, a cancel — in
+milliseconds, in the test's own event loop."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from structlog.testing import capture_logs
+
+from agent.model import TargetState, UpdateStatus, normalize_image_ref
+from tests.fakes.rig import Rig
+from tests.unit.reconcile.factories import app, release, svc, target
+
+
+def two_services(rel: str, rid: int, tag: str) -> TargetState:
+    """db with a volume, web depending on db; both images at `tag`."""
+    services = {
+        "db": svc(f"reg.test/db:{tag}", composition={"volumes": ["data:/var/lib/db"]}),
+        "web": svc(f"reg.test/web:{tag}", composition={"depends_on": ["db"]}),
+    }
+    return target({"a1": app(1, release(rel, services, rid=rid, volumes={"data": {}}))})
+
+
+R1 = two_services("r1", 1, "1")
+R2 = two_services("r2", 2, "2")
+WEB2 = normalize_image_ref("reg.test/web:2")
+
+
+def index(calls: list[tuple[str, str]], action: str, name_prefix: str) -> int:
+    """Position of the first `action` on an object whose name starts with `name_prefix`."""
+    hits = [i for i, (a, obj) in enumerate(calls) if a == action and obj.startswith(name_prefix)]
+    assert hits, f"no {action} {name_prefix}* in {calls}"
+    return hits[0]
+
+
+async def on_r1(rig: Rig) -> None:
+    rig.deploy(R1)
+    await rig.converged()
+    assert rig.engine.running() == {"db": "r1", "web": "r1"}
+    rig.engine.calls.clear()
+
+
+def test_a_two_service_update_applies_in_dependency_order_and_reports_each_status(tmp_path):
+    async def scenario() -> None:
+        async with Rig(tmp_path) as rig:
+            await on_r1(rig)
+            release_web = rig.engine.hold_pull("reg.test/web:2")
+            rig.deploy(R2)
+            await rig.until(lambda: WEB2 in rig.engine.pulling, "web:2 pulling")
+            assert rig.status("a1") is UpdateStatus.DOWNLOADING
+            assert rig.engine.running() == {"db": "r1", "web": "r1"}  # nothing killed yet
+            release_web.set()
+            await rig.converged()
+
+            assert rig.engine.running() == {"db": "r2", "web": "r2"}
+            assert rig.statuses("a1", "r2") == [
+                "downloading",
+                "downloaded",
+                "applying changes",
+                "done",
+            ]
+            calls = rig.engine.calls
+            last_pull = max(i for i, (a, _) in enumerate(calls) if a == "pull")
+            kills = [index(calls, "kill", "db_"), index(calls, "kill", "web_")]
+            assert last_pull < min(kills)  # download-then-kill: both images before any kill
+            # db starts before web, which depends on it; web's old container went first
+            assert max(kills) < index(calls, "start", "db_1_2_r2") < index(calls, "create", "web_")
+            assert index(calls, "create", "web_") < index(calls, "start", "web_1_2_r2")
+            # the old images are removed once nothing uses them, the new ones are managed
+            assert len(rig.images.ids) == 2
+            assert {r for refs in rig.engine.images.values() for r in refs} == {
+                normalize_image_ref("reg.test/db:2"),
+                WEB2,
+            }
+
+    asyncio.run(scenario())
+
+
+def test_an_update_lock_held_by_the_app_holds_the_kill_until_released(tmp_path):
+    async def scenario() -> None:
+        async with Rig(tmp_path) as rig:
+            await on_r1(rig)
+            lock = rig.lock_dir / "1" / "web" / "updates.lock"
+            lock.write_text("")  # the app's own lock file (not the agent's marker)
+            rig.deploy(R2)
+            await rig.until(lambda: (v := rig.board.app("a1")) and v.reason, "a reason")
+            view = rig.board.app("a1")
+            assert view is not None and view.reason == "update lock held by web"
+            assert rig.engine.running() == {"db": "r1", "web": "r1"}
+            assert not [c for c in rig.engine.calls if c[0] in {"kill", "stop", "create"}]
+            assert rig.status("a1") is UpdateStatus.DOWNLOADED  # downloaded, waiting for the lock
+            lock.unlink()
+            await rig.converged()  # the file going away is seen without a wake-up
+            assert rig.engine.running() == {"db": "r2", "web": "r2"}
+
+    asyncio.run(scenario())
+
+
+def test_a_pull_failing_max_pull_attempts_times_is_aborted_and_the_running_release_kept(
+    tmp_path: Path,
+):
+    async def scenario() -> None:
+        async with Rig(tmp_path, max_pull_attempts=3) as rig:
+            await on_r1(rig)
+            rig.engine.fail_pull("reg.test/web:2", "manifest for reg.test/web:2 not found")
+            rig.deploy(R2)
+            await rig.until(lambda: rig.status("a1") is UpdateStatus.ABORTED, "aborted")
+            await asyncio.sleep(0.05)  # a given-up release is not pulled again
+            view = rig.board.app("a1")
+            assert view is not None and view.reason is not None
+            assert view.reason.startswith("gave up after 3 failed pulls: ")
+            assert "not found" in view.reason
+            assert [c for c in rig.engine.calls if c == ("pull", WEB2)] == [("pull", WEB2)] * 3
+            assert rig.engine.running() == {"db": "r1", "web": "r1"}
+            assert not [c for c in rig.engine.calls if c[0] in {"kill", "stop", "create"}]
+            assert view.current_release_uuid == "r1"
+
+    asyncio.run(scenario())
+
+
+def test_cancel_during_a_held_pull_abandons_it_and_the_next_pass_starts_afresh(tmp_path):
+    async def scenario() -> None:
+        async with Rig(tmp_path) as rig:
+            await on_r1(rig)
+            release_web = rig.engine.hold_pull("reg.test/web:2")
+            rig.deploy(R2)
+            await rig.until(lambda: WEB2 in rig.engine.pulling, "web:2 pulling")
+            assert rig.reconciler.cancel_apply() is True  # a pass was in flight
+            # the held pull ends (cancelled), a new pass pulls it again
+            await rig.until(lambda: rig.engine.calls.count(("pull", WEB2)) == 2, "a 2nd pull")
+            assert rig.engine.running() == {"db": "r1", "web": "r1"}
+            view = rig.board.app("a1")
+            assert view is not None and not (view.reason or "").startswith("pull failed")
+            release_web.set()
+            await rig.converged()
+            assert rig.engine.running() == {"db": "r2", "web": "r2"}
+
+    with capture_logs() as logs:
+        asyncio.run(scenario())
+    events = [e["event"] for e in logs]
+    assert "apply_pass_cancelled" in events
+    assert "release_aborted" not in events

@@ -1,0 +1,97 @@
+"""The real apply loop (`Reconciler` + `Executor`) on the in-memory engine, in the test's own
+event loop: `async with Rig(tmp_path) as rig:` starts the loop and its engine-event watch, and
+cancels both on the way out (as a crash would)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from agent.engine.compose import DeviceContext
+from agent.model import TargetState, UpdateStatus
+from agent.reconcile.executor import Executor, ManagedImages
+from agent.reconcile.loop import Reconciler
+from agent.reconcile.status import StatusBoard
+from agent.retry import Backoff
+from agent.store import Store
+from tests.fakes.engine import FakeEngine
+
+WAIT_S = 5.0  # a bound on any wait: the loop's steps take milliseconds here
+
+
+class Rig:
+    def __init__(
+        self, tmp_path: Path, engine: FakeEngine | None = None, max_pull_attempts: int = 5
+    ) -> None:
+        self.engine = engine or FakeEngine()
+        self.lock_dir = tmp_path / "locks"
+        self.lock_dir.mkdir(exist_ok=True)
+        self.store = Store(tmp_path / "data")
+        self.board = StatusBoard(self.store)
+        self.images = ManagedImages(self.store)
+        device = DeviceContext("dev1", "raspberrypi4-64", self.lock_dir, "0.1.0")
+        self.executor = Executor(self.engine, device, self.images)
+        self.reconciler = Reconciler(
+            engine=self.engine,
+            executor=self.executor,
+            status=self.board,
+            images=self.images,
+            lock_dir=self.lock_dir,
+            override_lock=lambda: False,
+            max_pull_attempts=max_pull_attempts,
+        )
+        self.reconciler._backoff = Backoff(base_s=0.01, cap_s=0.02)  # retries at once
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def __aenter__(self) -> Rig:
+        self._tasks = [
+            asyncio.create_task(self.reconciler.run()),
+            asyncio.create_task(self.reconciler.watch_engine()),
+        ]
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.images.flush()
+
+    def deploy(self, target: TargetState) -> None:
+        self.reconciler.set_target(target)
+
+    async def until(self, check: Callable[[], Any], what: str = "") -> Any:
+        """Wait (a few ms, at most WAIT_S) until `check()` is truthy; its value. Fails with
+        `what` if the loop ended meanwhile or the bound passed."""
+        try:
+            async with asyncio.timeout(WAIT_S):
+                while not (value := check()):
+                    for task in self._tasks:
+                        if task.done():
+                            raise AssertionError(f"the apply loop ended: {task!r}")
+                    await asyncio.sleep(0.001)
+        except TimeoutError:
+            raise AssertionError(f"not reached in {WAIT_S} s: {what or check}") from None
+        return value
+
+    async def converged(self) -> None:
+        await self.until(self.reconciler.converged.is_set, "converged")
+
+    def status(self, app_uuid: str) -> UpdateStatus | None:
+        view = self.board.app(app_uuid)
+        return view.update_status if view is not None else None
+
+    def statuses(self, app_uuid: str, release_uuid: str) -> list[str]:
+        """The update statuses the app went through for that release, in order."""
+        return [
+            t.status.value
+            for t in self.board.transitions
+            if t.app_uuid == app_uuid and t.release_uuid == release_uuid
+        ]
