@@ -107,6 +107,8 @@ class Reconciler:
         self.busy_since: float | None = None  # unix time the running pass began (health)
         self._pass_apps: set[str] | None = None  # app uuids the running pass executes steps for
         self._cancelled_generation = -1  # the generation a cancel (POST /v1/update) began
+        # the lock and hand-over files the latest pass planned with (a wait compares to these)
+        self._files_seen: tuple[frozenset[Path], frozenset[tuple[int, str]]] | None = None
 
     @property
     def target(self) -> TargetState | None:
@@ -267,6 +269,7 @@ class Reconciler:
             self._log_takeover(judged)
         locks = await asyncio.to_thread(held_locks, self._lock_dir)
         handed_over = await asyncio.to_thread(handover_signalled, self._lock_dir)
+        self._files_seen = (_lock_paths(locks), handed_over)  # what this pass planned with
         self._log_locks(locks)
         force = self._override_lock() or self._force_once
         self.window = self._window_verdict()
@@ -367,8 +370,11 @@ class Reconciler:
     async def _wait_for_file_change(self, timeout: float, tick: float) -> None:
         """Wait up to `timeout` for a wake-up or a change of the lock and hand-over files
         (cheap stats every `tick`, no engine calls), so a released lock or a handover-complete
-        starts the next pass at once."""
-        before = await asyncio.to_thread(_watched_files, self._lock_dir)
+        starts the next pass at once. Compared with what the pass saw, not with a fresh look:
+        a lock released between the pass's read and this wait ends it at once too."""
+        before = self._files_seen
+        if before is None:
+            before = await asyncio.to_thread(_watched_files, self._lock_dir)
         deadline = time.monotonic() + timeout
         while (left := deadline - time.monotonic()) > 0:
             with contextlib.suppress(TimeoutError):
@@ -487,6 +493,9 @@ def _only_lock_blocked(plan: Plan) -> bool:
     return bool(pending) and all(a.blocked_by_lock and not a.waiting_on for a in pending)
 
 
+def _lock_paths(locks: dict[int, list[LockHolder]]) -> frozenset[Path]:
+    return frozenset(h.path for holders in locks.values() for h in holders)
+
+
 def _watched_files(lock_dir: Path) -> tuple[frozenset[Path], frozenset[tuple[int, str]]]:
-    locks = frozenset(h.path for holders in held_locks(lock_dir).values() for h in holders)
-    return locks, handover_signalled(lock_dir)
+    return _lock_paths(held_locks(lock_dir)), handover_signalled(lock_dir)

@@ -142,3 +142,27 @@ def test_cancel_during_a_held_pull_abandons_it_and_the_next_pass_starts_afresh(t
     events = [e["event"] for e in logs]
     assert "apply_pass_cancelled" in events
     assert "release_aborted" not in events
+
+
+def test_a_lock_released_right_after_the_pass_read_it_is_seen_at_once(tmp_path):
+    """The app lets go of its lock between the pass's read of the lock files and the loop's
+    wait for them to change: the wait compares with what the pass saw, so it ends on its next
+    look (within the lock watch's tick), not at the 300 s recheck."""
+
+    async def scenario() -> None:
+        async with Rig(tmp_path) as rig:
+            await on_r1(rig)
+            lock = rig.lock_dir / "1" / "web" / "updates.lock"
+            lock.write_text("")
+
+            def release_when_reported() -> None:  # runs inside the pass (status publishing)
+                view = rig.board.app("a1")
+                if view is not None and view.reason == "update lock held by web":
+                    lock.unlink(missing_ok=True)
+
+            rig.board.listeners.append(release_when_reported)
+            rig.deploy(R2)
+            await rig.converged()
+            assert rig.engine.running() == {"db": "r2", "web": "r2"}
+
+    asyncio.run(scenario())
