@@ -2,14 +2,16 @@
 
 As the reference: the request is opened when there is something to send, its body a single
 gzip member sync-flushed on a throttle (wire.py: once per tick of the followers' grid, every
-`logFlushMs`, 500 ms by default where the reference flushes after 100 ms); a broken request
+`logFlushMs`, 1 s by default where the reference flushes after 100 ms); a broken request
 is opened again after min(5 s · 2^failures, 300 s) (balena-backend.ts:15-16,117-128), here
 with jitter (a random wait between half and all of it) so a fleet that lost its cloud
 together does not come back in step.
 
 Where it differs, on purpose: the reference keeps one request open until 60 s without a line
 (balena-backend.ts:17,207) and cannot tell which lines a broken request delivered. Here a
-request ends after `REQUEST_MAX_S` and the cloud's answer confirms it; the lines of a request
+request ends after `REQUEST_MAX_S`, or once its lines reach the buffer's memory bound
+(`logBufferBytes`: the lines in flight are held until the answer, and never more than that),
+and the cloud's answer confirms it; the lines of a request
 that fails (refused, cut, no answer) go back to the head of the buffer and are sent again, so
 a cut loses nothing; at worst the cloud sees again what it took from the broken request.
 Before a batch is written, `on_write` is called (the channel records the containers'
@@ -41,7 +43,8 @@ log = structlog.get_logger("agent.cloudlogs")
 MIN_COOLDOWN_S = 5.0
 MAX_COOLDOWN_S = 300.0
 REQUEST_MAX_S = 10.0
-MAX_BATCH_BYTES = 64 * 1024
+MAX_BATCH_BYTES = 256 * 1024  # one gzip flush and one chunk of the body
+TICK_MAX_BYTES = 1024 * 1024  # NDJSON sent a tick at most (a backlog never holds the loop long)
 ANSWER_TIMEOUT_S = 30.0
 ON_TICK_S = 0.03  # woken this soon after a tick: by the lines read on it, flush now
 
@@ -135,7 +138,8 @@ class Sender:
         loop = asyncio.get_running_loop()
         deadline = time.monotonic() + REQUEST_MAX_S
         last_slot = -1
-        while (left := deadline - time.monotonic()) > 0:
+        held = 0  # bytes of `inflight`: at the buffer's memory bound the request ends
+        while (left := deadline - time.monotonic()) > 0 and held < self._buffer.mem_bytes:
             if not self._buffer.ready.is_set():  # no timer while lines keep coming
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(left):  # no task per wait, unlike wait_for
@@ -150,16 +154,23 @@ class Sender:
                 await sleep_until(tick)
                 slot = round(tick / period)
             last_slot = slot
-            batch = await self._buffer.take(MAX_BATCH_BYTES)
-            notice = self._buffer.take_drop_notice()  # after what was kept (resent lines too)
-            if notice is not None:
-                batch.append(notice)
-            if ended:  # aiohttp's writer outlived the answer: these go back, behind inflight
-                self._buffer.requeue(batch, after=len(inflight))
-                return
-            if not batch:
-                continue
-            inflight.extend(batch)
-            self._on_write(batch)
-            yield gz.batch([e.line for e in batch])
+            sent = 0  # all that waits goes out on this tick, up to TICK_MAX_BYTES
+            while sent < TICK_MAX_BYTES and held < self._buffer.mem_bytes:
+                batch = await self._buffer.take(min(MAX_BATCH_BYTES, self._buffer.mem_bytes - held))
+                notice = self._buffer.take_drop_notice()  # after what was kept (resent too)
+                if notice is not None:
+                    batch.append(notice)
+                if ended:  # aiohttp's writer outlived the answer: back, behind inflight
+                    self._buffer.requeue(batch, after=len(inflight))
+                    return
+                if not batch:
+                    break
+                inflight.extend(batch)
+                self._on_write(batch)
+                chunk = gz.batch([e.line for e in batch])
+                sent += gz.last_raw_bytes
+                held += gz.last_raw_bytes
+                yield chunk
+                if not self._buffer.ready.is_set():
+                    break  # nothing left (take() clears it)
         yield gz.end()

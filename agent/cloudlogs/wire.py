@@ -9,10 +9,11 @@
 - the gzip stream is sync-flushed on a throttle, the lines written meanwhile coalesced into one
   flush: the reference's lodash `throttle(flush, 100, {leading: false})` (ZLIB_TIMEOUT,
   balena-backend.ts:14,209-219) flushes 100 ms after the first line written since the last
-  flush. Here the flush comes on the next tick of a grid every `logFlushMs` (default 500 ms,
-  at least 100): in Python each flush costs a wake-up and ≈ 0.5 ms of work whatever it
-  carries, so ten a second would alone cost more than the CPU target of 20 ms per 1,000 lines
-  at 200 lines a second (docs/benchmarks.md "Cloud logs"); a line waits at most the interval.
+  flush. Here the flush comes on the next tick of a grid every `logFlushMs` (default 1,000 ms,
+  at least 100): each tick costs ≈ 0.5 ms of CPU whatever it carries, most of it the kernel's
+  (the loop's sleep and wake-up, the send that wakes the receiver), so at 50 lines a second
+  two ticks a second alone spent half the CPU target of 20 ms per 1,000 lines
+  (docs/benchmarks.md "Cloud logs"); a line waits at most the interval.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import NamedTuple
 
 PATH = "/device/v2/{uuid}/log-stream"
 CONTENT_TYPE = "application/x-ndjson"
-FLUSH_S = 0.5  # default logFlushMs / 1000; the reference: 0.1 (see above)
+FLUSH_S = 1.0  # default logFlushMs / 1000; the reference: 0.1 (see above)
 MIN_FLUSH_S = 0.1
 MAX_MESSAGE_CHARS = 10_000
 OMISSION = "[...]"
@@ -79,9 +80,11 @@ class GzipStream:
         self._z = zlib.compressobj(level, zlib.DEFLATED, 31)
         self.raw_bytes = 0
         self.wire_bytes = 0
+        self.last_raw_bytes = 0  # of the last batch
 
     def batch(self, lines: list[bytes]) -> bytes:
         data = b"".join(lines)
+        self.last_raw_bytes = len(data)
         self.raw_bytes += len(data)
         out = self._z.compress(data) + self._z.flush(zlib.Z_SYNC_FLUSH)
         self.wire_bytes += len(out)

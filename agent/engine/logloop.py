@@ -22,6 +22,15 @@ from agent.engine.logwire import ChunkDecoder, FrameSplitter, LogFrame, demux, n
 
 RECV_BYTES = 256 * 1024
 TICK_BYTES = 512 * 1024  # read at most this much a tick: a backlog never holds the loop long
+# A busy stream is read more often than every `pace`: the engine writes a chunk per line and a
+# unix socket holds only a few hundred small writes (its send buffer counts each write's
+# overhead: ≈ 280 of 130 bytes here), so one read a tick alone would cap a service at that
+# many lines a tick while the engine waits. The next read comes after pace / 2^k (k ≤ 3, on
+# grids that nest in the tick grid) with k the least that keeps a read, at the rate seen
+# since the last one, within READ_CHUNKS chunks and READ_BYTES bytes.
+READ_CHUNKS = 200
+READ_BYTES = 32 * 1024
+MAX_SPLIT = 8
 
 
 def plain_socket(response: Any) -> socket.socket | None:
@@ -29,6 +38,14 @@ def plain_socket(response: Any) -> socket.socket | None:
     raw = getattr(getattr(getattr(response.raw, "_fp", None), "fp", None), "raw", None)
     sock = getattr(raw, "_sock", None)
     return sock if type(sock) is socket.socket else None
+
+
+def read_split(load: float) -> int:
+    """Reads a tick for `load` (reads needed a tick): the least power of two ≥ it, ≤ 8."""
+    split = 1
+    while split < load and split < MAX_SPLIT:
+        split *= 2
+    return split
 
 
 async def sleep_until(when: float) -> None:
@@ -61,8 +78,11 @@ async def loop_frames(
     try:
         # what the header read left in the socket file's buffer (non-blocking: never waits)
         data = fp.read1(RECV_BYTES)
+        last = loop.time() - pace
         while True:
             eof = False
+            now = loop.time()
+            share, last = max(now - last, pace / MAX_SPLIT) / pace, now  # since the last read
             while len(data) < TICK_BYTES:  # what the socket has now (the rest: next tick)
                 try:
                     got = sock.recv(RECV_BYTES)
@@ -75,9 +95,14 @@ async def loop_frames(
                     eof = True
                     break
                 data += got
+                if len(got) < RECV_BYTES:
+                    break  # all the socket had: no second recv (and its exception) a tick
+            load = len(data) / READ_BYTES  # reads needed a tick at this rate (≥ 1: busy)
             if data:
                 if chunks is not None:
+                    before = chunks.count
                     data = chunks.feed(data)
+                    load = max(load, (chunks.count - before) / READ_CHUNKS)
                     eof = eof or chunks.done
                 out: list[LogFrame] = []
                 if tty:
@@ -102,7 +127,7 @@ async def loop_frames(
                     loop.remove_reader(sock)
                     watching = False
             data = b""
-            await sleep_until(next_tick(loop.time(), pace))
+            await sleep_until(next_tick(loop.time(), pace / read_split(load / share)))
     finally:
         if watching:
             loop.remove_reader(sock)

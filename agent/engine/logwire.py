@@ -125,31 +125,39 @@ class ChunkDecoder:
         self._left = 0  # bytes of the current chunk's data still to come
         self._crlf = False  # the CRLF after a chunk's data is next
         self.done = False
+        self.count = 0  # chunks begun so far (the engine writes one a line)
 
     def feed(self, data: bytes) -> bytes:
         buf = self._buf
         buf += data
-        out = bytearray()
+        out: list[bytearray] = []
+        pos, size_all = 0, len(buf)
         while not self.done:
-            if self._left:
-                take = min(self._left, len(buf))
-                out += buf[:take]
-                del buf[:take]
+            if self._left:  # the rest of a chunk cut by the last read
+                take = min(self._left, size_all - pos)
+                out.append(buf[pos : pos + take])
+                pos += take
                 self._left -= take
                 if self._left:
                     break
                 self._crlf = True
             if self._crlf:
-                if len(buf) < 2:
+                if size_all - pos < 2:
                     break
-                del buf[:2]
+                pos += 2
                 self._crlf = False
-            end = buf.find(b"\r\n")
+            end = buf.find(b"\r\n", pos)
             if end < 0:
                 break
-            size = int(bytes(buf[:end]).split(b";")[0].strip() or b"0", 16)
-            del buf[: end + 2]
+            size = int(buf[pos:end].split(b";")[0].strip() or b"0", 16)
+            pos = end + 2
+            self.count += 1
             if size == 0:
                 self.done = True
-            self._left = size
-        return bytes(out)
+            elif pos + size + 2 <= size_all:  # the whole chunk and its CRLF (the usual case)
+                out.append(buf[pos : pos + size])
+                pos += size + 2
+            else:
+                self._left = size
+        del buf[:pos]
+        return b"".join(out)

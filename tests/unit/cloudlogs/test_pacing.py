@@ -10,7 +10,7 @@ from typing import Any
 
 from agent.cloudlogs.channel import LogSettings
 from agent.cloudlogs.wire import FLUSH_S, MIN_FLUSH_S
-from agent.engine.logloop import loop_frames, plain_socket
+from agent.engine.logloop import loop_frames, plain_socket, read_split
 from agent.engine.logwire import LogFrame, next_tick
 
 
@@ -85,3 +85,40 @@ def test_loop_reader_batches_bursts_per_tick_and_ends_at_eof():
         ["line 12"],
     ]
     assert [f.stderr for f in batches[1]] == [i == 5 for i in range(2, 12)]
+
+
+def test_a_busy_stream_is_read_more_often_on_nested_grids():
+    assert [read_split(x) for x in (0, 0.5, 1.0)] == [1, 1, 1]  # calm: once a tick
+    assert [read_split(x) for x in (1.01, 2, 2.5, 4, 5, 100)] == [2, 2, 4, 4, 8, 8]
+
+
+def test_the_loop_reader_keeps_up_with_more_than_the_socket_holds_a_tick():
+    """The engine writes a chunk per line; a unix socket holds a few hundred such writes, so a
+    read once a tick would deliver only that many a tick while the engine waits."""
+    total, pace = 3000, 1.0
+
+    async def main() -> tuple[int, float]:
+        ours, engine = socket.socketpair()
+        response = _Response(ours)
+        response.raw.chunked = True
+        loop = asyncio.get_running_loop()
+
+        def engine_side() -> None:  # blocking writes, one chunk a line, as the engine's
+            for i in range(1, total + 1):
+                frame = _frame(i)
+                engine.sendall(b"%x\r\n%s\r\n" % (len(frame), frame))
+            engine.sendall(b"0\r\n\r\n")
+
+        writer = loop.run_in_executor(None, engine_side)
+        got, t0 = 0, loop.time()
+        async for batch in loop_frames(response, ours, False, pace):
+            got += len(batch)
+        elapsed = loop.time() - t0
+        await writer
+        engine.close()
+        return got, elapsed
+
+    got, elapsed = asyncio.run(main())
+    assert got == total
+    # once a tick this took ≥ 10 ticks here (≈ 280 writes a read); finer reads: a few
+    assert elapsed < 5 * pace, f"{elapsed:.1f} s for {total} lines"

@@ -1,0 +1,65 @@
+"""The sender's flush tick: everything waiting goes out on one tick, not one batch a tick."""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+
+import pytest
+
+from agent.cloudlogs import sender as sender_module
+from agent.cloudlogs.buffer import LogBuffer
+from agent.cloudlogs.sender import MAX_BATCH_BYTES, TICK_MAX_BYTES, Sender
+from agent.cloudlogs.wire import Entry, GzipStream, system_entry
+
+
+def test_a_backlog_of_several_batches_goes_out_on_one_tick_in_order(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    monkeypatch.setattr(sender_module, "REQUEST_MAX_S", 1.0)
+    flush_s = 0.2
+    lines = [system_entry(f"{i:06d} " + "x" * 240, i) for i in range(3200)]
+    size = sum(len(e.line) for e in lines)
+    assert 2 * MAX_BATCH_BYTES < size < TICK_MAX_BYTES
+
+    async def main() -> tuple[list[float], bytes, list[Entry]]:
+        loop = asyncio.get_running_loop()
+        buffer = LogBuffer(10 * size, 0, None)
+        for e in lines:
+            buffer.put(e)
+        sender = Sender("http://cloud.invalid", "uuid", "key", buffer, lambda _b: None, flush_s)
+        inflight: list[Entry] = []
+        times: list[float] = []
+        body = b""
+        async for chunk in sender._body(GzipStream(), inflight, []):  # until REQUEST_MAX_S
+            times.append(loop.time())
+            body += chunk
+        return times, body, inflight
+
+    times, body, inflight = asyncio.run(main())
+    *flushes, _end = times
+    assert len(flushes) >= 3  # one gzip flush a batch
+    assert max(flushes) - min(flushes) < flush_s / 2, "the batches waited for later ticks"
+    assert inflight == lines
+    assert zlib.decompressobj(31).decompress(body) == b"".join(e.line for e in lines)
+
+
+def test_a_request_holds_no_more_unacknowledged_lines_than_the_memory_bound():
+    lines = [system_entry(f"{i:06d} " + "y" * 200, i) for i in range(200)]
+    bound = 8192
+
+    async def main() -> tuple[list[Entry], bytes, int]:
+        buffer = LogBuffer(100 * bound, 0, None)
+        for e in lines:
+            buffer.put(e)
+        buffer.mem_bytes = bound  # five times the bound waits
+        sender = Sender("http://cloud.invalid", "uuid", "key", buffer, lambda _b: None, 0.1)
+        inflight: list[Entry] = []
+        body = b"".join([chunk async for chunk in sender._body(GzipStream(), inflight, [])])
+        return inflight, body, len(buffer)
+
+    inflight, body, left = asyncio.run(main())
+    held = sum(len(e.line) for e in inflight)
+    assert bound <= held < bound + len(lines[0].line)  # the request ended at the bound
+    assert inflight == lines[: len(inflight)] and left == len(lines) - len(inflight)
+    assert zlib.decompress(body, 31) == b"".join(e.line for e in inflight)  # a whole member
