@@ -10,10 +10,11 @@ from typing import Any
 
 import structlog
 
-from agent import testhooks
-
 EventSink = Callable[[MutableMapping[str, Any]], None]
 _SINKS: list[EventSink] = []
+# structlog processors run on every event before it is written (a seam for tests:
+# testbed/testhooks.py hooks its crash points here, before `configure`; empty on a device)
+EXTRA_PROCESSORS: list[Any] = []
 
 
 def add_sink(sink: EventSink) -> None:
@@ -42,8 +43,7 @@ def configure(fmt: str = "auto", level: str = "info") -> None:
         if use_console
         else structlog.processors.JSONRenderer(sort_keys=False)
     )
-    # test only, off unless the fault suite asks for it (agent/testhooks.py)
-    hooks: list[Any] = [testhooks.crash_processor] if testhooks.enabled() else []
+    hooks = list(EXTRA_PROCESSORS)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

@@ -266,7 +266,8 @@ def _warm_linecache() -> None:
 def excuse(stack: str) -> str | None:
     """Why a slow callback is not the agent blocking its loop, or None when it is:
 
-    - `deliberate`: the SIGUSR2 test hook (agent/sdnotify.py) blocks it on purpose;
+    - `deliberate`: test scaffolding (testbed/testhooks.py, the SIGUSR2 hook) blocks it on
+      purpose;
     - `debug_overhead`: asyncio's debug mode recording where a future was created (reading
       source lines through linecache) — the monitor's own cost;
     - `loop_internal`: the innermost frame is asyncio's own non-blocking machinery (a
@@ -276,7 +277,7 @@ def excuse(stack: str) -> str | None:
       the child watcher of a subprocess) to be scheduled at all — a busy machine's scheduler,
       not I/O."""
     lines = stack.splitlines()
-    if any("install_test_hooks.<locals>.block" in line for line in lines):
+    if any("/testbed/testhooks.py" in line and "in block_the_loop" in line for line in lines):
         return "deliberate"
     for i, line in enumerate(lines[:-1]):
         if "/asyncio/" in line and "traceback.py" in lines[i + 1]:

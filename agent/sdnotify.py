@@ -24,9 +24,7 @@ Outside systemd ($NOTIFY_SOCKET unset) every send is a no-op.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import signal
 import socket
 import time
 from collections.abc import Callable, Coroutine
@@ -44,7 +42,6 @@ log = structlog.get_logger("agent.sdnotify")
 READY_DEADLINE_S = 120.0  # the unit's TimeoutStartSec must be longer than this
 READY_CHECK_S = 1.0  # how often readiness is looked at until READY=1 is said
 STATUS_EVERY_S = 5.0  # how often the STATUS line is recomputed (sent only when it changes)
-TEST_HOOKS_ENV = "DEVICE_AGENT_TEST_HOOKS"  # test only: SIGUSR2 blocks the loop, see below
 
 
 class Notifier:
@@ -199,7 +196,6 @@ async def notify_loop(
     task). Runs on the main loop on purpose: a blocked loop stops the WATCHDOG pings, which is
     the whole point. STOPPING=1 is said when the task is cancelled (the agent stops), not when
     it crashes (the supervisor restarts it)."""
-    install_test_hooks()
     ready = False
     last_status = ""
     next_status = 0.0
@@ -247,20 +243,3 @@ def for_agent(agent: Agent, had_target: bool) -> Coroutine[Any, Any, None]:
         watchdog_interval_s(),
         alive=lambda: agent.supervisor.healthy,
     )
-
-
-def install_test_hooks() -> None:
-    """TEST ONLY, off unless $DEVICE_AGENT_TEST_HOOKS=1: SIGUSR2 blocks the event loop for
-    $DEVICE_AGENT_TEST_BLOCK_S seconds (default 30), so a test can watch the WATCHDOG pings
-    stop. Never set on a device."""
-    if os.environ.get(TEST_HOOKS_ENV) != "1":
-        return
-    seconds = float(os.environ.get("DEVICE_AGENT_TEST_BLOCK_S", "30"))
-
-    def block() -> None:
-        log.warning("test_hook_blocking_loop", seconds=seconds)
-        time.sleep(seconds)  # deliberately blocking: that is the test
-        log.warning("test_hook_loop_unblocked")
-
-    with contextlib.suppress(NotImplementedError, RuntimeError):
-        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR2, block)

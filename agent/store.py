@@ -23,10 +23,13 @@ from typing import Any
 
 import structlog
 
-from agent import shapes, testhooks
+from agent import shapes
 from agent.errors import StoreError
 
 log = structlog.get_logger("agent.store")
+# called with the key between a write's fsynced temp file and its rename over the old value
+# (a seam for tests: testbed/testhooks.py hooks its crash points here; empty on a device)
+BEFORE_REPLACE: list[Callable[[str], None]] = []
 
 _KEY_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 
@@ -103,9 +106,8 @@ class Store:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            if testhooks.enabled():  # test only: a crash point (agent/testhooks.py)
-                testhooks.reached("state_write")
-                testhooks.reached(f"state_write.{key}")
+            for hook in BEFORE_REPLACE:
+                hook(key)
             os.replace(tmp, path)
             self._fsync_dir()
         except OSError as exc:

@@ -25,6 +25,7 @@ from ._util import TestbedError, wait_for
 from .supnet import supervisor_network_for
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+HOOKS_ENV = "DEVICE_AGENT_TEST_HOOKS"  # testbed/testhooks.py
 
 
 def _python_env() -> dict[str, str]:
@@ -161,6 +162,12 @@ class AgentProcess:
         self.root.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(json.dumps(self.config, indent=2))
 
+    def _entry_point(self) -> str:
+        """`agent`, or with $DEVICE_AGENT_TEST_HOOKS=1 (in `env` or this process's environment)
+        the test entry point that installs testbed/testhooks.py first."""
+        hooks = self.env.get(HOOKS_ENV, os.environ.get(HOOKS_ENV))
+        return "testbed.agent_main" if hooks == "1" else "agent"
+
     def start(self) -> AgentProcess:
         if self.running:
             raise TestbedError("agent already running")
@@ -175,7 +182,7 @@ class AgentProcess:
                 *self.command_prefix,
                 sys.executable,
                 "-m",
-                "agent",
+                self._entry_point(),
                 "run",
                 "--config",
                 str(self.config_path),

@@ -2,7 +2,7 @@
 hand-over wait, state writes, each update-status change): after a restart it always converges
 on the new release, with the named volume's data intact and `done` reported once, never early.
 
-The kill comes from the agent itself (agent/testhooks.py, test only): the n-th time it logs
+The kill comes from the agent itself (testbed/testhooks.py, test only): the n-th time it logs
 the event, or reaches the state write, it SIGKILLs itself — an exact power cut."""
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ fails and is retried (`apply_pass_failed`), or the task is restarted (`task_cras
 `task_restarted`), each logged with its stack; the update still converges with the data kept,
 `done` reported once, and the agent stays healthy.
 
-The error comes from the agent itself (agent/testhooks.py, test only:
+The error comes from the agent itself (testbed/testhooks.py, test only:
 $DEVICE_AGENT_TEST_RAISE_AT="<log event>:<n>" raises at the n-th time the event is logged)."""
 
 from __future__ import annotations

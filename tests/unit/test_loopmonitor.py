@@ -138,7 +138,7 @@ def test_what_is_excused():
 
     agent = ("/work/agent/store.py", "Store.put")
     assert excuse(stack(agent)) is None
-    hook = ("/work/agent/sdnotify.py", "install_test_hooks.<locals>.block")
+    hook = ("/work/testbed/testhooks.py", "block_the_loop")
     assert excuse(stack(agent, hook)) == "deliberate"
     debug = stack(
         agent, (f"{ASYNCIO}/base_events.py", "create_future"), ("/x/traceback.py", "extract")

@@ -8,13 +8,13 @@ import tempfile
 
 import pytest
 
-from agent import testhooks
 from agent.api.keys import ApiKeys
 from agent.cloud.client import TargetFetch
 from agent.cloud.poller import Poller
 from agent.errors import StoreError
 from agent.reconcile.status import StatusBoard
 from agent.store import Store
+from testbed import testhooks
 
 ENOSPC = OSError(28, "No space left on device")
 

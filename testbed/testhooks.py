@@ -1,4 +1,7 @@
-"""TEST ONLY: deterministic crash points for the fault suite (tests/faults). Never set on a device.
+"""Test hooks, installed into an agent process by `python -m testbed.agent_main` (the entry
+point AgentProcess uses when $DEVICE_AGENT_TEST_HOOKS=1); nothing under agent/ imports this.
+
+Deterministic crash points for the fault suite (tests/faults).
 
 Off unless $DEVICE_AGENT_TEST_HOOKS=1 and $DEVICE_AGENT_TEST_CRASH_AT="<point>:<n>": the agent
 then SIGKILLs itself the n-th time it reaches <point> — a power cut at an exact moment. A point
@@ -15,13 +18,22 @@ installed in the log chain.
 an exact place, to show that no long-lived task dies of it (tests/faults/test_task_faults.py).
 `"<point>:<n>+"` raises every time from the n-th on: a task that can't be mended, given up
 (tests/integration/test_sdnotify_agent.py).
+
+SIGUSR2 blocks the agent's event loop for $DEVICE_AGENT_TEST_BLOCK_S seconds (default 30), so
+a test can watch the WATCHDOG pings stop (tests/integration/test_sdnotify_agent.py).
+
+The agent's seams they use: `agent.store.BEFORE_REPLACE` (called with the key between a state
+write's fsynced temp file and its rename) and `agent.logs.EXTRA_PROCESSORS` (structlog
+processors run on every event before it is written).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
+import time
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -77,3 +89,40 @@ def crash_processor(_logger: Any, _method: str, event: MutableMapping[str, Any])
     """structlog processor: a log event is a crash point."""
     reached(str(event.get("event")))
     return event
+
+
+def _state_write(key: str) -> None:
+    reached("state_write")
+    reached(f"state_write.{key}")
+
+
+def block_the_loop() -> None:
+    """Block the event loop this runs on (a loop callback) for $DEVICE_AGENT_TEST_BLOCK_S."""
+    import structlog
+
+    log = structlog.get_logger("testbed.testhooks")
+    seconds = float(os.environ.get("DEVICE_AGENT_TEST_BLOCK_S", "30"))
+    log.warning("test_hook_blocking_loop", seconds=seconds)
+    time.sleep(seconds)  # deliberately blocking: that is the test
+    log.warning("test_hook_loop_unblocked")
+
+
+def _on_sigusr2(_signum: int, _frame: object) -> None:
+    # a signal handler runs in the main thread, the loop's: hand the block to the loop as a
+    # callback, as the agent's own work runs
+    loop = asyncio._get_running_loop()
+    if loop is not None:
+        loop.call_soon_threadsafe(block_the_loop)
+
+
+def install() -> None:
+    """Hook what $DEVICE_AGENT_TEST_HOOKS=1 and its companions ask for into this process's
+    agent, before it starts. Off (nothing installed) without $DEVICE_AGENT_TEST_HOOKS=1."""
+    if os.environ.get(HOOKS_ENV) != "1":
+        return
+    from agent import logs, store
+
+    if enabled():
+        logs.EXTRA_PROCESSORS.append(crash_processor)
+        store.BEFORE_REPLACE.append(_state_write)
+    signal.signal(signal.SIGUSR2, _on_sigusr2)
