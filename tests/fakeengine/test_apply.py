@@ -9,37 +9,9 @@ from pathlib import Path
 
 from structlog.testing import capture_logs
 
-from agent.model import TargetState, UpdateStatus, normalize_image_ref
+from agent.model import UpdateStatus, normalize_image_ref
+from tests.fakes.releases import R2, WEB2, index, on_r1
 from tests.fakes.rig import Rig
-from tests.unit.reconcile.factories import app, release, svc, target
-
-
-def two_services(rel: str, rid: int, tag: str) -> TargetState:
-    """db with a volume, web depending on db; both images at `tag`."""
-    services = {
-        "db": svc(f"reg.test/db:{tag}", composition={"volumes": ["data:/var/lib/db"]}),
-        "web": svc(f"reg.test/web:{tag}", composition={"depends_on": ["db"]}),
-    }
-    return target({"a1": app(1, release(rel, services, rid=rid, volumes={"data": {}}))})
-
-
-R1 = two_services("r1", 1, "1")
-R2 = two_services("r2", 2, "2")
-WEB2 = normalize_image_ref("reg.test/web:2")
-
-
-def index(calls: list[tuple[str, str]], action: str, name_prefix: str) -> int:
-    """Position of the first `action` on an object whose name starts with `name_prefix`."""
-    hits = [i for i, (a, obj) in enumerate(calls) if a == action and obj.startswith(name_prefix)]
-    assert hits, f"no {action} {name_prefix}* in {calls}"
-    return hits[0]
-
-
-async def on_r1(rig: Rig) -> None:
-    rig.deploy(R1)
-    await rig.converged()
-    assert rig.engine.running() == {"db": "r1", "web": "r1"}
-    rig.engine.calls.clear()
 
 
 def test_a_two_service_update_applies_in_dependency_order_and_reports_each_status(tmp_path):

@@ -9,8 +9,9 @@ in use, a created container that isn't running, a stop that exits 0.
 
 It runs in the test's own event loop (no threads, no sleeps unless a test holds a pull). A test
 can make a pull fail (`fail_pull`), hold it until released (`hold_pull`), crash a container
-(`crash`), or take the whole engine down (`die`) and bring it back (`revive`). `calls` records
-every change made to it, in order, as (action, object) pairs.
+(`crash`), stop a container change halfway (`gate`), or take the whole engine down (`die`) and
+bring it back (`revive`). `calls` records every change made to it, in order, as (action,
+object) pairs.
 
 Ids come from the planner simulator's scheme (tests/unit/reconcile/sim.py `image_id_for`), so
 the factories' engine objects and this engine's agree.
@@ -21,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,8 +35,6 @@ from agent.model import CurrentState, ImageState, normalize_image_ref
 from agent.model.compose_options import IpamPool
 from agent.model.current import LABEL_SUPERVISED
 from tests.unit.reconcile.sim import EXIT_LABEL, image_id_for
-
-CREATED_BASE = 1_700_000_000  # `Created` of the first container (unix seconds)
 
 
 @dataclass
@@ -76,6 +76,17 @@ class PullRule:
 
 
 @dataclass
+class Gate:
+    action: str
+    name_prefix: str
+    reached: asyncio.Event = field(default_factory=asyncio.Event)  # a call waits at it
+    opened: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def open(self) -> None:
+        self.opened.set()
+
+
+@dataclass
 class FakeEngine:
     containers: dict[str, FakeContainer] = field(default_factory=dict)
     images: dict[str, set[str]] = field(default_factory=dict)  # id -> normalized refs
@@ -85,6 +96,7 @@ class FakeEngine:
     pulling: set[str] = field(default_factory=set)  # refs whose pull is in flight
     dead: bool = False
     _rules: dict[str, PullRule] = field(default_factory=dict)
+    _gates: list[Gate] = field(default_factory=list)
     _streams: list[asyncio.Queue[str | None]] = field(default_factory=list)
     _seq: Iterator[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -101,6 +113,13 @@ class FakeEngine:
         event = asyncio.Event()
         self._rules[normalize_image_ref(ref)] = PullRule(hold=event)
         return event
+
+    def gate(self, action: str, name_prefix: str) -> Gate:
+        """The next `action` (create, start, stop, kill, rename) on a container whose name
+        starts with `name_prefix` waits, before it changes anything, until the gate opens."""
+        gate = Gate(action, name_prefix)
+        self._gates.append(gate)
+        return gate
 
     def crash(self, name_prefix: str, exit_code: int = 1) -> None:
         """The running container whose name starts with `name_prefix` exits on its own."""
@@ -179,6 +198,8 @@ class FakeEngine:
                 while not rule.hold.is_set():
                     if cancel.is_set():
                         raise PullError(f"{ref}: pull cancelled")
+                    if self.dead:
+                        raise PullError(f"{ref}: connection to the engine lost during pull")
                     await asyncio.sleep(0.002)
             await asyncio.sleep(0)
             if cancel.is_set():
@@ -239,7 +260,7 @@ class FakeEngine:
     # --- containers -------------------------------------------------------------------------
 
     async def create_container(self, spec: ContainerSpec, network_mode: str | None) -> str:
-        self._alive()
+        await self._pass_gate("create", spec.name)
         if any(c.name == spec.name for c in self.containers.values()):
             raise Conflict(f"create container {spec.name}: the name is already in use")
         norm = normalize_image_ref(spec.image)
@@ -253,7 +274,7 @@ class FakeEngine:
             image=spec.image,
             image_id=image_id,
             labels=dict(spec.create.get("labels") or {}),
-            created=CREATED_BASE + seq,
+            created=int(time.time()),  # as dockerd lists it: unix seconds
             healthcheck=bool(spec.create.get("healthcheck")),
         )
         self.containers[container.id] = container
@@ -261,6 +282,7 @@ class FakeEngine:
         return container.id
 
     async def start(self, container_id: str) -> None:
+        await self._pass_gate("start", self._name(container_id))
         c = self._container(container_id, "start container")
         self.calls.append(("start", c.name))
         if c.state == "running":
@@ -272,6 +294,7 @@ class FakeEngine:
         c.state, c.exit_code = "running", None
 
     async def stop(self, container_id: str, timeout: int | None = None) -> None:
+        await self._pass_gate("stop", self._name(container_id))
         c = self._container(container_id, "stop container")
         self.calls.append(("stop", c.name))
         if c.state == "running":
@@ -279,7 +302,7 @@ class FakeEngine:
             self._event("die")
 
     async def kill_and_remove(self, container_id: str, timeout: int | None = None) -> None:
-        self._alive()
+        await self._pass_gate("kill", self._name(container_id))
         c = self.containers.get(container_id)
         if c is None:
             return
@@ -291,6 +314,7 @@ class FakeEngine:
         self._event("destroy")
 
     async def rename(self, container_id: str, name: str) -> None:
+        await self._pass_gate("rename", self._name(container_id))
         c = self._container(container_id, "rename container")
         if any(x.name == name and x is not c for x in self.containers.values()):
             raise Conflict(f"rename container: the name {name} is already in use")
@@ -302,6 +326,23 @@ class FakeEngine:
     def _alive(self) -> None:
         if self.dead:
             raise EngineUnavailable("engine unavailable: connection refused")
+
+    def _name(self, container_id: str) -> str:
+        c = self.containers.get(container_id)
+        return c.name if c is not None else ""
+
+    async def _pass_gate(self, action: str, name: str) -> None:
+        self._alive()
+        gate = next(
+            (g for g in self._gates if g.action == action and name.startswith(g.name_prefix)),
+            None,
+        )
+        if gate is None:
+            return
+        self._gates.remove(gate)
+        gate.reached.set()
+        await gate.opened.wait()
+        self._alive()
 
     def _container(self, container_id: str, what: str) -> FakeContainer:
         self._alive()

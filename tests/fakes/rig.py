@@ -45,6 +45,7 @@ class Rig:
         )
         self.reconciler._backoff = Backoff(base_s=0.01, cap_s=0.02)  # retries at once
         self._tasks: list[asyncio.Task[None]] = []
+        self._crashed = False
 
     async def __aenter__(self) -> Rig:
         self._tasks = [
@@ -62,7 +63,16 @@ class Rig:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.images.flush()
+        if not self._crashed:
+            await self.images.flush()
+
+    async def crash(self) -> None:
+        """The agent dies where it is: its tasks are cancelled mid-step, nothing is flushed.
+        A new Rig on the same tmp_path and engine is the agent started again."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks, self._crashed = [], True
 
     def deploy(self, target: TargetState) -> None:
         self.reconciler.set_target(target)
