@@ -33,6 +33,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import docker
+
 from devcloud.client import DevCloudClient
 
 from .._util import wait_for
@@ -245,6 +247,30 @@ def _idle_rss(
     return out
 
 
+SUPERVISED = {"label": "io.balena.supervised"}
+
+
+def clear_engine(engine_host: str) -> dict[str, int]:
+    """Remove what the bench's earlier devices left on the shared engine — their services'
+    containers, the app networks and volumes, the supervisor network — as a fresh device has
+    none: an agent started with no apps would otherwise first remove them (a kill and remove
+    per service), and its 'idle' RSS would be that of an agent just after an update."""
+    client = docker.DockerClient(base_url=engine_host, timeout=120)
+    try:
+        containers = client.containers.list(all=True, filters=SUPERVISED)
+        for container in containers:
+            container.remove(force=True)
+        networks = client.networks.list(filters=SUPERVISED)
+        for network in networks:
+            network.remove()
+        volumes = client.volumes.list(filters=SUPERVISED)
+        for volume in volumes:
+            volume.remove(force=True)
+        return {"containers": len(containers), "networks": len(networks), "volumes": len(volumes)}
+    finally:
+        client.close()
+
+
 def _kill(agent: AgentProcess) -> None:
     agent.kill()
 
@@ -256,7 +282,8 @@ def empty_agents(
     against the bench's devcloud) and once with a WireGuard tunnel up (wireguard-go in a
     NetLab: the agent in the device namespace, the devcloud and the tunnel's cloud end in the
     cloud one), each side by side with the floors."""
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"cleared": clear_engine(engine_host)}
+    log(f"cleared from the engine before the empty agents: {out['cleared']}")
     client = cloud_proc.client()
     uuid, key = uuidlib.uuid4().hex, uuidlib.uuid4().hex
     client.register(uuid, key, name="bench-empty")
