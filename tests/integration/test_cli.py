@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
+import threading
 
 from testbed.processes import REPO_ROOT
+from tests.helpers import wait_until
 from tests.integration.api_helpers import APP, deploy
 from tests.integration.demo_app import cli
 
@@ -40,11 +41,26 @@ def test_status_update_and_logs(device, images):
         text=True,
         cwd=REPO_ROOT,
     )
-    time.sleep(2)
-    main.exec_run(["sh", "-c", "echo from-main-service > /proc/1/fd/1"])
-    time.sleep(2)
+    lines: list[str] = []
+    stdout = follower.stdout
+    assert stdout is not None
+    reader = threading.Thread(target=lambda: lines.extend(iter(stdout.readline, "")))
+    reader.start()
+    wait_until(lambda: any("Streaming logs" in line for line in lines), 30, message="the stream")
+
+    def echoed() -> bool:
+        # written again until it shows: the agent starts following the container a moment
+        # after the stream opens
+        if any("from-main-service" in line for line in lines):
+            return True
+        main.exec_run(["sh", "-c", "echo from-main-service > /proc/1/fd/1"])
+        return False
+
+    wait_until(echoed, 30, interval=0.5, message=lambda: "".join(lines))
     follower.terminate()
-    out, _ = follower.communicate(timeout=10)
+    follower.wait(timeout=10)
+    reader.join(timeout=10)
+    out = "".join(lines)
     assert "[agent] Streaming logs" in out
     assert "[main] from-main-service" in out, out
 
