@@ -10,17 +10,14 @@ from pathlib import Path
 from structlog.testing import capture_logs
 
 from agent.model import UpdateStatus, normalize_image_ref
-from tests.fakes.releases import R2, WEB2, index, on_r1
+from tests.fakes.releases import R2, WEB2, index, on_r1, r2_with_web_pull_held
 from tests.fakes.rig import Rig
 
 
 def test_a_two_service_update_applies_in_dependency_order_and_reports_each_status(tmp_path):
     async def scenario() -> None:
         async with Rig(tmp_path) as rig:
-            await on_r1(rig)
-            release_web = rig.engine.hold_pull("reg.test/web:2")
-            rig.deploy(R2)
-            await rig.until(lambda: WEB2 in rig.engine.pulling, "web:2 pulling")
+            release_web = await r2_with_web_pull_held(rig)
             assert rig.status("a1") is UpdateStatus.DOWNLOADING
             assert rig.engine.running() == {"db": "r1", "web": "r1"}  # nothing killed yet
             release_web.set()
@@ -95,10 +92,7 @@ def test_a_pull_failing_max_pull_attempts_times_is_aborted_and_the_running_relea
 def test_cancel_during_a_held_pull_abandons_it_and_the_next_pass_starts_afresh(tmp_path):
     async def scenario() -> None:
         async with Rig(tmp_path) as rig:
-            await on_r1(rig)
-            release_web = rig.engine.hold_pull("reg.test/web:2")
-            rig.deploy(R2)
-            await rig.until(lambda: WEB2 in rig.engine.pulling, "web:2 pulling")
+            release_web = await r2_with_web_pull_held(rig)
             assert rig.reconciler.cancel_apply() is True  # a pass was in flight
             # the held pull ends (cancelled), a new pass pulls it again
             await rig.until(lambda: rig.engine.calls.count(("pull", WEB2)) == 2, "a 2nd pull")

@@ -10,7 +10,7 @@ import pytest
 
 from agent.model import TargetState, UpdateStatus, normalize_image_ref
 from tests.fakes.engine import FakeEngine
-from tests.fakes.releases import R2, WEB2, on_r1
+from tests.fakes.releases import R2, on_r1, r2_with_web_pull_held
 from tests.fakes.rig import Rig
 from tests.unit.reconcile.factories import app, release, svc, target
 
@@ -18,10 +18,7 @@ from tests.unit.reconcile.factories import app, release, svc, target
 def test_the_engine_going_away_mid_update_fails_passes_until_it_is_back(tmp_path):
     async def scenario() -> None:
         async with Rig(tmp_path) as rig:
-            await on_r1(rig)
-            release_web = rig.engine.hold_pull("reg.test/web:2")
-            rig.deploy(R2)
-            await rig.until(lambda: WEB2 in rig.engine.pulling, "web:2 pulling")
+            release_web = await r2_with_web_pull_held(rig)
             rig.engine.die()
             error = await rig.until(lambda: rig.reconciler.last_error, "an engine error")
             assert "engine unavailable" in error

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from agent.model import TargetState, normalize_image_ref
 from tests.fakes.rig import Rig
 from tests.unit.reconcile.factories import app, release, svc, target
@@ -33,3 +35,12 @@ async def on_r1(rig: Rig) -> None:
     await rig.converged()
     assert rig.engine.running() == {"db": "r1", "web": "r1"}
     rig.engine.calls.clear()
+
+
+async def r2_with_web_pull_held(rig: Rig) -> asyncio.Event:
+    """r1 running, then r2 deployed with web:2's pull held (set the event to let it go)."""
+    await on_r1(rig)
+    release_web = rig.engine.hold_pull("reg.test/web:2")
+    rig.deploy(R2)
+    await rig.until(lambda: WEB2 in rig.engine.pulling, "web:2 pulling")
+    return release_web

@@ -11,7 +11,8 @@ import pytest
 from agent.api.actions import AppRef, ServiceAction, service_action
 from agent.api.common import ApiError
 from agent.host import HostAction, logind_method
-from agent.model import ContainerState, ContainerStatus
+from agent.model import ContainerStatus
+from tests.unit.reconcile.factories import container
 
 
 class Engine:
@@ -28,20 +29,8 @@ class Engine:
         self.calls.append(("start", cid))
 
 
-CONTAINER = ContainerState(
-    id="c1",
-    name="web_1_1_r",
-    app_id=1,
-    app_uuid="app",
-    service_name="web",
-    service_id=1,
-    image_id=1,
-    release_uuid="r",
-    release_id=1,
-    image="web:1",
-    image_docker_id="sha256:1",
-    config_hash="h",
-    status=ContainerStatus.EXITED,
+CONTAINER = container(
+    "c1", "app", "web", release_uuid="r", release_id=1, status=ContainerStatus.EXITED
 )
 APP = AppRef(1, "app", "app", None)
 

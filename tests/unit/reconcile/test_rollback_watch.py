@@ -15,6 +15,7 @@ from agent.reconcile.probation import Thresholds
 from agent.reconcile.rollback import Rollback
 from agent.store import Store
 from tests.unit.reconcile.factories import ROLLBACK_DEVICE as DEV
+from tests.unit.reconcile.factories import container
 from tests.unit.reconcile.factories import rollback_body as body
 
 
@@ -44,21 +45,7 @@ class Engine:
 
 
 def web(status: ContainerStatus = ContainerStatus.RUNNING) -> ContainerState:
-    return ContainerState(
-        id="c1",
-        name="web_1_1_r1",
-        app_id=1,
-        app_uuid="a1",
-        service_name="web",
-        service_id=1,
-        image_id=1,
-        release_uuid="r1",
-        release_id=1,
-        image="web:1",
-        image_docker_id="sha256:1",
-        config_hash="h",
-        status=status,
-    )
+    return container("c1", "a1", "web", release_uuid="r1", release_id=1, status=status)
 
 
 def controller(root: Path, engine: Engine) -> Rollback:
