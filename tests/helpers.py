@@ -51,8 +51,7 @@ def remove_labelled(client: docker.DockerClient, label: str = SUPERVISED_LABEL) 
     """Force-remove every container, then network, then volume carrying `label`."""
     filters = {"label": label}
     for container in client.containers.list(all=True, filters=filters):
-        with contextlib.suppress(docker.errors.NotFound):
-            container.remove(force=True, v=True)
+        _remove_container(client, container.id)
     for network in client.networks.list(filters=filters):
         with contextlib.suppress(docker.errors.NotFound):
             network.reload()
@@ -62,6 +61,27 @@ def remove_labelled(client: docker.DockerClient, label: str = SUPERVISED_LABEL) 
     for volume in client.volumes.list(filters=filters):
         with contextlib.suppress(docker.errors.NotFound):
             volume.remove(force=True)
+
+
+def _remove_container(client: docker.DockerClient, container_id: str) -> None:
+    """Force-remove a container; when someone else (an agent still stopping) is removing it
+    already, the engine answers 409 "already in progress": wait until it is gone instead."""
+    try:
+        client.api.remove_container(container_id, force=True, v=True)
+    except docker.errors.NotFound:
+        return
+    except docker.errors.APIError as exc:
+        if exc.status_code != 409 or "already in progress" not in str(exc):
+            raise
+
+        def gone() -> bool:
+            try:
+                client.api.inspect_container(container_id)
+            except docker.errors.NotFound:
+                return True
+            return False
+
+        wait_until(gone, 60, message=f"container {container_id[:12]} removed")
 
 
 def run_for_output(
