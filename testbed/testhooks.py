@@ -80,6 +80,9 @@ def reached(point: str) -> None:
         return
     _counts[point] = _counts.get(point, 0) + 1
     if _counts[point] == _CRASH_AT[1]:
+        from agent import logs
+
+        logs.flush()  # the lines logged before the crash point are in the log, in order
         line = json.dumps({"event": "test_hook_crash", "point": point, "n": _CRASH_AT[1]})
         os.write(2, line.encode() + b"\n")
         os.kill(os.getpid(), signal.SIGKILL)
