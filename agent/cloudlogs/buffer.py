@@ -204,14 +204,10 @@ class LogBuffer:
                 self.ready.clear()
             return out
 
-    def requeue(self, entries: list[Entry], after: int = 0) -> None:
-        """Lines of a request that failed: first in line again, in their order (`after` the
-        first lines waiting there: those were taken before them)."""
-        if after:
-            waiting = list(self._front)
-            self._front = deque(waiting[:after] + entries + waiting[after:])
-        else:
-            self._front.extendleft(reversed(entries))
+    def requeue(self, entries: list[Entry]) -> None:
+        """Lines taken but not delivered (a request that failed): first in line again, in
+        their order."""
+        self._front.extendleft(reversed(entries))
         if entries:
             self.ready.set()
 

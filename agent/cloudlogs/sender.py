@@ -154,14 +154,17 @@ class Sender:
                 await sleep_until(tick)
                 slot = round(tick / period)
             last_slot = slot
+            if ended:  # the answer came while this waited: the request is over, take nothing
+                return
             sent = 0  # all that waits goes out on this tick, up to TICK_MAX_BYTES
             while sent < TICK_MAX_BYTES and held < self._buffer.mem_bytes:
                 batch = await self._buffer.take(min(MAX_BATCH_BYTES, self._buffer.mem_bytes - held))
                 notice = self._buffer.take_drop_notice()  # after what was kept (resent too)
                 if notice is not None:
                     batch.append(notice)
-                if ended:  # aiohttp's writer outlived the answer: back, behind inflight
-                    self._buffer.requeue(batch, after=len(inflight))
+                if ended:  # the answer came during take(): these are the oldest lines
+                    # waiting (inflight was requeued first, at the head), so back at the head
+                    self._buffer.requeue(batch)
                     return
                 if not batch:
                     break

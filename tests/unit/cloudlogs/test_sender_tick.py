@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import zlib
 
 import pytest
@@ -63,3 +64,34 @@ def test_a_request_holds_no_more_unacknowledged_lines_than_the_memory_bound():
     assert bound <= held < bound + len(lines[0].line)  # the request ended at the bound
     assert inflight == lines[: len(inflight)] and left == len(lines) - len(inflight)
     assert zlib.decompress(body, 31) == b"".join(e.line for e in inflight)  # a whole member
+
+
+def test_a_request_answered_while_its_body_waited_takes_no_lines_and_keeps_their_order():
+    """A refused request's body generator lives on until its next step; by then the lines it
+    sent are first in line again (and may be another request's). It must take nothing, or
+    put back what it took where it was: the lines stay in their order (a line put back behind
+    newer ones reached the cloud late, and the CI's 'cut loses nothing' test missed it)."""
+    lines = [system_entry(f"line {i}", i) for i in range(6)]
+
+    async def main() -> list[Entry]:
+        buffer = LogBuffer(1 << 20, 0, None)
+        sender = Sender("http://cloud.invalid", "uuid", "key", buffer, lambda _b: None, 0.05)
+        for e in lines[:3]:
+            buffer.put(e)
+        inflight: list[Entry] = []
+        ended: list[bool] = []
+        body = sender._body(GzipStream(), inflight, ended)
+        await anext(body)  # lines 0-2 sent
+        assert inflight == lines[:3]
+        ended.append(True)  # refused: its lines first in line again, as _request does
+        buffer.requeue(inflight)
+        for e in lines[3:]:
+            buffer.put(e)
+        # room for half a line more in flight: a take() now gets one line (the old code put
+        # it back behind the two requeued after it)
+        buffer.mem_bytes = sum(len(e.line) for e in lines[:3]) + len(lines[0].line) // 2
+        with contextlib.suppress(StopAsyncIteration):
+            await anext(body)  # the stale body wakes on the new lines
+        return await buffer.take(1 << 20)
+
+    assert asyncio.run(main()) == lines
