@@ -118,9 +118,13 @@ class CloudLogs:
         positions = self.positions
         if positions is None:
             return
-        latest = {e.container: e.ns for e in batch if e.container}  # in order: the last wins
+        latest: dict[str, int] = {}
+        for e in batch:  # the newest time, not the last line's: stdout and stderr interleave
+            if e.container and e.ns > latest.get(e.container, 0):
+                latest[e.container] = e.ns
         for cid, ns in latest.items():
-            positions.put(cid, ns)
+            if ns > positions.values.get(cid, 0):
+                positions.put(cid, ns)
 
     # --- life cycle ---------------------------------------------------------------------------
 

@@ -113,7 +113,11 @@ class Followers:
 
     async def _follow(self, c: ContainerState, since_ns: int | None) -> None:
         key, service_id = c.service_name, c.service_id
-        last = since_ns or 0
+        # the engine answers `since` with the lines at or after it: those at it were read
+        # before. Only those are skipped: past it, times are not in order — the engine copies
+        # stdout and stderr apart and may write a later-stamped stderr line first (a service
+        # printing to both at once), so "older than the last line" is no test of "seen".
+        floor = last = since_ns or 0
         allow, put, clock = self._limiter.allow, self._buffer.put, self._clock
         try:
             async for batch in log_frames(
@@ -121,9 +125,10 @@ class Followers:
             ):
                 now = clock()
                 for frame in batch:
-                    if frame.ns <= last:
-                        continue  # the engine keeps lines at `since` itself
-                    last = frame.ns
+                    if frame.ns <= floor:
+                        continue
+                    if frame.ns > last:
+                        last = frame.ns  # where a re-opened stream resumes
                     ts_ms = frame.ns // 1_000_000
                     if allow(key, now, ts_ms):
                         line = encode(frame.text, ts_ms, service_id=service_id, stderr=frame.stderr)
