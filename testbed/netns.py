@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
-import fcntl
 import os
 import secrets
 import shutil
@@ -28,7 +27,7 @@ import subprocess
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
@@ -36,6 +35,7 @@ from ._util import (
     TestbedError,
     TestbedUnavailable,
     daemon_env,
+    file_lock,
     find_binary,
     log_tail,
     pid_alive,
@@ -52,16 +52,6 @@ LAB_DIR = Path("/tmp")
 CLOUD_PREFIX, DEVICE_PREFIX = "da-cloud-", "da-dev-"
 UAPI_DIR = Path("/var/run/wireguard")
 _CLONE_NEWNET = 0x40000000
-
-
-@contextlib.contextmanager
-def _lab_lock() -> Iterator[None]:
-    with LOCK_PATH.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _namespaces(ip: str) -> list[str]:
@@ -103,7 +93,7 @@ class NetLab:
         self._logs: list[IO[bytes]] = []
         self._cleanups: list[Callable[[], None]] = []
         self._counters = 0
-        with _lab_lock():
+        with file_lock(LOCK_PATH):
             used = {_subnet_of(lab_id) for lab_id in _lab_ids(self.ip)}
             free = [x for x in range(1, 255) if x not in used]
             if not free:

@@ -10,6 +10,7 @@ from agent.model import ContainerState, ContainerStatus, ServiceSpec, UpdateStat
 from agent.model.current import best_by_service, rank_containers
 from agent.model.status import FAILED, IN_PROGRESS, SETTLED
 from agent.model.target import UpdateStrategy
+from tests.unit.reconcile.factories import container
 
 
 def service(labels: dict[str, str]) -> ServiceSpec:
@@ -49,22 +50,11 @@ def test_settled_and_in_progress_split_every_status():
 
 
 def box(cid: str, service_name: str, running: bool, created: int, config: str) -> ContainerState:
-    return ContainerState(
-        id=cid,
-        name=f"{service_name}_{cid}",
-        app_id=1,
-        app_uuid="app",
-        service_name=service_name,
-        service_id=1,
-        image_id=1,
-        release_uuid="r",
-        release_id=1,
-        image="web:1",
-        image_docker_id="sha256:1",
-        config_hash=config,
-        status=ContainerStatus.RUNNING if running else ContainerStatus.EXITED,
-        created_at=f"{created:010d}",
-    )
+    status = ContainerStatus.RUNNING if running else ContainerStatus.EXITED
+    return container(
+        cid, "app", service_name, release_uuid="r", release_id=1, image_ref="web:1",
+        config_hash=config, status=status, created_at=f"{created:010d}",
+    )  # fmt: skip
 
 
 boxes = st.lists(
