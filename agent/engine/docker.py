@@ -187,15 +187,13 @@ class DockerEngine:
         """One snapshot of everything the agent owns, from list calls only (no inspects)."""
 
         def read() -> CurrentState:
-            with _translated("list containers"):
-                containers = self.api.containers(all=True, filters=SUPERVISED_FILTER)
+            states = self._list_containers()
             with _translated("list images"):
                 images = self.api.images()
             with _translated("list volumes"):
                 volumes = self.api.volumes(filters=SUPERVISED_FILTER).get("Volumes") or []
             with _translated("list networks"):
                 networks = self.api.networks(filters=SUPERVISED_FILTER)
-            states = [c for c in (_container_state(raw) for raw in containers) if c is not None]
             return CurrentState(
                 containers=tuple(self._with_engine_config(states)),
                 images=tuple(
@@ -221,12 +219,13 @@ class DockerEngine:
         """The supervised containers from one list call: their status, health and exit code
         as the list shows them (no inspects, no engine config of taken-over containers)."""
 
-        def read() -> tuple[ContainerState, ...]:
-            with _translated("list containers"):
-                raw = self.api.containers(all=True, filters=SUPERVISED_FILTER)
-            return tuple(c for c in (_container_state(r) for r in raw) if c is not None)
+        return tuple(await asyncio.to_thread(self._list_containers))
 
-        return await asyncio.to_thread(read)
+    def _list_containers(self) -> list[ContainerState]:
+        """The supervised containers as one list call shows them (in a worker thread)."""
+        with _translated("list containers"):
+            raw = self.api.containers(all=True, filters=SUPERVISED_FILTER)
+        return [c for c in (_container_state(r) for r in raw) if c is not None]
 
     def _with_engine_config(self, states: list[ContainerState]) -> Iterator[ContainerState]:
         """Containers without our config-hash label (another supervisor made them, a takeover)
