@@ -2,8 +2,7 @@
 $DEVICE_AGENT_SLOW_CALLBACK_MS is set (the integration and fault suites set it to 50); never set
 on a device.
 
-When on, the loop runs in asyncio's debug mode with `slow_callback_duration` at the threshold,
-and every callback the loop runs goes through a wrapper (`asyncio.Handle._run`) that publishes
+When on, every callback the loop runs goes through a wrapper (`asyncio.Handle._run`) that publishes
 which callback runs since when. A monitor thread samples the loop thread's stack
 (`sys._current_frames()`) every `TICK_S` once a callback has run half the threshold. When a
 callback that ran longer than the threshold ends, it is judged; if it blocked the loop, one
@@ -25,11 +24,17 @@ every other thread as the monitor starts sampling and again as the callback ends
 starved by the machine, not blocked by the agent, and the longest such wait is not counted.
 Its CPU time still counts: a thread that computes while holding the GIL does block the loop.
 
+The loop is NOT put in asyncio's debug mode: there, asyncio and aiohttp record a stack
+(traceback.extract_stack, which stats every cached source file) for every future, handle and
+client request — CPU the agent never spends on a device, and under a loaded test machine a
+source of 50 ms stalls in the monitor's own bookkeeping (CI saw one in aiohttp's
+ClientRequest.__init__).
+
 Logged but not the agent's doing (the event's `excused` says why, see `excuse`): the SIGUSR2
-test hook, asyncio's debug-mode bookkeeping, kernel stalls inside asyncio's own non-blocking
+test hook, stack recording by a debug-mode loop, kernel stalls inside asyncio's own non-blocking
 socket calls, and `Thread.start` waiting for a new worker thread to be scheduled.
 A C call that holds the GIL throughout can't be sampled: the event then says so, and its
-`callback` (debug mode adds where it was created) tells what ran. Such an unsampled stall is
+`callback` tells what ran. Such an unsampled stall is
 excused (`unsampled`) below `UNSAMPLED_FACTOR` × the threshold: on a busy VM a loop thread that
 the guest sees running may not be (steal time), and a starved sampler sees nothing; a real
 blocking call releases the GIL and is sampled, and a C call holding it longer still fails.
@@ -40,7 +45,6 @@ from __future__ import annotations
 import asyncio
 import asyncio.events
 import collections
-import linecache
 import os
 import sys
 import threading
@@ -139,8 +143,6 @@ class LoopMonitor:
             return None
 
     def install(self, loop: asyncio.AbstractEventLoop) -> None:
-        loop.set_debug(True)
-        loop.slow_callback_duration = self.threshold_s
         self._original = original = asyncio.events.Handle._run
         monitor = self
 
@@ -159,7 +161,6 @@ class LoopMonitor:
                     monitor._finish(seq, handle, wall, wait0)
 
         self._wrapper_code = _run.__code__
-        _warm_linecache()  # before anything is watched
         asyncio.events.Handle._run = _run  # type: ignore[method-assign,assignment]
         self._thread.start()
         log.warning("loop_monitor_on", threshold_ms=round(self.threshold_s * 1000))
@@ -253,23 +254,13 @@ class LoopMonitor:
         )
 
 
-def _warm_linecache() -> None:
-    """asyncio's debug mode records where each future is created, reading the source lines
-    (traceback.extract_stack via linecache): read the loaded modules' files here, in the
-    monitor's thread, rather than the first time the loop needs them."""
-    for module in list(sys.modules.values()):
-        path = getattr(module, "__file__", None)
-        if isinstance(path, str) and path.endswith(".py"):
-            linecache.getlines(path)
-
-
 def excuse(stack: str) -> str | None:
     """Why a slow callback is not the agent blocking its loop, or None when it is:
 
     - `deliberate`: test scaffolding (testbed/testhooks.py, the SIGUSR2 hook) blocks it on
       purpose;
-    - `debug_overhead`: asyncio's debug mode recording where a future was created (reading
-      source lines through linecache) — the monitor's own cost;
+    - `debug_overhead`: a debug-mode loop recording where a future, a handle or a request was
+      made (traceback.extract_stack reading source lines) — not the agent's cost on a device;
     - `loop_internal`: the innermost frame is asyncio's own non-blocking machinery (a
       non-blocking connect or send the kernel stalled: page faults, reclaim on a thrashing
       machine);
@@ -279,9 +270,8 @@ def excuse(stack: str) -> str | None:
     lines = stack.splitlines()
     if any("/testbed/testhooks.py" in line and "in block_the_loop" in line for line in lines):
         return "deliberate"
-    for i, line in enumerate(lines[:-1]):
-        if "/asyncio/" in line and "traceback.py" in lines[i + 1]:
-            return "debug_overhead"
+    if any("/traceback.py" in line and "extract_stack" in line for line in lines):
+        return "debug_overhead"
     if lines and "/asyncio/" in lines[-1]:
         return "loop_internal"
     tail = lines[-3:]

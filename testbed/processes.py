@@ -113,8 +113,8 @@ class ApiAnswer:
 class AgentProcess:
     """One device: a config.json, a data dir, a lock dir and the agent process."""
 
-    # Test suites set this (tests/integration/conftest.py: 50 ms): the agent then runs its loop
-    # in asyncio debug mode and logs every callback that blocks it longer, with the stack
+    # Test suites set this (tests/integration/conftest.py: 50 ms): the agent then watches its loop
+    # and logs every callback that blocks it longer, with the stack
     # (agent/loopmonitor.py); `slow_callbacks()` lists them. None: off (demo, benchmarks).
     loop_monitor_ms: float | None = None
     started: ClassVar[list[AgentProcess]] = []  # every agent started, in order (for the check)

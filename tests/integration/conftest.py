@@ -27,7 +27,7 @@ AgentProcess.loop_monitor_ms = SLOW_CALLBACK_MS
 @pytest.fixture(autouse=True)
 def no_slow_callbacks() -> Iterator[None]:
     """Fail the test if an agent it started blocked its event loop for more than
-    SLOW_CALLBACK_MS (asyncio debug mode; agent/loopmonitor.py logs `slow_callback` with the
+    SLOW_CALLBACK_MS (agent/loopmonitor.py logs `slow_callback` with the
     stack of the blocking call), as Home Assistant fails tests on blocking calls in its loop."""
     first = len(AgentProcess.started)
     yield

@@ -70,6 +70,21 @@ def test_a_blocking_call_is_reported_with_its_stack():
     assert event["blocking_ms"] > 50 and event["excused"] is None
 
 
+def test_the_loop_stays_out_of_debug_mode():
+    """Debug mode would make asyncio and aiohttp record a stack for every future and request:
+    work the agent never does on a device, and the monitor's own stalls on a busy machine."""
+
+    async def main() -> bool:
+        monitor = LoopMonitor(0.05)
+        monitor.install(asyncio.get_running_loop())
+        try:
+            return asyncio.get_running_loop().get_debug()
+        finally:
+            monitor.uninstall()
+
+    assert asyncio.run(main()) is False
+
+
 def test_awaiting_is_not_blocking():
     async def handler() -> None:
         for _ in range(5):
@@ -141,9 +156,17 @@ def test_what_is_excused():
     hook = ("/work/testbed/testhooks.py", "block_the_loop")
     assert excuse(stack(agent, hook)) == "deliberate"
     debug = stack(
-        agent, (f"{ASYNCIO}/base_events.py", "create_future"), ("/x/traceback.py", "extract")
+        agent, (f"{ASYNCIO}/base_events.py", "create_future"), ("/x/traceback.py", "extract_stack")
     )
     assert excuse(debug) == "debug_overhead"
+    aiohttp_debug = stack(
+        agent,
+        ("/v/aiohttp/client_reqrep.py", "ClientRequest.__init__"),
+        ("/x/traceback.py", "extract_stack"),
+        ("/x/traceback.py", "StackSummary.extract"),
+        ("/x/linecache.py", "checkcache"),
+    )
+    assert excuse(aiohttp_debug) == "debug_overhead"
     send = stack(agent, (f"{ASYNCIO}/selector_events.py", "_SelectorSocketTransport.write"))
     assert excuse(send) == "loop_internal"
     start = stack(
