@@ -31,7 +31,7 @@ from agent.engine.features import read_host_facts
 from agent.engine.registry import RegistryCredentials
 from agent.engine.supnet import SupervisorNetwork, supervisor_network_config
 from agent.errors import TargetStateError
-from agent.health import agent_health
+from agent.healthcheck import agent_health
 from agent.host import make_host
 from agent.local.intake import TargetIntake
 from agent.local.preload import adopt_images, load_preloaded
@@ -41,8 +41,8 @@ from agent.model.source import TargetSource
 from agent.reconcile.executor import Executor, ManagedImages
 from agent.reconcile.loop import Reconciler
 from agent.reconcile.rollback import Rollback
-from agent.reconcile.status import StatusBoard
 from agent.reconcile.window_gate import WindowGate
+from agent.status.board import StatusBoard
 from agent.store import Store
 from agent.supervise import Supervisor
 

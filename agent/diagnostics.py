@@ -21,8 +21,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from agent.config import DeviceConfig
+from agent.connectivity.api_reach import api_reachable
 from agent.connectivity.cloudlink import BLOCKED_HINT, Cloudlink, VpnKind, vpn_config
-from agent.connectivity.health import api_reachable
 from agent.engine.disk import engine_room
 from agent.engine.docker import DockerEngine
 from agent.errors import EngineError

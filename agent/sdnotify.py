@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
-from agent.reconcile.status import StatusBoard
+from agent.status.board import StatusBoard
 
 if TYPE_CHECKING:
     from agent.daemon import Agent

@@ -175,7 +175,7 @@ STATE_SHAPES: Mapping[str, Shape] = {
             "apps": Opt(MapOf(Opt(Str(API_KEY)), key=r"[0-9]{1,12}")),
         }
     ),
-    # agent/reconcile/status.py: each app's update status, the last poll
+    # agent/status/board.py: each app's update status, the last poll
     "status": Obj({"apps": Opt(MapOf(_APP_STATUS)), "last_poll": Opt(Num())}),
     # agent/reconcile/executor.py ManagedImages: ids of the images the agent pulled
     "images": ListOf(Str()),

@@ -17,7 +17,7 @@ from collections.abc import Iterator, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from agent import __version__
-from agent.model.status import IN_PROGRESS
+from agent.model.update_status import IN_PROGRESS
 
 if TYPE_CHECKING:
     from prometheus_client.core import GaugeMetricFamily, Metric

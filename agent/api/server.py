@@ -17,7 +17,7 @@ import structlog
 from aiohttp import web
 
 from agent import logs
-from agent.api import local, streams, v1, v2
+from agent.api import local_mode, streams, v1, v2
 from agent.api.access import check_table
 from agent.api.auth import Handler, auth_middleware
 from agent.api.common import MAX_BODY_BYTES, ApiError, json_response
@@ -155,7 +155,7 @@ def make_app(agent: Agent, host: HostActions, metrics: AgentMetrics) -> web.Appl
 
     v1.add_routes(app)
     v2.add_routes(app)
-    local.add_routes(app)
+    local_mode.add_routes(app)
     streams.add_routes(app)
     app.router.add_get("/metrics", prometheus)
     check_table(app)

@@ -22,7 +22,7 @@ from agent.api.common import (
 from agent.api.context import AGENT, HOST
 from agent.host import HostAction
 from agent.model import ServiceStatus
-from agent.model.status import FAILED, IN_PROGRESS
+from agent.model.update_status import FAILED, IN_PROGRESS
 
 log = structlog.get_logger("agent.api")
 

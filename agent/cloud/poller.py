@@ -20,8 +20,8 @@ import structlog
 from agent.cloud.client import CloudClient
 from agent.errors import CloudError, StoreError
 from agent.model.source import TargetSource
-from agent.reconcile.status import StatusBoard
 from agent.retry import Backoff, poll_jitter
+from agent.status.board import StatusBoard
 from agent.store import Store
 
 log = structlog.get_logger("agent.poller")

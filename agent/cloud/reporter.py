@@ -23,8 +23,8 @@ import structlog
 
 from agent.cloud.client import CloudClient
 from agent.errors import CloudError, StoreError
-from agent.reconcile.status import AppView, ServiceView, StatusBoard, Transition
 from agent.retry import Backoff
+from agent.status.board import AppView, ServiceView, StatusBoard, Transition
 from agent.store import Store
 
 log = structlog.get_logger("agent.reporter")

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import structlog
 
 from agent.connectivity import netlink
+from agent.connectivity.api_reach import api_reachable
 from agent.connectivity.cloudlink import (
     DEFAULT_PROBE_S,
     Cloudlink,
@@ -24,9 +25,8 @@ from agent.connectivity.cloudlink import (
     VpnKind,
     vpn_config,
 )
-from agent.connectivity.health import api_reachable
-from agent.connectivity.status import Links, StatusView, derive
-from agent.reconcile.status import StatusBoard
+from agent.status.board import StatusBoard
+from agent.status.device import Links, StatusView, derive
 
 log = structlog.get_logger("agent.connectivity")
 

@@ -10,7 +10,6 @@ from agent.model.current import (
     VolumeState,
     normalize_image_ref,
 )
-from agent.model.status import ServiceStatus, UpdateStatus
 from agent.model.target import (
     AppSpec,
     Composition,
@@ -22,6 +21,7 @@ from agent.model.target import (
     VolumeSpec,
     parse_target,
 )
+from agent.model.update_status import ServiceStatus, UpdateStatus
 
 __all__ = [
     "AppSpec",

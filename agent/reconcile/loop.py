@@ -31,13 +31,14 @@ from agent.locks import (
     remove_app_locks,
 )
 from agent.model import CurrentState, TargetState, UpdateStatus
-from agent.model.status import SETTLED
+from agent.model.update_status import SETTLED
 from agent.reconcile.executor import Executor, ManagedImages, describe
 from agent.reconcile.planner import plan as make_plan
-from agent.reconcile.status import StatusBoard, log_skipped, service_views
 from agent.reconcile.steps import Plan, PlanContext, Pull, step_app_id
+from agent.reconcile.views import log_skipped, service_views
 from agent.reconcile.window_gate import MANUAL_REASON, OPEN, Verdict
 from agent.retry import Backoff
+from agent.status.board import StatusBoard
 
 log = structlog.get_logger("agent.reconcile")
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from agent.model import CurrentState, TargetState, UpdateStatus, normalize_image_ref
 from agent.model.skipped import not_run_reason
-from agent.model.status import SETTLED
+from agent.model.update_status import SETTLED
 from agent.reconcile.app_plan import EngineIndex, plan_app
 from agent.reconcile.steps import (
     AppPlan,

@@ -46,7 +46,7 @@ from agent.reconcile.probation import (
     judge,
     service_thresholds,
 )
-from agent.reconcile.status import StatusBoard
+from agent.status.board import StatusBoard
 from agent.store import LatestWriter, Store
 
 log = structlog.get_logger("agent.rollback")

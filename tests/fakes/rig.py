@@ -14,8 +14,8 @@ from agent.engine.compose import DeviceContext
 from agent.model import TargetState, UpdateStatus
 from agent.reconcile.executor import Executor, ManagedImages
 from agent.reconcile.loop import Reconciler
-from agent.reconcile.status import StatusBoard
 from agent.retry import Backoff
+from agent.status.board import StatusBoard
 from agent.store import Store
 from tests.fakes.engine import FakeEngine
 

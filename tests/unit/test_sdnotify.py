@@ -15,7 +15,6 @@ from types import SimpleNamespace
 
 import pytest
 
-from agent.reconcile.status import StatusBoard
 from agent.sdnotify import (
     Notifier,
     Readiness,
@@ -24,6 +23,7 @@ from agent.sdnotify import (
     watchdog_interval_s,
     watchdog_loop,
 )
+from agent.status.board import StatusBoard
 from agent.store import Store
 
 

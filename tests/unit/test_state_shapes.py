@@ -25,8 +25,8 @@ from agent.local.intake import TargetIntake
 from agent.model import UpdateStatus
 from agent.reconcile.executor import ManagedImages
 from agent.reconcile.rollback import load_state
-from agent.reconcile.status import StatusBoard
 from agent.shapes import STATE_SHAPES
+from agent.status.board import StatusBoard
 from agent.store import Store
 
 

@@ -12,7 +12,7 @@ from agent.api.keys import ApiKeys
 from agent.cloud.client import TargetFetch
 from agent.cloud.poller import Poller
 from agent.errors import StoreError
-from agent.reconcile.status import StatusBoard
+from agent.status.board import StatusBoard
 from agent.store import Store
 from testbed import testhooks
 

@@ -6,10 +6,10 @@ from types import SimpleNamespace
 
 from agent.connectivity.cloudlink import VpnKind
 from agent.connectivity.monitor import CloudlinkView, ConnectivityView
-from agent.connectivity.status import Links, derive
 from agent.model import UpdateStatus
-from agent.reconcile.status import AppView, ServiceView
 from agent.reconcile.window_gate import Verdict
+from agent.status.board import AppView, ServiceView
+from agent.status.device import Links, derive
 
 
 def fake_agent():

@@ -4,7 +4,7 @@ import random
 from agent.cloud.client import TargetFetch, parse_retry_after
 from agent.cloud.poller import Poller
 from agent.errors import CloudError
-from agent.reconcile.status import StatusBoard
+from agent.status.board import StatusBoard
 from agent.store import Store
 
 

@@ -4,7 +4,7 @@ from agent.cloud.reporter import Reporter, ReportSources, apps_report
 from agent.errors import CloudError
 from agent.model import ServiceStatus
 from agent.model import UpdateStatus as U
-from agent.reconcile.status import ServiceView, StatusBoard
+from agent.status.board import ServiceView, StatusBoard
 from agent.store import Store
 
 
@@ -122,7 +122,7 @@ def test_failed_reports_are_merged_not_dropped(tmp_path):
 
 
 def test_apps_report_shape():
-    from agent.reconcile.status import AppView
+    from agent.status.board import AppView
 
     view = AppView(
         "a",
@@ -152,7 +152,7 @@ def test_apps_report_shape():
 
 
 def test_lock_holder_is_reported_with_its_time():
-    from agent.reconcile.status import AppView
+    from agent.status.board import AppView
 
     view = AppView(
         "a", 1, "app", "r2", "r1", U.DOWNLOADED, 0.0, lock_service="main", lock_since=1795322925.0

@@ -15,7 +15,7 @@ from agent.connectivity.openvpn import OpenVPNState, parse_link_rx
 from agent.connectivity.probe import ProbeMethod, ProbeResult, echo_request, is_echo_reply
 from agent.connectivity.wireguard import WireGuardState, parse_allowed_ips
 from agent.errors import ConfigError
-from agent.reconcile.status import StatusBoard
+from agent.status.board import StatusBoard
 from agent.store import Store
 
 PERIOD = 1.0

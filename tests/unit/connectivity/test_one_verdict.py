@@ -22,7 +22,7 @@ from agent.connectivity.openvpn import OpenVPNState
 from agent.connectivity.probe import ProbeResult
 from agent.connectivity.wireguard import WireGuardState
 from agent.errors import ConfigError
-from agent.reconcile.status import StatusBoard
+from agent.status.board import StatusBoard
 from agent.store import Store
 
 NOW = 1_700_000_000.0

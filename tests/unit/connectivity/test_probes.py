@@ -4,10 +4,10 @@ import pytest
 
 from agent.connectivity.monitor import ConnectivityMonitor, vpn_config
 from agent.connectivity.openvpn import parse_state
-from agent.connectivity.status import DeviceStatus
 from agent.connectivity.wireguard import WireGuardState, parse_uapi
 from agent.errors import ConfigError
-from agent.reconcile.status import StatusBoard
+from agent.status.board import StatusBoard
+from agent.status.device import DeviceStatus
 from agent.store import Store
 
 UAPI = """private_key=aa

@@ -8,8 +8,8 @@ from hypothesis import strategies as st
 
 from agent.model import ContainerState, ContainerStatus, ServiceSpec, UpdateStatus
 from agent.model.current import best_by_service, rank_containers
-from agent.model.status import FAILED, IN_PROGRESS, SETTLED
 from agent.model.target import UpdateStrategy
+from agent.model.update_status import FAILED, IN_PROGRESS, SETTLED
 from tests.unit.reconcile.factories import container
 
 
@@ -99,7 +99,7 @@ def test_the_api_and_the_planner_pick_the_same_container(containers):
 
 
 def test_the_device_is_updating_exactly_while_an_update_is_in_progress(tmp_path):
-    from agent.reconcile.status import AppView, StatusBoard
+    from agent.status.board import AppView, StatusBoard
     from agent.store import Store
 
     board = StatusBoard(Store(tmp_path))

@@ -14,9 +14,9 @@ from structlog.testing import capture_logs
 
 from agent.model import CurrentState
 from agent.reconcile.loop import Reconciler
-from agent.reconcile.status import StatusBoard
 from agent.reconcile.steps import Plan
 from agent.retry import Backoff
+from agent.status.board import StatusBoard
 from agent.store import Store
 from tests.unit.reconcile.factories import app, release, svc, target
 from tests.unit.reconcile.sim import SimEngine

@@ -4,7 +4,8 @@ them, they don't hold anything back, and they are reported as the reference repo
 from agent.cloud.reporter import apps_report
 from agent.model import ServiceStatus
 from agent.model import UpdateStatus as U
-from agent.reconcile.status import StatusBoard, service_views
+from agent.reconcile.views import service_views
+from agent.status.board import StatusBoard
 from agent.store import Store
 from tests.unit.reconcile.factories import (
     app,

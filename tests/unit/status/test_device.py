@@ -1,8 +1,8 @@
 import pytest
 
-from agent.connectivity.status import DeviceStatus as D
-from agent.connectivity.status import LegacyStatus as L
-from agent.connectivity.status import Links, derive
+from agent.status.device import DeviceStatus as D
+from agent.status.device import LegacyStatus as L
+from agent.status.device import Links, derive
 
 
 @pytest.mark.parametrize(

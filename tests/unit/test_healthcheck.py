@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.health import APPLY_IDLE_LIMIT_S, MIN_APPLY_BUSY_S, loop_health
+from agent.healthcheck import APPLY_IDLE_LIMIT_S, MIN_APPLY_BUSY_S, loop_health
 
 NOW = 1_000_000.0
 

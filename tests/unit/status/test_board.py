@@ -1,5 +1,5 @@
 from agent.model import UpdateStatus as U
-from agent.reconcile.status import AppView, StatusBoard, expand_transition
+from agent.status.board import AppView, StatusBoard, expand_transition
 from agent.store import Store
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from agent.model.status import UpdateStatus
+from agent.model.update_status import UpdateStatus
 from agent.reconcile.loop import RECHECK_S
 
 if TYPE_CHECKING:
