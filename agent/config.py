@@ -48,7 +48,6 @@ class DeviceConfig:
     api_timeout_s: float = 59.0  # config.json `apiTimeout` (ms): one cloud request at most
     log_format: str = "auto"  # auto | json | console
     local_mode: bool = False  # config.json `localMode`: targets come from the local API only
-    host_control: str = "logind"  # logind (reboot/shutdown over D-Bus) | record (tests)
     clock_sync: str = "probe"  # update windows: probe (adjtimex) | synced | unsynced (tests)
     # config.json `strictApiKeys`: app-scoped API keys may not reboot, shut down, update or
     # change the host config (403); off by default, as on balena (agent/api/access.py)
@@ -145,7 +144,6 @@ def load_device_config(path: Path, env: Mapping[str, str] | None = None) -> Devi
         "apiTimeout",
         "logFormat",
         "localMode",
-        "hostControl",
         "supervisorApiHost",
         "deviceId",
         "apiKey",
@@ -159,9 +157,6 @@ def load_device_config(path: Path, env: Mapping[str, str] | None = None) -> Devi
         "hostBootDir",
         "clockSync",
     }
-    host_control = str(raw.get("hostControl", "logind"))
-    if host_control not in ("logind", "record"):
-        raise ConfigError(f"{path}: 'hostControl' must be logind or record")
     local_mode = raw.get("localMode", False)
     if isinstance(local_mode, str):
         local_mode = local_mode.strip().lower() in _BOOL_TRUE
@@ -206,7 +201,6 @@ def load_device_config(path: Path, env: Mapping[str, str] | None = None) -> Devi
         api_timeout_s=integer("apiTimeout", 59_000, 1_000) / 1000.0,
         log_format=log_format,
         local_mode=local_mode,
-        host_control=host_control,
         clock_sync=clock_sync,
         strict_api_keys=strict_api_keys,
         host_boot_dir=Path(str(raw["hostBootDir"])) if raw.get("hostBootDir") else None,

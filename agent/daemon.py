@@ -190,7 +190,7 @@ class Agent:
         self._fields = _cached(DEVICE_FIELDS_CACHE_S, lambda: device_fields(config.listen_port))
         # registers the device (config.json `apiKey`) before the first poll and report
         self.registrar = Registrar(config, self._fields, lambda c: setattr(self, "config", c))
-        self.host = make_host(config.host_control, config.data_dir)
+        self.host = make_host(config.data_dir)
         self.connectivity = ConnectivityMonitor(
             vpn_config(config.extra.get("vpn")),
             self.status,

@@ -1,17 +1,16 @@
 """Host control: reboot and shut down the device.
 
 On a device this goes to systemd-logind over D-Bus (`busctl call org.freedesktop.login1 …
-Reboot/PowerOff`), the same request the reference supervisor makes. Tests use
-`RecordingHost` (config.json `hostControl: "record"`), which only appends what it was asked to
-`{dataDir}/host-actions.jsonl`, so a test can see that a reboot was requested without one.
+Reboot/PowerOff`), the same request the reference supervisor makes. `STAND_IN` is the seam a
+test entry point uses to put something else in logind's place (testbed/agent_main.py installs a
+recorder); nothing here knows what.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import shutil
-import time
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Protocol, assert_never
@@ -74,22 +73,10 @@ class LogindHost:
             raise HostError(f"logind refused to {action}: {err.decode(errors='replace').strip()}")
 
 
-class RecordingHost:
-    """A stand-in that records the requested actions (one JSON line each) and does nothing."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    async def perform(self, action: HostAction) -> None:
-        line = json.dumps({"action": action, "t": time.time()}) + "\n"
-        await asyncio.to_thread(self._append, line)
-
-    def _append(self, line: str) -> None:
-        with self.path.open("a") as fh:
-            fh.write(line)
+# Set before the agent starts by a test entry point: called with the data dir, it returns what
+# takes logind's place. None (logind) on a device.
+STAND_IN: Callable[[Path], HostControl] | None = None
 
 
-def make_host(kind: str, data_dir: Path) -> HostControl:
-    if kind == "record":
-        return RecordingHost(data_dir / "host-actions.jsonl")
-    return LogindHost()
+def make_host(data_dir: Path) -> HostControl:
+    return LogindHost() if STAND_IN is None else STAND_IN(data_dir)

@@ -26,6 +26,7 @@ from .supnet import supervisor_network_for
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HOOKS_ENV = "DEVICE_AGENT_TEST_HOOKS"  # testbed/testhooks.py
+RECORD_HOST_ENV = "DEVICE_AGENT_TEST_RECORD_HOST"  # testbed/hoststandin.py
 
 
 def _python_env() -> dict[str, str]:
@@ -138,13 +139,16 @@ class AgentProcess:
         self.log_path = root / "agent.log"
         self.command_prefix: list[str] = []  # e.g. ["ip", "netns", "exec", "device"]
         self.env: dict[str, str] = {}  # extra environment for the next start (test hooks)
+        # reboot, shutdown and the hostname recorded in {dataDir}/host-actions.jsonl (see
+        # host_actions) instead of reaching this machine's logind and hostnamed
+        # (testbed/hoststandin.py); off: the agent talks to the host for real
+        self.record_host = True
         self.config: dict[str, Any] = {
             "uuid": uuid,
             "apiEndpoint": api_endpoint,
             "deviceApiKey": api_key,
             "deviceType": "generic-amd64",
             "listenPort": free_port(),
-            "hostControl": "record",
             "appUpdatePollInterval": poll_interval_ms,
             "dataDir": str(self.data_dir),
             "dockerHost": docker_host,
@@ -163,10 +167,10 @@ class AgentProcess:
         self.config_path.write_text(json.dumps(self.config, indent=2))
 
     def _entry_point(self) -> str:
-        """`agent`, or with $DEVICE_AGENT_TEST_HOOKS=1 (in `env` or this process's environment)
-        the test entry point that installs testbed/testhooks.py first."""
+        """`agent`, or with the host recorder or $DEVICE_AGENT_TEST_HOOKS=1 (in `env` or this
+        process's environment) the test entry point that installs them first."""
         hooks = self.env.get(HOOKS_ENV, os.environ.get(HOOKS_ENV))
-        return "testbed.agent_main" if hooks == "1" else "agent"
+        return "testbed.agent_main" if hooks == "1" or self.record_host else "agent"
 
     def start(self) -> AgentProcess:
         if self.running:
@@ -188,7 +192,12 @@ class AgentProcess:
                 str(self.config_path),
             ],
             cwd=REPO_ROOT,
-            env={**_python_env(), **monitor, **self.env},
+            env={
+                **_python_env(),
+                **monitor,
+                RECORD_HOST_ENV: str(int(self.record_host)),
+                **self.env,
+            },
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
@@ -304,7 +313,7 @@ class AgentProcess:
         wait_for("the agent's API", timeout, up)
 
     def host_actions(self) -> list[str]:
-        """What the recording host control was asked to do (reboot, shutdown), in order."""
+        """What the host recorder was asked to do (reboot, shutdown, hostname), in order."""
         path = self.data_dir / "host-actions.jsonl"
         if not path.exists():
             return []

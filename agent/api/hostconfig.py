@@ -5,8 +5,8 @@ PATCH takes the same shape (agent/hostconfig/parse.py validates it as the refere
 for what it can't read), refuses with 423 while an app holds its update lock (unless `force`
 or the fleet's lock override), stores the proxy under `{hostBootDir}/system-proxy/` and
 restarts the host's proxy units where it has them, sets the hostname through
-systemd-hostnamed (503 when that can't be reached) and answers 200 `OK`. With
-`hostControl: "record"` (tests) the hostname is recorded instead, as reboots are.
+systemd-hostnamed (503 when that can't be reached) and answers 200 `OK`. Under the test entry
+point (testbed/agent_main.py) the hostname is recorded instead, as reboots are.
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ def boot_dir(agent: Agent) -> Path:
 
 
 def host_bus(agent: Agent) -> HostConfigBus:
-    """hostnamed/systemd over D-Bus; with `hostControl: "record"`, a recorder (tests)."""
-    return make_host_bus(agent.config.host_control, agent.config.data_dir)
+    """hostnamed/systemd over D-Bus (or what a test entry point put in their place)."""
+    return make_host_bus(agent.config.data_dir)
 
 
 async def get_host_config(request: web.Request) -> web.Response:

@@ -6,9 +6,8 @@ such service is `HostBusError`, which the API answers with 503."""
 from __future__ import annotations
 
 import asyncio
-import json
 import shutil
-import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -89,44 +88,10 @@ class HostBus:
         return restarted
 
 
-class RecordingHostBus:
-    """config.json `hostControl: "record"` (tests): the hostname is recorded in
-    `{dataDir}/host-actions.jsonl` (`{"action": "hostname", "hostname": ...}`, next to the
-    recorded reboots) and read back from there, and no unit is restarted: the machine running
-    the tests is never renamed nor has its services touched."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    async def hostname(self) -> str:
-        return await asyncio.to_thread(self._last)
-
-    def _last(self) -> str:
-        name = None
-        try:
-            for line in self.path.read_text().splitlines():
-                entry = json.loads(line) if line.strip() else {}
-                if entry.get("action") == "hostname":
-                    name = entry.get("hostname")
-        except (OSError, ValueError):
-            pass
-        if name is None:
-            raise HostBusError("no hostname recorded yet")
-        return str(name)
-
-    async def set_hostname(self, name: str) -> None:
-        line = json.dumps({"action": "hostname", "hostname": name, "t": time.time()}) + "\n"
-        await asyncio.to_thread(self._append, line)
-
-    def _append(self, line: str) -> None:
-        with self.path.open("a") as fh:
-            fh.write(line)
-
-    async def restart_proxy_units(self) -> list[str]:
-        return []
+# Set before the agent starts by a test entry point (testbed/agent_main.py): called with the
+# data dir, it returns what takes the host's D-Bus services' place. None on a device.
+STAND_IN: Callable[[Path], HostConfigBus] | None = None
 
 
-def make_host_bus(host_control: str, data_dir: Path) -> HostConfigBus:
-    if host_control == "record":
-        return RecordingHostBus(data_dir / "host-actions.jsonl")
-    return HostBus()
+def make_host_bus(data_dir: Path) -> HostConfigBus:
+    return HostBus() if STAND_IN is None else STAND_IN(data_dir)

@@ -293,6 +293,7 @@ def empty_agents(
         root, uuid=uuid, api_key=key, api_endpoint=cloud_proc.url, docker_host=engine_host,
         poll_interval_ms=EMPTY_POLL_MS,
     )  # fmt: skip
+    agent.record_host = False  # `python -m agent` itself, nothing of the test entry point
     try:
         out["no_vpn"] = _idle_rss(agent, client, lambda f: f(), settle_s, log, "no VPN")
         agent.stop()
@@ -319,6 +320,7 @@ def empty_agents(
             extra={"vpn": {"kind": "wireguard", "interface": wg.device_iface}},
         )  # fmt: skip
         agent.command_prefix = lab.ns_cmd("device", [])
+        agent.record_host = False
         lab.on_stop(lambda: _kill(agent))
 
         def in_cloud(fn: Callable[[], Any]) -> Any:

@@ -7,7 +7,7 @@ purpose (README, "Where the agent differs from the reference"), and what it chec
 The table also holds the reference's error answers for the same routes (phase `errors`, with
 the reference's source for each). Rows run in phases so that the destructive ones don't spoil
 the rest: reads, error answers, service actions,
-app restart/purge, key regeneration, reboot/shutdown (hostControl `record`), and last the
+app restart/purge, key regeneration, reboot/shutdown (recorded: testbed/hoststandin.py), and last the
 local-mode endpoints on the same device restarted in local mode (the docs call those without
 a key, which only local mode allows)."""
 
@@ -89,13 +89,13 @@ def test_every_docs_example_answers_as_documented(device, images):
                 keys["app"] = answer["text"].strip()
         if phase == "service":  # every service runs again after the service actions
             wait_until(lambda: set(running(device)) == {"main", "aux"}, 30)
-        if phase == "host":  # recorded (hostControl record) a moment after the answer
+        if phase == "host":  # recorded (the host recorder) a moment after the answer
             wait_until(lambda: sorted(set(agent.host_actions()) & POWER) == sorted(POWER), 15)
 
     assert not failures, "\n".join(failures)
     # what the examples did, seen from outside the API
     wait_until(lambda: device.cloud.tags(device.uuid).get("foo") == "bar", 10)
-    assert "hostname" in agent.host_actions()  # hostControl record: the hostname is recorded
+    assert "hostname" in agent.host_actions()  # the host recorder: the hostname is recorded
 
 
 def _restart_in_local_mode(agent: AgentProcess) -> None:

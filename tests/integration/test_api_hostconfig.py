@@ -1,8 +1,8 @@
 """GET/PATCH /v1/device/host-config against a running agent: the reference's shape, its body
 validation, the proxy files balenaOS reads, the update locks, and a clear 503 for the hostname
-on a host without systemd-hostnamed: these agents talk to the host for real (`hostControl:
-logind`), pointed at a system bus that isn't there, so the test machine is never renamed.
-(With `hostControl: record` the hostname is recorded: tests/integration/test_api_keys.py.)"""
+on a host without systemd-hostnamed: these agents talk to the host for real (no host recorder,
+`agent.record_host = False`), pointed at a system bus that isn't there, so the test machine is
+never renamed. (With the recorder the hostname is recorded: tests/integration/test_api_keys.py.)"""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def _lock(device) -> Path:
 @pytest.fixture
 def agent_with_boot(device, images, tmp_path):
     device.agent.env["DBUS_SYSTEM_BUS_ADDRESS"] = NO_BUS
-    device.agent.config["hostControl"] = "logind"
+    device.agent.record_host = False
     device.agent.config["hostBootDir"] = str(tmp_path / "boot")
     deploy(device, images)
     return device.agent, tmp_path / "boot" / "system-proxy"

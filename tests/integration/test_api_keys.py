@@ -46,7 +46,7 @@ def test_an_app_key_does_what_balena_lets_apps_do(device, images, tmp_path):
     assert api("PATCH", "/v1/device/host-config", PROXY, key=own).status == 200
     got = api("GET", "/v1/device/host-config", key=own)
     assert got.status == 200 and got.body["network"]["proxy"]["ip"] == "10.9.8.7"
-    # hostControl "record": the hostname goes to the recorder, as reboots do
+    # the host recorder (testbed/hoststandin.py): the hostname goes to the recorder, as reboots do
     renamed = api("PATCH", "/v1/device/host-config", {"network": {"hostname": "box-1"}}, key=own)
     assert renamed.status == 200 and renamed.body == "OK"
     assert agent.host_actions()[-1] == "hostname"

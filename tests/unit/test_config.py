@@ -74,25 +74,21 @@ def test_balena_prefix_wins_over_resin():
 
 def test_local_api_keys(tmp_path):
     cfg = load_device_config(write(tmp_path), env={})
-    assert (cfg.local_mode, cfg.host_control, cfg.supervisor_api_host, cfg.device_id) == (
+    assert (cfg.local_mode, cfg.supervisor_api_host, cfg.device_id) == (
         False,
-        "logind",
         None,  # the supervisor network's gateway (engine/supnet.py)
         None,
     )
     cfg = load_device_config(
-        write(tmp_path, localMode=True, hostControl="record", supervisorApiHost="10.114.104.1",
-              deviceId=42),
-        env={},
-    )  # fmt: skip
-    assert (cfg.local_mode, cfg.host_control, cfg.supervisor_api_host, cfg.device_id) == (
+        write(tmp_path, localMode=True, supervisorApiHost="10.114.104.1", deviceId=42), env={}
+    )
+    assert (cfg.local_mode, cfg.supervisor_api_host, cfg.device_id) == (
         True,
-        "record",
         "10.114.104.1",
         42,
     )
     assert load_device_config(write(tmp_path, localMode="1"), env={}).local_mode
-    for bad in ({"hostControl": "ssh"}, {"localMode": 3}, {"deviceId": "x"}):
+    for bad in ({"localMode": 3}, {"deviceId": "x"}):
         with pytest.raises(ConfigError):
             load_device_config(write(tmp_path, **bad), env={})
 

@@ -47,7 +47,6 @@ def idle_modules(tmp_path: Path, **extra: Any) -> set[str]:
         "apiEndpoint": "http://127.0.0.1:9",  # discard port: nothing answers
         "deviceApiKey": "k",
         "listenPort": 0,
-        "hostControl": "record",
         "dataDir": str(tmp_path / "data"),
         "lockDir": str(tmp_path / "locks"),
         "dockerHost": f"unix://{tmp_path}/no-engine.sock",

@@ -13,8 +13,8 @@ from agent.api.keys import ApiKeys
 from agent.api.metrics import AgentMetrics
 from agent.api.server import make_app, runner_options
 from agent.errors import EngineUnavailable
-from agent.host import RecordingHost
 from agent.store import Store
+from testbed.hoststandin import RecordingHost
 
 
 class FakeEngine:

@@ -10,7 +10,7 @@ from agent.api.access import ROUTES, Access, check_table, registered
 from agent.api.context import HostActions
 from agent.api.metrics import AgentMetrics
 from agent.api.server import make_app
-from agent.host import RecordingHost
+from testbed.hoststandin import RecordingHost
 from tests.unit.api.fakes import fake_agent, run
 
 

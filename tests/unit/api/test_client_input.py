@@ -19,7 +19,7 @@ from agent.api import server
 from agent.api.common import decimal
 from agent.api.context import HostActions
 from agent.api.metrics import AgentMetrics
-from agent.host import RecordingHost
+from testbed.hoststandin import RecordingHost
 from tests.unit.api.fakes import ApiTestServer, fake_agent, run
 
 

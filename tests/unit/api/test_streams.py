@@ -19,8 +19,8 @@ from agent.api import loghub, streams
 from agent.api.context import HostActions
 from agent.api.metrics import AgentMetrics
 from agent.api.server import make_app
-from agent.host import RecordingHost
 from agent.model.current import ContainerState, ContainerStatus, CurrentState
+from testbed.hoststandin import RecordingHost
 from tests.unit.api.fakes import ApiTestServer, fake_agent
 from tests.unit.api.metrics_fakes import fake_agent as metrics_agent
 

@@ -79,7 +79,7 @@ def test_only_the_loaded_proxy_units_are_restarted(tmp_path):
 
 
 def test_the_recorder_keeps_the_hostname_and_touches_nothing(tmp_path):
-    from agent.hostconfig.dbus import RecordingHostBus
+    from testbed.hoststandin import RecordingHostBus
 
     bus = RecordingHostBus(tmp_path / "host-actions.jsonl")
     with pytest.raises(HostBusError):
