@@ -6,10 +6,10 @@ from __future__ import annotations
 import asyncio
 import threading
 
-from agent.daemon import _cached
+from agent.device.cached import Cached
 
 
-def test_reads_happen_off_the_loop_and_a_stale_value_is_served_meanwhile():
+async def test_reads_happen_off_the_loop_and_a_stale_value_is_served_meanwhile():
     threads: list[str] = []
     count = [0]
 
@@ -18,7 +18,7 @@ def test_reads_happen_off_the_loop_and_a_stale_value_is_served_meanwhile():
         count[0] += 1
         return {"n": count[0]}
 
-    cache = _cached(0.5, read)
+    cache = Cached(0.5, read)
 
     async def scenario() -> list[dict[str, int]]:
         await cache.prime()
@@ -29,12 +29,12 @@ def test_reads_happen_off_the_loop_and_a_stale_value_is_served_meanwhile():
         seen.append(cache())
         return seen
 
-    assert asyncio.run(scenario()) == [{"n": 1}, {"n": 1}, {"n": 2}]
+    assert (await scenario()) == [{"n": 1}, {"n": 1}, {"n": 2}]
     assert len(threads) == 2 and "MainThread" not in threads
 
 
 def test_from_a_worker_thread_it_reads_in_place():
-    cache = _cached(60.0, lambda: {"os": "x"})
+    cache = Cached(60.0, lambda: {"os": "x"})
     out: list[dict[str, str]] = []
     worker = threading.Thread(target=lambda: out.append(cache()))
     worker.start()

@@ -1,4 +1,3 @@
-import asyncio
 import json
 import subprocess
 import sys
@@ -21,7 +20,7 @@ def test_a_device_reaches_logind_and_hostnamed(tmp_path):
     assert isinstance(make_host_bus(tmp_path), HostBus)
 
 
-def test_the_test_entry_point_puts_the_recorder_in_the_hosts_place(tmp_path, monkeypatch):
+async def test_the_test_entry_point_puts_the_recorder_in_the_hosts_place(tmp_path, monkeypatch):
     monkeypatch.setattr(host_module, "STAND_IN", None)
     monkeypatch.setattr(dbus, "STAND_IN", None)
     assert not hoststandin.install({})
@@ -29,8 +28,8 @@ def test_the_test_entry_point_puts_the_recorder_in_the_hosts_place(tmp_path, mon
     assert hoststandin.install({hoststandin.RECORD_HOST_ENV: "1"})
     host = make_host(tmp_path)
     assert isinstance(host, RecordingHost) and isinstance(make_host_bus(tmp_path), RecordingHostBus)
-    asyncio.run(host.perform(HostAction.REBOOT))
-    asyncio.run(host.perform(HostAction.SHUTDOWN))
+    await host.perform(HostAction.REBOOT)
+    await host.perform(HostAction.SHUTDOWN)
     lines = [
         json.loads(line) for line in (tmp_path / "host-actions.jsonl").read_text().splitlines()
     ]
@@ -52,13 +51,13 @@ def test_nothing_under_agent_imports_the_test_scaffolding():
     assert out.stdout.strip() == "[]"
 
 
-def test_logind_host_calls_busctl(tmp_path):
+async def test_logind_host_calls_busctl(tmp_path):
     calls = tmp_path / "calls"
     fake = tmp_path / "busctl"
     fake.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
     fake.chmod(0o755)
-    asyncio.run(LogindHost(str(fake)).perform(HostAction.REBOOT))
-    asyncio.run(LogindHost(str(fake)).perform(HostAction.SHUTDOWN))
+    await LogindHost(str(fake)).perform(HostAction.REBOOT)
+    await LogindHost(str(fake)).perform(HostAction.SHUTDOWN)
     manager = "org.freedesktop.login1 /org/freedesktop/login1 org.freedesktop.login1.Manager"
     assert calls.read_text().splitlines() == [
         f"call {manager} Reboot b false",
@@ -66,13 +65,13 @@ def test_logind_host_calls_busctl(tmp_path):
     ]
 
 
-def test_logind_host_errors_are_clear(tmp_path):
+async def test_logind_host_errors_are_clear(tmp_path):
     fake = tmp_path / "busctl"
     fake.write_text("#!/bin/sh\necho 'Access denied' >&2\nexit 1\n")
     fake.chmod(0o755)
     with pytest.raises(HostError, match="logind refused to reboot: Access denied"):
-        asyncio.run(LogindHost(str(fake)).perform(HostAction.REBOOT))
+        await LogindHost(str(fake)).perform(HostAction.REBOOT)
     host = LogindHost()
     host._busctl = None
     with pytest.raises(HostError, match="busctl"):
-        asyncio.run(host.perform(HostAction.SHUTDOWN))
+        await host.perform(HostAction.SHUTDOWN)

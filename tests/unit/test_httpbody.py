@@ -44,23 +44,20 @@ async def _announced(request: web.Request) -> web.StreamResponse:
     return resp
 
 
-def _serve(test: Callable[[aiohttp.ClientSession, str], Awaitable[None]]) -> None:
-    async def main() -> None:
-        app = web.Application()
-        app.router.add_get("/pieces", _pieces)
-        app.router.add_get("/announced", _announced)
-        server = TestServer(app, host="127.0.0.1")
-        await server.start_server()
-        try:
-            async with aiohttp.ClientSession() as session:
-                await test(session, str(server.make_url("")))
-        finally:
-            await server.close()
-
-    asyncio.run(main())
+async def _serve(test: Callable[[aiohttp.ClientSession, str], Awaitable[None]]) -> None:
+    app = web.Application()
+    app.router.add_get("/pieces", _pieces)
+    app.router.add_get("/announced", _announced)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        async with aiohttp.ClientSession() as session:
+            await test(session, str(server.make_url("")))
+    finally:
+        await server.close()
 
 
-def test_a_body_in_many_small_pieces_is_read_whole():
+async def test_a_body_in_many_small_pieces_is_read_whole():
     async def test(session: aiohttp.ClientSession, base: str) -> None:
         # what the old one-call read returned: only the first piece(s) — the bug this guards
         async with session.get(base + "/pieces") as resp:
@@ -70,10 +67,10 @@ def test_a_body_in_many_small_pieces_is_read_whole():
             async with session.get(base + path) as resp:
                 assert await read_whole(resp, len(BODY)) == BODY, path
 
-    _serve(test)
+    await _serve(test)
 
 
-def test_a_body_past_the_cap_fails_clearly():
+async def test_a_body_past_the_cap_fails_clearly():
     async def test(session: aiohttp.ClientSession, base: str) -> None:
         async with session.get(base + "/pieces") as resp:
             with pytest.raises(BodyTooLarge, match=f"longer than the {len(BODY) - 1} bytes"):
@@ -87,4 +84,4 @@ def test_a_body_past_the_cap_fails_clearly():
         async with session.get(base + "/announced") as resp:
             assert await read_whole(resp, len(BODY)) == BODY
 
-    _serve(test)
+    await _serve(test)

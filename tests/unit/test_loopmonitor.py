@@ -26,7 +26,7 @@ from agent.loopmonitor import (
 )
 
 
-def run_with_monitor(body: Callable[[], Any], threshold_s: float = 0.05) -> list[Any]:
+async def run_with_monitor(body: Callable[[], Any], threshold_s: float = 0.05) -> list[Any]:
     async def main() -> None:
         monitor = LoopMonitor(threshold_s)
         monitor.install(asyncio.get_running_loop())
@@ -38,7 +38,7 @@ def run_with_monitor(body: Callable[[], Any], threshold_s: float = 0.05) -> list
             monitor.uninstall()
 
     with capture_logs() as logs:
-        asyncio.run(main())
+        await main()
     return [e for e in logs if e["event"] == "slow_callback"]
 
 
@@ -56,12 +56,12 @@ def burns_cpu(seconds: float) -> None:
         pass
 
 
-def test_a_blocking_call_is_reported_with_its_stack():
+async def test_a_blocking_call_is_reported_with_its_stack():
     async def handler() -> None:
         await asyncio.sleep(0)
         reads_a_slow_device()
 
-    slow = run_with_monitor(handler)
+    slow = await run_with_monitor(handler)
     assert len(slow) == 1, slow
     event = slow[0]
     assert "reads_a_slow_device" in event["stack"].splitlines()[-1]  # the innermost frame
@@ -70,7 +70,7 @@ def test_a_blocking_call_is_reported_with_its_stack():
     assert event["blocking_ms"] > 50 and event["excused"] is None
 
 
-def test_the_loop_stays_out_of_debug_mode():
+async def test_the_loop_stays_out_of_debug_mode():
     """Debug mode would make asyncio and aiohttp record a stack for every future and request:
     work the agent never does on a device, and the monitor's own stalls on a busy machine."""
 
@@ -82,23 +82,23 @@ def test_the_loop_stays_out_of_debug_mode():
         finally:
             monitor.uninstall()
 
-    assert asyncio.run(main()) is False
+    assert (await main()) is False
 
 
-def test_awaiting_is_not_blocking():
+async def test_awaiting_is_not_blocking():
     async def handler() -> None:
         for _ in range(5):
             await asyncio.sleep(0.05)
         await asyncio.to_thread(time.sleep, 0.2)  # blocking, but in a thread
 
-    assert run_with_monitor(handler) == []
+    assert (await run_with_monitor(handler)) == []
 
 
-def test_a_long_computation_blocks_too():
+async def test_a_long_computation_blocks_too():
     async def handler() -> None:
         burns_cpu(0.12)
 
-    slow = run_with_monitor(handler)
+    slow = await run_with_monitor(handler)
     assert len(slow) == 1 and "burns_cpu" in slow[0]["stack"]
 
 
@@ -118,7 +118,7 @@ def cpu_hog() -> Iterator[int]:
         hog.wait()
 
 
-def test_waiting_for_a_cpu_is_not_counted(cpu_hog):
+async def test_waiting_for_a_cpu_is_not_counted(cpu_hog):
     """30 ms of work sharing one CPU with a busy process takes ~60 ms of wall time: over the
     50 ms threshold by the clock, but the loop was not blocked by the callback."""
     walls: list[float] = []
@@ -130,18 +130,18 @@ def test_waiting_for_a_cpu_is_not_counted(cpu_hog):
             walls.append(time.perf_counter() - start)
             await asyncio.sleep(0)
 
-    slow = run_with_monitor(handler)
+    slow = await run_with_monitor(handler)
     assert max(walls) > 0.05, f"the hog did not slow the callback down: {walls}"
     assert slow == [], slow
 
 
-def test_off_unless_asked(monkeypatch):
+async def test_off_unless_asked(monkeypatch):
     monkeypatch.delenv(ENV, raising=False)
 
     async def main() -> Any:
         return install_from_env(asyncio.get_running_loop())
 
-    assert asyncio.run(main()) is None
+    assert (await main()) is None
 
 
 ASYNCIO = "/usr/lib/python3.11/asyncio"
@@ -180,7 +180,7 @@ def test_what_is_excused():
     assert excuse(joined) is None  # waiting for a thread to finish is blocking
 
 
-def test_an_unsampled_stall_fails_only_when_long(monkeypatch):
+async def test_an_unsampled_stall_fails_only_when_long(monkeypatch):
     """A stall no sample caught (the sampler thread starved, as on a busy VM) is excused below
     UNSAMPLED_FACTOR × the threshold; a longer one is still a failure."""
     monkeypatch.setattr("agent.loopmonitor.TICK_S", 30.0)  # a sampler that never gets to run
@@ -191,9 +191,9 @@ def test_an_unsampled_stall_fails_only_when_long(monkeypatch):
     async def long() -> None:
         blocks_for(0.3)
 
-    brief = run_with_monitor(short)
+    brief = await run_with_monitor(short)
     assert len(brief) == 1 and brief[0]["excused"] == "unsampled", brief
-    slow = run_with_monitor(long)
+    slow = await run_with_monitor(long)
     assert len(slow) == 1 and slow[0]["excused"] is None, slow
     assert slow[0]["stack"].startswith("(not sampled")
 

@@ -110,20 +110,17 @@ def test_status_line_summarises_the_board(tmp_path):
     assert status_line(board).startswith("Idle · main: ")
 
 
-def test_notify_loop_says_ready_pings_and_stops(listener, tmp_path):
+async def test_notify_loop_says_ready_pings_and_stops(listener, tmp_path):
     path, sock = listener
     reconciler, poller = fakes(polls=1)
     board = StatusBoard(Store(tmp_path))
 
-    async def scenario() -> None:
-        task = asyncio.create_task(
-            notify_loop(Notifier(path), board, Readiness(reconciler, poller, False), 0.05)
-        )
-        await asyncio.sleep(0.3)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-
-    asyncio.run(scenario())
+    task = asyncio.create_task(
+        notify_loop(Notifier(path), board, Readiness(reconciler, poller, False), 0.05)
+    )
+    await asyncio.sleep(0.3)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
     messages = []
     sock.settimeout(0.2)
     while True:
@@ -138,7 +135,7 @@ def test_notify_loop_says_ready_pings_and_stops(listener, tmp_path):
     assert lines[-1] == "STOPPING=1"
 
 
-def test_watchdog_pings_follow_their_own_schedule(listener):
+async def test_watchdog_pings_follow_their_own_schedule(listener):
     """The n-th ping is due at start + n·interval: over 15 periods the pings average the
     interval (no drift, no aliasing against the READY/STATUS ticks, which once made the gaps
     1.5 and 0.5 periods)."""
@@ -169,8 +166,8 @@ def test_watchdog_pings_follow_their_own_schedule(listener):
     reader = threading.Thread(target=read)
     reader.start()
     try:
-        asyncio.run(scenario())
-        time.sleep(0.1)
+        await scenario()
+        await asyncio.sleep(0.1)
     finally:
         done.set()
         reader.join()
@@ -179,7 +176,7 @@ def test_watchdog_pings_follow_their_own_schedule(listener):
     assert mean_gap == pytest.approx(interval, rel=0.05)
 
 
-def test_the_watchdog_schedule_does_not_drift_or_burst(monkeypatch):
+async def test_the_watchdog_schedule_does_not_drift_or_burst(monkeypatch):
     """On a fake clock: pings at exactly 0, 1, 2…·interval however late each wake-up is; after
     the loop was blocked for longer than a period, one ping at once and then on schedule again
     from there (no burst of catch-up pings)."""
@@ -199,11 +196,8 @@ def test_the_watchdog_schedule_does_not_drift_or_burst(monkeypatch):
 
     monkeypatch.setattr("agent.sdnotify.asyncio.sleep", fake_sleep)
 
-    async def scenario() -> None:
-        with pytest.raises(asyncio.CancelledError):
-            await watchdog_loop(Recorder(), 1.0, clock=lambda: now[0])
-
-    asyncio.run(scenario())
+    with pytest.raises(asyncio.CancelledError):
+        await watchdog_loop(Recorder(), 1.0, clock=lambda: now[0])
     # due at 0, 1, 2, 3, 4 (each woken late, never drifting), then blocked: 4.45+1+2.5 -> at
     # once, and due one period later again
     assert sent[:5] == pytest.approx([0.0, 1.3, 2.1, 3.0, 4.45])

@@ -1,6 +1,5 @@
 """State writes on a full or misbehaving disk (see tests/faults for the same end to end)."""
 
-import asyncio
 import os
 import random
 import signal
@@ -81,7 +80,7 @@ class Answers:
         return self.answers.pop(0)
 
 
-def test_a_target_that_could_not_be_persisted_is_written_after_a_later_poll(tmp_path):
+async def test_a_target_that_could_not_be_persisted_is_written_after_a_later_poll(tmp_path):
     store = FullStore(tmp_path)
     store.put("target", {"etag": '"e1"', "body": {"r": 1}})
     accepted = []
@@ -99,11 +98,11 @@ def test_a_target_that_could_not_be_persisted_is_written_after_a_later_poll(tmp_
         rng=random.Random(0),
     )
     store.full = True
-    asyncio.run(poller.poll_once())
+    await poller.poll_once()
     assert accepted == [{"r": 2}], "the target is applied even though it can't be persisted"
     assert store.get("target") == {"etag": '"e1"', "body": {"r": 1}}  # the old one, intact
     store.full = False
-    asyncio.run(poller.poll_once())  # a 304: nothing new, but the unsaved target is written
+    await poller.poll_once()  # a 304: nothing new, but the unsaved target is written
     assert store.get("target") == {"etag": '"e2"', "body": {"r": 2}}
 
 

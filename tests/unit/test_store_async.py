@@ -27,46 +27,43 @@ class Recording(Store):
         super().put(key, value)
 
 
-def test_put_async_writes_in_a_thread_in_call_order(tmp_path):
+async def test_put_async_writes_in_a_thread_in_call_order(tmp_path):
     store = Recording(tmp_path)
 
-    async def scenario() -> None:
-        await asyncio.gather(*(store.put_async("images", [f"sha256:{i}"]) for i in range(20)))
-
-    asyncio.run(scenario())
+    await asyncio.gather(*(store.put_async("images", [f"sha256:{i}"]) for i in range(20)))
     assert store.get("images") == ["sha256:19"]  # the last call's value, whatever the threads did
     assert len(store.threads) == 20 and "MainThread" not in store.threads
 
 
-def test_latest_writer_coalesces_and_flushes_the_latest_value(tmp_path):
+async def test_latest_writer_coalesces_and_flushes_the_latest_value(tmp_path):
     store = Recording(tmp_path)
     errors: list[StoreError] = []
     writer = LatestWriter(store, "status", errors.append)
 
-    async def scenario() -> None:
-        for i in range(100):
-            writer.write({"n": i})
-            if i % 10 == 0:
-                await asyncio.sleep(0)
-        await writer.flush()
-
-    asyncio.run(scenario())
+    for i in range(100):
+        writer.write({"n": i})
+        if i % 10 == 0:
+            await asyncio.sleep(0)
+    await writer.flush()
     assert store.get("status") == {"n": 99}
     assert 1 <= len(store.threads) < 100 and "MainThread" not in store.threads
     assert errors == []
 
 
-def test_latest_writer_reports_a_failed_write_and_writes_in_place_without_a_loop(tmp_path):
+def test_latest_writer_writes_in_place_without_a_loop(tmp_path):
     store = Recording(tmp_path)
     errors: list[StoreError] = []
     writer = LatestWriter(store, "images", errors.append)
     writer.write(["a"])  # no running loop: written at once, in this thread
-    assert store.get("images") == ["a"] and store.threads == ["MainThread"]
+    assert store.get("images") == ["a"] and store.threads == ["MainThread"] and errors == []
+
+
+async def test_latest_writer_reports_a_failed_write(tmp_path):
+    store = Recording(tmp_path)
+    errors: list[StoreError] = []
+    writer = LatestWriter(store, "images", errors.append)
+    store.put("images", ["a"])
     store.full = True
-
-    async def scenario() -> None:
-        writer.write(["b"])
-        await writer.flush()
-
-    asyncio.run(scenario())
+    writer.write(["b"])
+    await writer.flush()
     assert len(errors) == 1 and store.get("images") == ["a"]  # the old value, intact

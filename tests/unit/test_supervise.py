@@ -58,7 +58,7 @@ class Pings:
 POLICY = RestartPolicy(backoff=Backoff(base_s=1.0, cap_s=60.0), max_crashes=5, window_s=600.0)
 
 
-def test_a_crashing_task_is_logged_with_its_stack_and_restarted_with_backoff():
+async def test_a_crashing_task_is_logged_with_its_stack_and_restarted_with_backoff():
     clock = Clock()
     flaky = Flaky(bad=3)
 
@@ -72,7 +72,7 @@ def test_a_crashing_task_is_logged_with_its_stack_and_restarted_with_backoff():
         return sup
 
     with capture_logs() as logs:
-        sup = asyncio.run(scenario())
+        sup = await scenario()
     crashed = [e for e in logs if e["event"] == "task_crashed"]
     assert [e["error"] for e in crashed] == [f"RuntimeError('crash {i}')" for i in (1, 2, 3)]
     assert all(isinstance(e["exc_info"], RuntimeError) for e in crashed)  # the stack
@@ -83,7 +83,7 @@ def test_a_crashing_task_is_logged_with_its_stack_and_restarted_with_backoff():
         assert cap / 2 <= delay <= cap
 
 
-def test_a_task_that_returns_is_restarted_too():
+async def test_a_task_that_returns_is_restarted_too():
     clock = Clock()
     flaky = Flaky(bad=1, returns=True)
 
@@ -94,14 +94,14 @@ def test_a_task_that_returns_is_restarted_too():
         await sup.drain(1.0)
 
     with capture_logs() as logs:
-        asyncio.run(scenario())
+        await scenario()
     assert [e["error"] for e in logs if e["event"] == "task_crashed"] == [
         "returned (it must never end)"
     ]
     assert flaky.starts == 2
 
 
-def test_crashes_spread_out_beyond_the_window_are_retried_for_ever():
+async def test_crashes_spread_out_beyond_the_window_are_retried_for_ever():
     clock = Clock()
     policy = RestartPolicy(backoff=Backoff(base_s=1.0, cap_s=1.0), max_crashes=3, window_s=10.0)
     starts = 0
@@ -125,11 +125,11 @@ def test_crashes_spread_out_beyond_the_window_are_retried_for_ever():
         return sup
 
     with capture_logs():
-        sup = asyncio.run(scenario())
+        sup = await scenario()
     assert sup.healthy and sup.restarts["report"] == 8
 
 
-def test_a_task_that_keeps_crashing_is_given_up_and_the_watchdog_pings_stop():
+async def test_a_task_that_keeps_crashing_is_given_up_and_the_watchdog_pings_stop():
     clock = Clock()
     flaky = Flaky(bad=1000)
     pings = Pings()
@@ -155,7 +155,7 @@ def test_a_task_that_keeps_crashing_is_given_up_and_the_watchdog_pings_stop():
         return sup
 
     with capture_logs() as logs:
-        sup = asyncio.run(scenario())
+        sup = await scenario()
     assert flaky.starts == POLICY.max_crashes
     assert given_up == ["reconcile"]
     assert sup.given_up == {"reconcile": "ended 5 times within 600s"}
@@ -164,18 +164,15 @@ def test_a_task_that_keeps_crashing_is_given_up_and_the_watchdog_pings_stop():
     assert "watchdog_pings_stopped" in events
 
 
-def test_a_name_is_supervised_once():
-    async def scenario() -> None:
-        sup = Supervisor(POLICY)
+async def test_a_name_is_supervised_once():
+    sup = Supervisor(POLICY)
+    sup.spawn("poll", Flaky(bad=0))
+    with pytest.raises(ValueError, match="already supervised"):
         sup.spawn("poll", Flaky(bad=0))
-        with pytest.raises(ValueError, match="already supervised"):
-            sup.spawn("poll", Flaky(bad=0))
-        await sup.drain(1.0)
-
-    asyncio.run(scenario())
+    await sup.drain(1.0)
 
 
-def test_drain_cancels_and_waits():
+async def test_drain_cancels_and_waits():
     finished: list[str] = []
 
     async def tidy() -> None:
@@ -192,7 +189,7 @@ def test_drain_cancels_and_waits():
         assert sup.names() == set()
 
     with capture_logs() as logs:
-        asyncio.run(scenario())
+        await scenario()
     assert finished == ["tidy"]
     assert not [e for e in logs if e["event"] == "task_crashed"]  # a cancel is no crash
 
@@ -200,13 +197,14 @@ def test_drain_cancels_and_waits():
 def test_v1_healthy_names_the_task_given_up_or_not_running():
     from types import SimpleNamespace
 
-    from agent.daemon import Agent
+    from agent.healthcheck import HealthCheck
 
     sup = Supervisor(POLICY)
-    agent = SimpleNamespace(supervisor=sup)
-    assert Agent.healthy(agent) == (False, "not running: poll, reconcile, report")  # type: ignore[arg-type]
+    quiet = SimpleNamespace(last_attempt_at=None, last_pass_at=None, busy_since=None, target=None)
+    health = HealthCheck(sup, quiet, quiet, SimpleNamespace(apps={}), lambda: 900.0, 30.0)
+    assert health() == (False, "not running: poll, reconcile, report")
     sup.given_up["reconcile"] = "ended 5 times within 600s"
-    assert Agent.healthy(agent) == (  # type: ignore[arg-type]
+    assert health() == (
         False,
         "task given up: reconcile ended 5 times within 600s",
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -25,26 +24,23 @@ TARGET = {
 }
 
 
-def _with_cloud(
+async def _with_cloud(
     trickle: Trickle | None, test: Callable[[CloudClient, Cloud], Awaitable[None]]
 ) -> None:
-    async def main() -> None:
-        cloud = Cloud(trickle=trickle)
-        cloud.register(UUID, KEY)
-        cloud.set_target(UUID, TARGET)
-        server = TestServer(make_app(cloud), host="127.0.0.1")
-        await server.start_server()
-        client = CloudClient(str(server.make_url("")), UUID, KEY)
-        try:
-            await test(client, cloud)
-        finally:
-            await client.close()
-            await server.close()
-
-    asyncio.run(main())
+    cloud = Cloud(trickle=trickle)
+    cloud.register(UUID, KEY)
+    cloud.set_target(UUID, TARGET)
+    server = TestServer(make_app(cloud), host="127.0.0.1")
+    await server.start_server()
+    client = CloudClient(str(server.make_url("")), UUID, KEY)
+    try:
+        await test(client, cloud)
+    finally:
+        await client.close()
+        await server.close()
 
 
-def test_a_target_sent_in_small_pieces_is_read_whole():
+async def test_a_target_sent_in_small_pieces_is_read_whole():
     async def test(client: CloudClient, cloud: Cloud) -> None:
         fetched = await client.fetch_target(None)
         assert fetched.body == {UUID: TARGET}
@@ -54,10 +50,10 @@ def test_a_target_sent_in_small_pieces_is_read_whole():
         # device tags (the OData answers) go through the same reader
         assert await client.device_tags() == []
 
-    _with_cloud(Trickle(chunk_bytes=512, pause_ms=0.2), test)
+    await _with_cloud(Trickle(chunk_bytes=512, pause_ms=0.2), test)
 
 
-def test_a_target_past_the_size_cap_is_a_clear_cloud_error(monkeypatch):
+async def test_a_target_past_the_size_cap_is_a_clear_cloud_error(monkeypatch):
     monkeypatch.setattr(client_mod, "MAX_TARGET_BYTES", 100_000)
 
     async def test(client: CloudClient, cloud: Cloud) -> None:
@@ -68,10 +64,10 @@ def test_a_target_past_the_size_cap_is_a_clear_cloud_error(monkeypatch):
         with pytest.raises(CloudError, match=r"answer announces \d+ bytes, more than the 100000"):
             await client.fetch_target(None)
 
-    _with_cloud(Trickle(chunk_bytes=4096), test)
+    await _with_cloud(Trickle(chunk_bytes=4096), test)
 
 
-def test_cloud_requests_name_the_compatible_supervisor_and_this_agent():
+async def test_cloud_requests_name_the_compatible_supervisor_and_this_agent():
     """balena's cloud knows supervisors by `Supervisor/<version>`; ours follows it."""
     from aiohttp import web
 
@@ -83,20 +79,17 @@ def test_cloud_requests_name_the_compatible_supervisor_and_this_agent():
         seen.append(request.headers.get("User-Agent", ""))
         return web.json_response({UUID: TARGET})
 
-    async def main() -> None:
-        app = web.Application()
-        app.router.add_get(f"/device/v3/{UUID}/state", state)
-        app.router.add_patch("/device/v3/state", state)
-        server = TestServer(app, host="127.0.0.1")
-        await server.start_server()
-        client = CloudClient(str(server.make_url("")), UUID, KEY)
-        try:
-            await client.fetch_target(None)
-            await client.patch_state({UUID: {}})
-        finally:
-            await client.close()
-            await server.close()
-
-    asyncio.run(main())
+    app = web.Application()
+    app.router.add_get(f"/device/v3/{UUID}/state", state)
+    app.router.add_patch("/device/v3/state", state)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    client = CloudClient(str(server.make_url("")), UUID, KEY)
+    try:
+        await client.fetch_target(None)
+        await client.patch_state({UUID: {}})
+    finally:
+        await client.close()
+        await server.close()
     expected = f"Supervisor/{SUPERVISOR_COMPAT_VERSION} device-agent/{__version__}"
     assert seen == [expected, expected]

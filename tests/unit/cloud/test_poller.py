@@ -1,4 +1,3 @@
-import asyncio
 import random
 
 from agent.cloud.client import TargetFetch, parse_retry_after
@@ -29,40 +28,40 @@ def make(tmp_path, answers, accept=lambda body, source: True, interval=100.0):
     return poller, client, board, store
 
 
-def test_etag_and_target_persist_and_304_is_a_heartbeat(tmp_path):
+async def test_etag_and_target_persist_and_304_is_a_heartbeat(tmp_path):
     poller, client, board, store = make(
         tmp_path, [TargetFetch(True, '"e1"', {"x": 1}), TargetFetch(False, '"e1"')]
     )
-    delay = asyncio.run(poller.poll_once())
+    delay = await poller.poll_once()
     assert 100 <= delay <= 110
     assert store.get("target") == {"etag": '"e1"', "body": {"x": 1}}
     first = board.last_poll
-    asyncio.run(poller.poll_once())
+    await poller.poll_once()
     assert client.etags == [None, '"e1"']
     assert board.last_poll >= first
     # after a restart the etag is reused: no refetch of the body
     p2, c2, _, _ = make(tmp_path, [TargetFetch(False, '"e1"')])
     saved = p2.load_saved()
     assert saved.body == {"x": 1}
-    asyncio.run(p2.poll_once())
+    await p2.poll_once()
     assert c2.etags == ['"e1"']
 
 
-def test_failures_back_off_capped_at_interval_and_honor_retry_after(tmp_path):
+async def test_failures_back_off_capped_at_interval_and_honor_retry_after(tmp_path):
     errors = [CloudError("down") for _ in range(6)] + [CloudError("busy", 503, retry_after=90)]
     poller, _, board, _ = make(tmp_path, errors, interval=60.0)
-    delays = [asyncio.run(poller.poll_once()) for _ in range(6)]
+    delays = [(await poller.poll_once()) for _ in range(6)]
     assert delays[0] <= 15
     assert max(delays) <= 60
     assert board.last_poll is None and board.last_poll_error == "down"
-    assert asyncio.run(poller.poll_once()) == 90
+    assert (await poller.poll_once()) == 90
 
 
-def test_rejected_target_is_not_persisted(tmp_path):
+async def test_rejected_target_is_not_persisted(tmp_path):
     poller, _, _, store = make(
         tmp_path, [TargetFetch(True, '"bad"', [1])], accept=lambda b, s: False
     )
-    asyncio.run(poller.poll_once())
+    await poller.poll_once()
     assert store.get("target") is None and poller.etag is None
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import time
@@ -39,33 +38,30 @@ def _json(path: Path) -> Any:
     return json.loads(_text(path))
 
 
-def _run(
+async def _run(
     tmp_path: Path,
     config_json: dict[str, Any],
     test: Callable[[Cloud, Any, Path, str], Awaitable[None]],
 ) -> None:
-    async def main() -> None:
-        cloud = Cloud()
-        app = make_app(cloud)
-        app[FLEETS_KEY].apps[7] = Application(7, "fleet", "prov-key")
-        server = TestServer(app, host="127.0.0.1")
-        await server.start_server()
-        path = tmp_path / "config.json"
-        url = str(server.make_url("")).rstrip("/")
-        path.write_text(json.dumps({**config_json, "apiEndpoint": url}))
-        try:
-            await test(cloud, app[FLEETS_KEY], path, url)
-        finally:
-            await server.close()
-
-    asyncio.run(main())
+    cloud = Cloud()
+    app = make_app(cloud)
+    app[FLEETS_KEY].apps[7] = Application(7, "fleet", "prov-key")
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    path = tmp_path / "config.json"
+    url = str(server.make_url("")).rstrip("/")
+    path.write_text(json.dumps({**config_json, "apiEndpoint": url}))
+    try:
+        await test(cloud, app[FLEETS_KEY], path, url)
+    finally:
+        await server.close()
 
 
 def _registrar(config: DeviceConfig, seen: list[DeviceConfig], **kw: Any) -> Registrar:
     return Registrar(config, lambda: dict(FIELDS), seen.append, **kw)
 
 
-def test_a_device_with_only_the_provisioning_key_registers_and_writes_config_back(tmp_path):
+async def test_a_device_with_only_the_provisioning_key_registers_and_writes_config_back(tmp_path):
     async def test(cloud: Cloud, fleets: Any, path: Path, url: str) -> None:
         config = ensure_identity(load_device_config(path))
         on_disk = _json(path)
@@ -100,7 +96,7 @@ def test_a_device_with_only_the_provisioning_key_registers_and_writes_config_bac
             await client.close()
         assert load_device_config(path).provisioning_api_key is None  # nothing left to do
 
-    _run(
+    await _run(
         tmp_path,
         {
             "apiKey": "prov-key",
@@ -113,7 +109,7 @@ def test_a_device_with_only_the_provisioning_key_registers_and_writes_config_bac
     )
 
 
-def test_an_already_registered_uuid_goes_on_with_the_key_exchange(tmp_path):
+async def test_an_already_registered_uuid_goes_on_with_the_key_exchange(tmp_path):
     """Our registration went through but its answer was lost, and the device key in
     config.json is not the one the cloud has: 409, then the provisioning key installs ours."""
 
@@ -130,10 +126,10 @@ def test_an_already_registered_uuid_goes_on_with_the_key_exchange(tmp_path):
         assert _json(path)["deviceId"] == seen[0].device_id
 
     base = {"uuid": "u" * 32, "deviceApiKey": "new-key", "apiKey": "prov-key"}
-    _run(tmp_path, {**base, "applicationId": 7}, test)
+    await _run(tmp_path, {**base, "applicationId": 7}, test)
 
 
-def test_a_refused_provisioning_key_is_logged_with_its_reason_and_retried(tmp_path):
+async def test_a_refused_provisioning_key_is_logged_with_its_reason_and_retried(tmp_path):
     async def test(cloud: Cloud, fleets: Any, path: Path, url: str) -> None:
         fleets.apps[7].provisioning_key = "the-real-key"
         delays: list[float] = []
@@ -153,14 +149,16 @@ def test_a_refused_provisioning_key_is_logged_with_its_reason_and_retried(tmp_pa
         assert [e["event"] for e in logs].count("device_registered") == 1
         assert "apiKey" not in _json(path)
 
-    _run(tmp_path, {"apiKey": "prov-key", "applicationId": 7, "bootstrapRetryDelay": 1000}, test)
+    await _run(
+        tmp_path, {"apiKey": "prov-key", "applicationId": 7, "bootstrapRetryDelay": 1000}, test
+    )
 
 
-def test_without_a_provisioning_key_nothing_is_sent(tmp_path):
+async def test_without_a_provisioning_key_nothing_is_sent(tmp_path):
     config = DeviceConfig(uuid="u", api_endpoint="http://127.0.0.1:1", device_api_key="k")
     assert ensure_identity(config) is config
     registrar = _registrar(config, [])
-    asyncio.run(registrar.ensure())
+    await registrar.ensure()
     assert registrar.attempts == 0
 
 
@@ -178,7 +176,7 @@ def test_config_json_with_a_provisioning_key_needs_no_uuid_or_device_key(tmp_pat
         load_device_config(path)
 
 
-def test_a_registered_device_with_a_leftover_provisioning_key_only_exchanges_keys(tmp_path):
+async def test_a_registered_device_with_a_leftover_provisioning_key_only_exchanges_keys(tmp_path):
     async def test(cloud: Cloud, fleets: Any, path: Path, url: str) -> None:
         cloud.register("r" * 32, "dev-key")
         fleets.apps[7].devices.append("r" * 32)
@@ -190,4 +188,4 @@ def test_a_registered_device_with_a_leftover_provisioning_key_only_exchanges_key
         assert "apiKey" not in after and after["registered_at"] == 1234
 
     base = {"uuid": "r" * 32, "deviceApiKey": "dev-key", "registered_at": 1234}
-    _run(tmp_path, {**base, "apiKey": "prov-key", "applicationId": 7}, test)
+    await _run(tmp_path, {**base, "apiKey": "prov-key", "applicationId": 7}, test)

@@ -1,5 +1,3 @@
-import asyncio
-
 from agent.cloud.reporter import Reporter, ReportSources, apps_report
 from agent.errors import CloudError
 from agent.model import ServiceStatus
@@ -45,16 +43,12 @@ def make(tmp_path, metrics=None):
     return board, client, reporter, clock, m
 
 
-def run(coro):
-    return asyncio.run(coro)
-
-
-def test_every_transition_is_its_own_report_in_order(tmp_path):
+async def test_every_transition_is_its_own_report_in_order(tmp_path):
     board, client, reporter, clock, _ = make(tmp_path)
     board.ensure_app("a", 1, "app", "r1")
     for status in (U.DOWNLOADING, U.DOWNLOADED, U.APPLYING_CHANGES, U.DONE):
         board.set_update_status("a", "r1", status)
-    run(reporter.tick())
+    await reporter.tick()
     statuses = [
         r["apps"]["a"]["releases"]["r1"]["update_status"] for r in client.sent if "apps" in r
     ]
@@ -62,33 +56,33 @@ def test_every_transition_is_its_own_report_in_order(tmp_path):
     assert client.sent[0]["api_port"] == 48484  # first report carries the device fields
 
 
-def test_nothing_changed_sends_nothing_even_after_restart(tmp_path):
+async def test_nothing_changed_sends_nothing_even_after_restart(tmp_path):
     board, client, reporter, clock, _ = make(tmp_path)
     board.ensure_app("a", 1, "app", "r1")
     board.set_update_status("a", "r1", U.DONE)
-    run(reporter.tick())
+    await reporter.tick()
     n = len(client.sent)
     clock.t += 1000
-    run(reporter.tick())
+    await reporter.tick()
     assert len(client.sent) == n
     board2, client2, reporter2, _, _ = make(tmp_path)
-    run(reporter2.tick())
+    await reporter2.tick()
     assert client2.sent == []
 
 
-def test_progress_alone_is_throttled_to_10s(tmp_path):
+async def test_progress_alone_is_throttled_to_10s(tmp_path):
     board, client, reporter, clock, _ = make(tmp_path)
     board.ensure_app("a", 1, "app", "r1")
     board.set_update_status("a", "r1", U.DOWNLOADING)
     board.set_services("a", {"main": ServiceView("img", ServiceStatus.DOWNLOADING, 0)})
-    run(reporter.tick())
+    await reporter.tick()
     n = len(client.sent)
     board.set_download_progress("a", ("main",), 10)
     clock.t += 2
-    wait = run(reporter.tick())
+    wait = await reporter.tick()
     assert len(client.sent) == n and wait is not None and 7 < wait <= 10
     clock.t += 9
-    run(reporter.tick())
+    await reporter.tick()
     assert len(client.sent) == n + 1
     assert (
         client.sent[-1]["apps"]["a"]["releases"]["r1"]["services"]["main"]["download_progress"]
@@ -96,24 +90,24 @@ def test_progress_alone_is_throttled_to_10s(tmp_path):
     )
 
 
-def test_metrics_alone_wait_five_minutes(tmp_path):
+async def test_metrics_alone_wait_five_minutes(tmp_path):
     board, client, reporter, clock, metrics = make(tmp_path)
-    run(reporter.tick())
+    await reporter.tick()
     n = len(client.sent)
     metrics["cpu_usage"] = 50
-    wait = run(reporter.tick())
+    wait = await reporter.tick()
     assert len(client.sent) == n and wait is not None and wait > 250
 
 
-def test_failed_reports_are_merged_not_dropped(tmp_path):
+async def test_failed_reports_are_merged_not_dropped(tmp_path):
     board, client, reporter, clock, _ = make(tmp_path)
     board.ensure_app("a", 1, "app", "r1")
     client.fail = 2
     board.set_update_status("a", "r1", U.DOWNLOADING)
-    assert run(reporter.tick()) is not None  # backoff
-    assert run(reporter.tick()) is not None
+    assert (await reporter.tick()) is not None  # backoff
+    assert (await reporter.tick()) is not None
     board.set_update_status("a", "r1", U.DOWNLOADED)
-    run(reporter.tick())
+    await reporter.tick()
     statuses = [
         r["apps"]["a"]["releases"]["r1"]["update_status"] for r in client.sent if "apps" in r
     ]

@@ -32,92 +32,77 @@ async def drain(buf: LogBuffer) -> list[Entry]:
     return out
 
 
-def test_lines_come_out_in_order_through_memory_and_spill(tmp_path: Path):
-    async def run() -> None:
-        buf = LogBuffer(mem_bytes=8 * 1024, disk_bytes=1024 * 1024, spill_dir=tmp_path)
-        for i in range(1000):
-            buf.put(entry(i))
-            if i % 50 == 0:
-                await buf.spill()
-        await buf.spill()
-        assert buf.spilled_bytes > 0 and files(tmp_path)
-        assert buf.memory_bytes <= 2 * 8 * 1024
-        got = await drain(buf)
-        assert numbers(got) == list(range(1000))
-        assert buf.take_drop_notice() is None
-        await buf.spill()
-        assert not files(tmp_path), "read segments are deleted"
-
-    asyncio.run(run())
+async def test_lines_come_out_in_order_through_memory_and_spill(tmp_path: Path):
+    buf = LogBuffer(mem_bytes=8 * 1024, disk_bytes=1024 * 1024, spill_dir=tmp_path)
+    for i in range(1000):
+        buf.put(entry(i))
+        if i % 50 == 0:
+            await buf.spill()
+    await buf.spill()
+    assert buf.spilled_bytes > 0 and files(tmp_path)
+    assert buf.memory_bytes <= 2 * 8 * 1024
+    got = await drain(buf)
+    assert numbers(got) == list(range(1000))
+    assert buf.take_drop_notice() is None
+    await buf.spill()
+    assert not files(tmp_path), "read segments are deleted"
 
 
-def test_the_disk_bound_drops_the_oldest_and_says_so_per_service(tmp_path: Path):
-    async def run() -> None:
-        buf = LogBuffer(mem_bytes=4 * 1024, disk_bytes=200 * 1024, spill_dir=tmp_path)
-        for i in range(5000):
-            buf.put(entry(i, key="main" if i % 2 else "aux"))
-            if i % 20 == 0:
-                await buf.spill()
-        await buf.spill()
-        assert buf.spilled_bytes <= 200 * 1024
-        notice = buf.take_drop_notice()
-        assert notice is not None
-        message = json.loads(notice.line)["message"]
-        assert json.loads(notice.line)["isSystem"] is True
-        got = numbers(await drain(buf))
-        assert got == sorted(got) and got[-1] == 4999  # the newest are kept, in order
-        dropped = 5000 - len(got)
-        assert message.startswith(f"Dropped {dropped} log line(s)")
-        assert "service 'aux'" in message and "service 'main'" in message
-        assert " from " in message and " UTC" in message
-
-    asyncio.run(run())
+async def test_the_disk_bound_drops_the_oldest_and_says_so_per_service(tmp_path: Path):
+    buf = LogBuffer(mem_bytes=4 * 1024, disk_bytes=200 * 1024, spill_dir=tmp_path)
+    for i in range(5000):
+        buf.put(entry(i, key="main" if i % 2 else "aux"))
+        if i % 20 == 0:
+            await buf.spill()
+    await buf.spill()
+    assert buf.spilled_bytes <= 200 * 1024
+    notice = buf.take_drop_notice()
+    assert notice is not None
+    message = json.loads(notice.line)["message"]
+    assert json.loads(notice.line)["isSystem"] is True
+    got = numbers(await drain(buf))
+    assert got == sorted(got) and got[-1] == 4999  # the newest are kept, in order
+    dropped = 5000 - len(got)
+    assert message.startswith(f"Dropped {dropped} log line(s)")
+    assert "service 'aux'" in message and "service 'main'" in message
+    assert " from " in message and " UTC" in message
 
 
-def test_without_a_spill_dir_memory_is_the_bound(tmp_path: Path):
-    async def run() -> None:
-        buf = LogBuffer(mem_bytes=4096, disk_bytes=0, spill_dir=tmp_path)
-        for i in range(1000):
-            buf.put(entry(i))
-        assert buf.memory_bytes <= 4096
-        got = numbers(await drain(buf))
-        assert got[-1] == 999
-        notice = buf.take_drop_notice()
-        assert notice is not None and f"Dropped {1000 - len(got)} " in notice.line.decode()
-
-    asyncio.run(run())
+async def test_without_a_spill_dir_memory_is_the_bound(tmp_path: Path):
+    buf = LogBuffer(mem_bytes=4096, disk_bytes=0, spill_dir=tmp_path)
+    for i in range(1000):
+        buf.put(entry(i))
+    assert buf.memory_bytes <= 4096
+    got = numbers(await drain(buf))
+    assert got[-1] == 999
+    notice = buf.take_drop_notice()
+    assert notice is not None and f"Dropped {1000 - len(got)} " in notice.line.decode()
 
 
-def test_a_take_cancelled_while_reading_a_segment_loses_nothing(tmp_path: Path):
-    async def run() -> None:
-        buf = LogBuffer(mem_bytes=2048, disk_bytes=1024 * 1024, spill_dir=tmp_path)
-        for i in range(200):
-            buf.put(entry(i))
-            if i % 10 == 0:
-                await buf.spill()
-        assert buf.spilled_bytes
-        for _ in range(5):  # cancelled in the lock or while a segment is read back
-            task = asyncio.ensure_future(buf.take(4096))
-            await asyncio.sleep(0)
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                buf.requeue(await task)  # it finished first: as a failed request would
-        assert numbers(await drain(buf)) == list(range(200))
-        assert buf.take_drop_notice() is None
-
-    asyncio.run(run())
+async def test_a_take_cancelled_while_reading_a_segment_loses_nothing(tmp_path: Path):
+    buf = LogBuffer(mem_bytes=2048, disk_bytes=1024 * 1024, spill_dir=tmp_path)
+    for i in range(200):
+        buf.put(entry(i))
+        if i % 10 == 0:
+            await buf.spill()
+    assert buf.spilled_bytes
+    for _ in range(5):  # cancelled in the lock or while a segment is read back
+        task = asyncio.ensure_future(buf.take(4096))
+        await asyncio.sleep(0)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            buf.requeue(await task)  # it finished first: as a failed request would
+    assert numbers(await drain(buf)) == list(range(200))
+    assert buf.take_drop_notice() is None
 
 
-def test_a_failed_request_puts_its_lines_back_first(tmp_path: Path):
-    async def run() -> None:
-        buf = LogBuffer(mem_bytes=64 * 1024, disk_bytes=0, spill_dir=None)
-        for i in range(10):
-            buf.put(entry(i))
-        first = await buf.take(2 * len(entry(0).line))
-        assert numbers(first) == [0, 1]
-        buf.put(entry(10))
-        buf.requeue(first)
-        assert numbers(await drain(buf)) == list(range(11))
-        assert not buf.ready.is_set()
-
-    asyncio.run(run())
+async def test_a_failed_request_puts_its_lines_back_first(tmp_path: Path):
+    buf = LogBuffer(mem_bytes=64 * 1024, disk_bytes=0, spill_dir=None)
+    for i in range(10):
+        buf.put(entry(i))
+    first = await buf.take(2 * len(entry(0).line))
+    assert numbers(first) == [0, 1]
+    buf.put(entry(10))
+    buf.requeue(first)
+    assert numbers(await drain(buf)) == list(range(11))
+    assert not buf.ready.is_set()

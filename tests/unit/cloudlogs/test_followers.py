@@ -5,7 +5,6 @@ after `err=80` on stderr with an earlier time (CI lost such lines)."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -30,7 +29,7 @@ def frames() -> list[LogFrame]:
     ]
 
 
-def test_lines_out_of_time_order_past_since_are_kept_and_the_position_is_the_newest(
+async def test_lines_out_of_time_order_past_since_are_kept_and_the_position_is_the_newest(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     async def fake_log_frames(*_args: Any, **_kwargs: Any) -> AsyncIterator[list[LogFrame]]:
@@ -39,15 +38,12 @@ def test_lines_out_of_time_order_past_since_are_kept_and_the_position_is_the_new
     monkeypatch.setattr(followers_module, "log_frames", fake_log_frames)
     c = container("c1", "a1", "main")
 
-    async def main() -> tuple[list[str], int]:
-        buffer = LogBuffer(1 << 20, 0, None)
-        limiter = RateLimiter(1000, 1000)
-        followers = Followers(None, buffer, limiter, {c.id: SINCE}, 0)  # type: ignore[arg-type]
-        await followers._follow(c, SINCE)
-        taken = await buffer.take(1 << 20)
-        return [e.line.decode() for e in taken], followers.last[c.id]
-
-    lines, position = asyncio.run(main())
+    buffer = LogBuffer(1 << 20, 0, None)
+    limiter = RateLimiter(1000, 1000)
+    followers = Followers(None, buffer, limiter, {c.id: SINCE}, 0)  # type: ignore[arg-type]
+    await followers._follow(c, SINCE)
+    taken = await buffer.take(1 << 20)
+    lines, position = [e.line.decode() for e in taken], followers.last[c.id]
     messages = [m for m in ("err=80", "seq=80", "seq=81", "seq=79") if any(m in x for x in lines)]
     assert messages == ["err=80", "seq=80", "seq=81"]
     assert position == SINCE + 40

@@ -1,7 +1,6 @@
 """The tunnel verdict from counters and probes (pure), and the monitor driving it: no packet
 while traffic proves the tunnel, at most one a probe period otherwise."""
 
-import asyncio
 import itertools
 
 import pytest
@@ -189,7 +188,7 @@ class Peer:
 
 
 @pytest.mark.parametrize("kind", ["wireguard", "openvpn"])
-def test_the_monitor_probes_only_when_counters_stand_still(tmp_path, monkeypatch, kind):
+async def test_the_monitor_probes_only_when_counters_stand_still(tmp_path, monkeypatch, kind):
     from agent.connectivity import openvpn, wireguard
 
     clock = Clock()
@@ -204,27 +203,27 @@ def test_the_monitor_probes_only_when_counters_stand_still(tmp_path, monkeypatch
     mon.cloudlink.send_probe = peer.probe
     mon.cloudlink.iface_ipv4 = lambda iface: ("10.232.7.2", 24)
 
-    def tick(dt: float = 1.0) -> bool:
+    async def tick(dt: float = 1.0) -> bool:
         clock.t += dt
-        return asyncio.run(mon.probe_once()).cloudlink.ok
+        return (await mon.probe_once()).cloudlink.ok
 
-    assert tick() and peer.sent == 1  # first look: one probe
+    assert (await tick()) and peer.sent == 1  # first look: one probe
     for _ in range(5):  # busy tunnel: rx grows every look, no packet
         peer.rx += 300
-        assert tick()
+        assert await tick()
     assert peer.sent == 1
     peer.reachable = False  # blocked: rx stands still, so the next look asks
-    assert not tick() and peer.sent == 2
-    assert not tick(0.3) and peer.sent == 2  # a poke: no second packet within the period
-    assert not tick(0.7) and peer.sent == 3
-    view = asyncio.run(mon.probe_once()).cloudlink
+    assert not (await tick()) and peer.sent == 2
+    assert not (await tick(0.3)) and peer.sent == 2  # a poke: no second packet within the period
+    assert not (await tick(0.7)) and peer.sent == 3
+    view = (await mon.probe_once()).cloudlink
     assert "no answer" in view.detail and peer.sent == 3
     peer.reachable = True
-    assert tick() and peer.sent == 4
+    assert (await tick()) and peer.sent == 4
     assert mon.cloudlink.packets == 4
 
 
-def test_a_probe_socket_that_cannot_be_opened_is_an_unanswered_probe(monkeypatch):
+async def test_a_probe_socket_that_cannot_be_opened_is_an_unanswered_probe(monkeypatch):
     import socket
 
     from agent.connectivity import probe
@@ -237,5 +236,5 @@ def test_a_probe_socket_that_cannot_be_opened_is_an_unanswered_probe(monkeypatch
         return real(family, *args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(socket, "socket", no_inet_sockets)  # what probe.py opens its sockets with
-    result = asyncio.run(probe.send_probe(ProbeMethod("icmp"), "10.0.0.1", 1.0, "wg0"))
+    result = await probe.send_probe(ProbeMethod("icmp"), "10.0.0.1", 1.0, "wg0")
     assert result == ProbeResult(False, "probe to 10.0.0.1: Too many open files")

@@ -5,7 +5,6 @@ age alone, so a blocked tunnel with a fresh handshake read OK there and DOWN in 
 
 from __future__ import annotations
 
-import asyncio
 from types import SimpleNamespace
 from typing import Any
 
@@ -54,18 +53,18 @@ def install(monkeypatch: pytest.MonkeyPatch, tunnel: Tunnel, own: tuple[str, int
     monkeypatch.setattr(diagnostics, "Cloudlink", lambda vpn: Cloudlink(vpn, clock=lambda: NOW))
 
 
-def monitor_says(tmp_path: Any, raw_vpn: dict[str, Any]) -> tuple[bool, str]:
+async def monitor_says(tmp_path: Any, raw_vpn: dict[str, Any]) -> tuple[bool, str]:
     board = StatusBoard(Store(tmp_path), clock=lambda: NOW)
     mon = ConnectivityMonitor(
         vpn_config(raw_vpn), board, "http://127.0.0.1:9", lambda: 60.0, lambda: False,
         clock=lambda: NOW,
     )  # fmt: skip
-    view = asyncio.run(mon.probe_once()).cloudlink
+    view = (await mon.probe_once()).cloudlink
     return view.ok, view.detail
 
 
-def diagnose_says(raw_vpn: dict[str, Any]) -> tuple[bool, str]:
-    check = asyncio.run(diagnostics.check_cloudlink(SimpleNamespace(extra={"vpn": raw_vpn})))  # type: ignore[arg-type]
+async def diagnose_says(raw_vpn: dict[str, Any]) -> tuple[bool, str]:
+    check = await diagnostics.check_cloudlink(SimpleNamespace(extra={"vpn": raw_vpn}))  # type: ignore[arg-type]
     return check.ok, check.detail
 
 
@@ -80,11 +79,13 @@ def wg_state(**changes: Any) -> WireGuardState:
 OVPN_UP = OpenVPNState(True, "CONNECTED", NOW - 50, "management", rx_bytes=700)
 
 
-def test_a_blocked_wireguard_tunnel_with_a_fresh_handshake_is_down_in_both(tmp_path, monkeypatch):
+async def test_a_blocked_wireguard_tunnel_with_a_fresh_handshake_is_down_in_both(
+    tmp_path, monkeypatch
+):
     install(monkeypatch, Tunnel(wg_state(), OVPN_UP, answers=False), own=None)
     vpn = {"kind": "wireguard"}
-    said = monitor_says(tmp_path, vpn)
-    assert said == diagnose_says(vpn)
+    said = await monitor_says(tmp_path, vpn)
+    assert said == (await diagnose_says(vpn))
     assert said[0] is False and "no answer to ICMP echo" in said[1]
     line = diagnostics.verdict(
         [diagnostics.Check("cloudlink", *said, {"enabled": True, "kind": "wireguard"})]
@@ -124,7 +125,7 @@ openvpn_states = st.builds(
     own=st.sampled_from([None, ("10.232.7.2", 24), ("10.232.7.1", 24)]),
     probe_address=st.sampled_from([None, "10.232.7.1"]),
 )
-def test_the_status_and_diagnose_agree_on_the_first_look(
+async def test_the_status_and_diagnose_agree_on_the_first_look(
     tmp_path, monkeypatch, kind, wg, ovpn, answers, own, probe_address
 ):
     with monkeypatch.context() as patch:
@@ -132,7 +133,7 @@ def test_the_status_and_diagnose_agree_on_the_first_look(
         vpn: dict[str, Any] = {"kind": kind.value}
         if probe_address:
             vpn["probeAddress"] = probe_address
-        assert monitor_says(tmp_path, vpn) == diagnose_says(vpn)
+        assert (await monitor_says(tmp_path, vpn)) == (await diagnose_says(vpn))
 
 
 def test_every_vpn_kind_has_a_probe_an_interface_and_a_hint():

@@ -1,5 +1,3 @@
-import asyncio
-
 import pytest
 
 from agent.connectivity.monitor import ConnectivityMonitor, vpn_config
@@ -111,14 +109,14 @@ def test_a_peer_that_only_answers_handshakes_is_not_called_silent(tmp_path):
         rx += 92
 
 
-def test_device_status_from_polls_without_a_vpn(tmp_path):
+async def test_device_status_from_polls_without_a_vpn(tmp_path):
     clock = Clock()
     mon, board = monitor(tmp_path, clock)
-    view = asyncio.run(mon.probe_once())
+    view = await mon.probe_once()
     assert view.view.status is DeviceStatus.DISCONNECTED  # no poll yet, cloudlink disabled
     board.mark_poll(True)
-    assert asyncio.run(mon.probe_once()).view.status is DeviceStatus.OPERATIONAL
+    assert (await mon.probe_once()).view.status is DeviceStatus.OPERATIONAL
     board.mark_poll(False, "fetch target state: timed out")
-    view = asyncio.run(mon.probe_once())
+    view = await mon.probe_once()
     assert view.view.status is DeviceStatus.DISCONNECTED
     assert "timed out" in view.view.reason

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import time
@@ -66,7 +65,7 @@ def fleet() -> Cloud:
     return cloud
 
 
-def test_the_stream_is_decoded_kept_to_the_last_1000_and_refused_when_cut():
+async def test_the_stream_is_decoded_kept_to_the_last_1000_and_refused_when_cut():
     async def go() -> tuple[list[int], dict[str, Any]]:
         runner, url = await serve(fleet())
         try:
@@ -83,14 +82,14 @@ def test_the_stream_is_decoded_kept_to_the_last_1000_and_refused_when_cut():
         finally:
             await runner.cleanup()
 
-    statuses, got = asyncio.run(go())
+    statuses, got = await go()
     assert statuses == [401, 201, 503]
     assert got["received"] == 1200 and got["refused"] == 1
     assert [x["message"] for x in got["lines"]] == [f"n={i}" for i in range(200, 1200)]
     assert got["encodings"] == ["gzip"]
 
 
-def test_the_devices_page_shows_each_devices_lines_in_chromium(tmp_path: Path):
+async def test_the_devices_page_shows_each_devices_lines_in_chromium(tmp_path: Path):
     now = int(time.time() * 1000)
     lines = [
         encode("Supervisor starting", now - 3000, system=True),
@@ -110,7 +109,7 @@ def test_the_devices_page_shows_each_devices_lines_in_chromium(tmp_path: Path):
         finally:
             await runner.cleanup()
 
-    dom, shot = asyncio.run(go())
+    dom, shot = await go()
     assert f'id="logs-{UUID}"' in dom
     panel = dom[dom.index(f'id="logs-{UUID}"') :]
     order = [panel.index(m) for m in ("Supervisor starting", "listening on", "nearly full")]

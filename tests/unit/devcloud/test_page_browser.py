@@ -3,7 +3,6 @@ Chromium missing is a failure (scripts/setup installs the Debian package), never
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import time
@@ -34,7 +33,7 @@ def fleet() -> Cloud:
     return cloud
 
 
-def test_devices_page_renders_in_headless_chromium(tmp_path: Path) -> None:
+async def test_devices_page_renders_in_headless_chromium(tmp_path: Path) -> None:
     async def go() -> tuple[str, Path]:
         cloud = fleet()
         runner = web.AppRunner(make_app(cloud, connectivity=Connectivity(cloud)))
@@ -50,7 +49,7 @@ def test_devices_page_renders_in_headless_chromium(tmp_path: Path) -> None:
         finally:
             await runner.cleanup()
 
-    dom, shot = asyncio.run(go())
+    dom, shot = await go()
     assert 'id="device-b1773e5d0c0a4f0e9e1d"' in dom
     assert 'data-status="Operational"' in dom
     assert ">Operational</span><small>Online</small>" in dom

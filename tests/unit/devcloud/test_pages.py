@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -96,23 +95,20 @@ async def served(cloud: Cloud, conn: Connectivity) -> AsyncIterator[TestClient[A
         yield client
 
 
-def test_pages_and_admin_views_over_http() -> None:
-    async def go() -> None:
-        cloud, conn = fleet()
-        async with served(cloud, conn) as client:
-            for path in ("/", "/devices"):
-                resp = await client.get(path)
-                assert resp.status == 200 and resp.content_type == "text/html"
-                assert "bitter-wind" in await resp.text()
-            devices = await (await client.get("/admin/devices")).json()
-            by_uuid = {d["uuid"]: d["connectivity"]["status"] for d in devices}
-            assert by_uuid == {"0123456789abcdef": "Updating", "fedcba9876543210": "Disconnected"}
-            view = await (await client.get("/admin/devices/fedcba9876543210")).json()
-            assert view["vpn"] == {"kind": "openvpn", "common_name": "x", "keepalive_s": 25}
-            assert view["connectivity"]["cloudlink"]["kind"] == "openvpn"
-            assert isinstance(view["status_history"], list)
-
-    asyncio.run(go())
+async def test_pages_and_admin_views_over_http() -> None:
+    cloud, conn = fleet()
+    async with served(cloud, conn) as client:
+        for path in ("/", "/devices"):
+            resp = await client.get(path)
+            assert resp.status == 200 and resp.content_type == "text/html"
+            assert "bitter-wind" in await resp.text()
+        devices = await (await client.get("/admin/devices")).json()
+        by_uuid = {d["uuid"]: d["connectivity"]["status"] for d in devices}
+        assert by_uuid == {"0123456789abcdef": "Updating", "fedcba9876543210": "Disconnected"}
+        view = await (await client.get("/admin/devices/fedcba9876543210")).json()
+        assert view["vpn"] == {"kind": "openvpn", "common_name": "x", "keepalive_s": 25}
+        assert view["connectivity"]["cloudlink"]["kind"] == "openvpn"
+        assert isinstance(view["status_history"], list)
 
 
 @pytest.mark.parametrize(
@@ -125,34 +121,26 @@ def test_pages_and_admin_views_over_http() -> None:
         ("wireguard", "kind in"),
     ],
 )
-def test_registration_rejects_a_bad_vpn(vpn: Any, error: str) -> None:
-    async def go() -> None:
-        cloud = Cloud()
-        async with served(cloud, Connectivity(cloud)) as client:
-            body = {"uuid": "u", "api_key": "k", "vpn": vpn}
-            resp = await client.post("/admin/devices", json=body)
-            assert resp.status == 400
-            assert error in (await resp.json())["error"]
-            assert cloud.devices == {}
-
-    asyncio.run(go())
+async def test_registration_rejects_a_bad_vpn(vpn: Any, error: str) -> None:
+    cloud = Cloud()
+    async with served(cloud, Connectivity(cloud)) as client:
+        body = {"uuid": "u", "api_key": "k", "vpn": vpn}
+        resp = await client.post("/admin/devices", json=body)
+        assert resp.status == 400
+        assert error in (await resp.json())["error"]
+        assert cloud.devices == {}
 
 
-def test_registration_with_a_wireguard_key() -> None:
-    async def go() -> None:
-        cloud = Cloud()
-        async with served(cloud, Connectivity(cloud, wg_interface="wgc01")) as client:
-            vpn = {"kind": "wireguard", "public_key": "PUB=", "keepalive_s": 1}
-            resp = await client.post(
-                "/admin/devices", json={"uuid": "u", "api_key": "k", "vpn": vpn}
-            )
-            assert resp.status == 201
-            assert cloud.devices["u"].vpn == Vpn("wireguard", public_key="PUB=", keepalive_s=1)
-            out = (await (await client.get("/admin/devices/u")).json())["connectivity"]
-            assert out["status"] == "Inactive"
-            assert out["cloudlink"]["enabled"] and not out["cloudlink"]["ok"]
-
-    asyncio.run(go())
+async def test_registration_with_a_wireguard_key() -> None:
+    cloud = Cloud()
+    async with served(cloud, Connectivity(cloud, wg_interface="wgc01")) as client:
+        vpn = {"kind": "wireguard", "public_key": "PUB=", "keepalive_s": 1}
+        resp = await client.post("/admin/devices", json={"uuid": "u", "api_key": "k", "vpn": vpn})
+        assert resp.status == 201
+        assert cloud.devices["u"].vpn == Vpn("wireguard", public_key="PUB=", keepalive_s=1)
+        out = (await (await client.get("/admin/devices/u")).json())["connectivity"]
+        assert out["status"] == "Inactive"
+        assert out["cloudlink"]["enabled"] and not out["cloudlink"]["ok"]
 
 
 def test_page_shows_the_release_running_and_the_one_waiting_with_why() -> None:

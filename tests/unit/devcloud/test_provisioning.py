@@ -3,7 +3,6 @@ answers them."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
@@ -14,21 +13,18 @@ from devcloud.state import Cloud
 UUID = "f" * 32
 
 
-def _run(test: Any) -> None:
-    async def main() -> None:
-        cloud = Cloud()
-        client = TestClient(TestServer(make_app(cloud), host="127.0.0.1"))
-        await client.start_server()
-        try:
-            created = await client.post(
-                "/admin/applications", json={"id": 7, "provisioning_key": "prov"}
-            )
-            assert created.status == 201
-            await test(client, cloud)
-        finally:
-            await client.close()
-
-    asyncio.run(main())
+async def _run(test: Any) -> None:
+    cloud = Cloud()
+    client = TestClient(TestServer(make_app(cloud), host="127.0.0.1"))
+    await client.start_server()
+    try:
+        created = await client.post(
+            "/admin/applications", json={"id": 7, "provisioning_key": "prov"}
+        )
+        assert created.status == 201
+        await test(client, cloud)
+    finally:
+        await client.close()
 
 
 def _bearer(key: str) -> dict[str, str]:
@@ -38,7 +34,7 @@ def _bearer(key: str) -> dict[str, str]:
 BODY = {"application": 7, "uuid": UUID, "device_type": "generic-amd64", "api_key": "dev-key"}
 
 
-def test_register_answers_as_balena_does():
+async def test_register_answers_as_balena_does():
     async def test(client: TestClient, cloud: Cloud) -> None:
         assert (await client.post("/device/register", json=BODY)).status == 401
         other = {**BODY, "application": 8}
@@ -59,10 +55,10 @@ def test_register_answers_as_balena_does():
         fleets = await (await client.get("/admin/applications")).json()
         assert fleets[0]["devices"] == [UUID] and fleets[0]["registrations"] == [BODY]
 
-    _run(test)
+    await _run(test)
 
 
-def test_key_exchange_with_the_fleets_provisioning_key():
+async def test_key_exchange_with_the_fleets_provisioning_key():
     async def test(client: TestClient, cloud: Cloud) -> None:
         await client.post("/device/register", json=BODY, headers=_bearer("prov"))
         query = {"$select": "id", "$filter": f"uuid eq '{UUID}'"}
@@ -77,10 +73,10 @@ def test_key_exchange_with_the_fleets_provisioning_key():
         assert (resp.status, await resp.json()) == (200, "k2")
         assert cloud.devices[UUID].api_key == "k2"
 
-    _run(test)
+    await _run(test)
 
 
-def test_a_device_registering_into_a_fleet_starts_with_the_fleets_release():
+async def test_a_device_registering_into_a_fleet_starts_with_the_fleets_release():
     target = {"name": "d", "config": {}, "apps": {"a" * 32: {"id": 7, "releases": {}}}}
 
     async def test(client: TestClient, cloud: Cloud) -> None:
@@ -89,4 +85,4 @@ def test_a_device_registering_into_a_fleet_starts_with_the_fleets_release():
         state = await client.get(f"/device/v3/{UUID}/state", headers=_bearer("dev-key"))
         assert (await state.json()) == {UUID: target}
 
-    _run(test)
+    await _run(test)

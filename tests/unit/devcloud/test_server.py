@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import os
 import signal
@@ -14,7 +13,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,14 +62,6 @@ TARGET: dict[str, Any] = {
         }
     },
 }
-
-
-def async_test(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> None:
-        asyncio.run(fn(*args, **kwargs))
-
-    return wrapper
 
 
 @dataclass
@@ -156,7 +147,6 @@ def update_report(release: str, status: str | None, **services: str) -> dict[str
 # -- GET state ---------------------------------------------------------------------------------
 
 
-@async_test
 async def test_state_etag_and_304() -> None:
     async with devcloud() as h:
         status, body = await h.admin_json("PUT", f"/admin/devices/{UUID}/target", TARGET)
@@ -194,7 +184,6 @@ async def test_state_etag_and_304() -> None:
         assert view["last_poll"] == times[-1]
 
 
-@async_test
 async def test_state_default_target_before_any_put() -> None:
     async with devcloud() as h:
         resp = await h.poll()
@@ -204,7 +193,6 @@ async def test_state_default_target_before_any_put() -> None:
         }
 
 
-@async_test
 async def test_state_requires_the_devices_own_key() -> None:
     async with devcloud() as h:
         await h.admin_json("POST", "/admin/devices", {"uuid": "other", "api_key": "other-key"})
@@ -225,7 +213,6 @@ async def test_state_requires_the_devices_own_key() -> None:
 # -- PATCH state -------------------------------------------------------------------------------
 
 
-@async_test
 async def test_patch_requires_matching_keys() -> None:
     async with devcloud() as h:
         await h.admin_json("POST", "/admin/devices", {"uuid": "other", "api_key": "other-key"})
@@ -241,7 +228,6 @@ async def test_patch_requires_matching_keys() -> None:
         assert (await h.view("other"))["reports"] == []
 
 
-@async_test
 async def test_patch_records_and_deep_merges() -> None:
     async with devcloud() as h:
         first = {
@@ -283,7 +269,6 @@ async def test_patch_records_and_deep_merges() -> None:
         }
 
 
-@async_test
 async def test_patch_several_devices_sharing_a_key() -> None:
     async with devcloud() as h:
         await h.admin_json("POST", "/admin/devices", {"uuid": "twin", "api_key": KEY})
@@ -293,7 +278,6 @@ async def test_patch_several_devices_sharing_a_key() -> None:
         assert (await h.view("twin"))["current"] == {"status": "Updating"}
 
 
-@async_test
 async def test_patch_rejects_malformed_bodies() -> None:
     async with devcloud() as h:
         assert (await h.report(b"{not json")).status == 400
@@ -312,7 +296,6 @@ async def test_patch_rejects_malformed_bodies() -> None:
 # -- update status -----------------------------------------------------------------------------
 
 
-@async_test
 async def test_update_status_transitions_and_history() -> None:
     async with devcloud() as h:
         sequence = [
@@ -344,7 +327,6 @@ async def test_update_status_transitions_and_history() -> None:
         }
 
 
-@async_test
 async def test_update_status_with_several_releases_uses_balena_precedence() -> None:
     async with devcloud() as h:
         body = {
@@ -368,7 +350,6 @@ async def test_update_status_with_several_releases_uses_balena_precedence() -> N
         ]
 
 
-@async_test
 async def test_since_filters_polls_reports_and_history() -> None:
     async with devcloud() as h:
         await h.poll()
@@ -396,7 +377,6 @@ async def test_since_filters_polls_reports_and_history() -> None:
 # -- raw target --------------------------------------------------------------------------------
 
 
-@async_test
 async def test_raw_target_is_served_verbatim() -> None:
     async with devcloud() as h:
         raw = b'{"%s": {"name": "x", "apps": "not-an-object"}}' % UUID.encode()
@@ -423,7 +403,6 @@ async def test_raw_target_is_served_verbatim() -> None:
 # -- faults ------------------------------------------------------------------------------------
 
 
-@async_test
 async def test_fault_500_with_count() -> None:
     async with devcloud() as h:
         await h.set_fault("500", count=2)
@@ -436,7 +415,6 @@ async def test_fault_500_with_count() -> None:
         assert [p["status"] for p in view["polls"]] == [500, 500, 200]
 
 
-@async_test
 async def test_fault_503_retry_after_until_cleared() -> None:
     async with devcloud() as h:
         await h.set_fault("503_retry_after", retry_after=7)
@@ -452,7 +430,6 @@ async def test_fault_503_retry_after_until_cleared() -> None:
         assert [p["status"] for p in (await h.view())["polls"]] == [503, 503, 503, 200, 503]
 
 
-@async_test
 async def test_fault_garbage_and_not_target() -> None:
     async with devcloud() as h:
         await h.set_fault("garbage", count=1)
@@ -468,7 +445,6 @@ async def test_fault_garbage_and_not_target() -> None:
         assert [p["status"] for p in (await h.view())["polls"]] == [200, 200, 200]
 
 
-@async_test
 async def test_fault_close_drops_the_connection() -> None:
     async with devcloud() as h:
         # aiohttp's client retries an idempotent request once after a dropped connection
@@ -484,7 +460,6 @@ async def test_fault_close_drops_the_connection() -> None:
         assert [p["status"] for p in (await h.view())["polls"]] == [0, 200, 0, 0, 200]
 
 
-@async_test
 async def test_fault_timeout_holds_until_cleared() -> None:
     async with devcloud(hold_seconds=70) as h:
         await h.set_fault("timeout")
@@ -504,7 +479,6 @@ async def test_fault_timeout_holds_until_cleared() -> None:
         assert [p["status"] for p in (await h.view())["polls"]] == [0, 0, 200]
 
 
-@async_test
 async def test_fault_timeout_gives_up_after_hold_seconds() -> None:
     async with devcloud(hold_seconds=0.3) as h:
         await h.set_fault("timeout", count=2)  # two: aiohttp retries once after a drop
@@ -515,7 +489,6 @@ async def test_fault_timeout_gives_up_after_hold_seconds() -> None:
         assert [p["status"] for p in (await h.view())["polls"]] == [0, 0]
 
 
-@async_test
 async def test_shutdown_does_not_wait_for_held_polls() -> None:
     started = time.monotonic()
     async with devcloud(hold_seconds=70) as h:
@@ -527,7 +500,6 @@ async def test_shutdown_does_not_wait_for_held_polls() -> None:
     assert time.monotonic() - started < 10
 
 
-@async_test
 async def test_fault_applies_only_after_auth() -> None:
     async with devcloud() as h:
         await h.set_fault("500", count=1)
@@ -538,7 +510,6 @@ async def test_fault_applies_only_after_auth() -> None:
 # -- admin API ---------------------------------------------------------------------------------
 
 
-@async_test
 async def test_admin_register_is_idempotent_and_keeps_records() -> None:
     async with devcloud() as h:
         await h.admin_json("PUT", f"/admin/devices/{UUID}/target", TARGET)
@@ -555,7 +526,6 @@ async def test_admin_register_is_idempotent_and_keeps_records() -> None:
         assert len(view["polls"]) == 3 and len(view["reports"]) == 1
 
 
-@async_test
 async def test_admin_list_and_clear_records() -> None:
     async with devcloud() as h:
         await h.admin_json("POST", "/admin/devices", {"uuid": "second", "api_key": "k2"})
@@ -578,7 +548,6 @@ async def test_admin_list_and_clear_records() -> None:
         assert view["last_poll"] is None
 
 
-@async_test
 async def test_admin_errors() -> None:
     async with devcloud() as h:
         for method, path, body in [

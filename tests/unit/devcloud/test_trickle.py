@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
@@ -30,24 +29,21 @@ async def _fetch(session: aiohttp.ClientSession, base: str, uuid: str) -> tuple[
         return chunked, pieces
 
 
-def _run(test: Any) -> None:
-    async def main() -> None:
-        cloud = Cloud()
-        for uuid in (UUID, OTHER):
-            cloud.register(uuid, KEY)
-            cloud.set_target(uuid, TARGET)
-        server = TestServer(make_app(cloud), host="127.0.0.1")
-        await server.start_server()
-        try:
-            async with aiohttp.ClientSession() as session:
-                await test(session, str(server.make_url("")).rstrip("/"))
-        finally:
-            await server.close()
-
-    asyncio.run(main())
+async def _run(test: Any) -> None:
+    cloud = Cloud()
+    for uuid in (UUID, OTHER):
+        cloud.register(uuid, KEY)
+        cloud.set_target(uuid, TARGET)
+    server = TestServer(make_app(cloud), host="127.0.0.1")
+    await server.start_server()
+    try:
+        async with aiohttp.ClientSession() as session:
+            await test(session, str(server.make_url("")).rstrip("/"))
+    finally:
+        await server.close()
 
 
-def test_trickle_per_device_and_cloud_wide():
+async def test_trickle_per_device_and_cloud_wide():
     async def test(session: aiohttp.ClientSession, base: str) -> None:
         chunked, pieces = await _fetch(session, base, UUID)
         assert not chunked and sum(pieces) > 20_000
@@ -82,7 +78,7 @@ def test_trickle_per_device_and_cloud_wide():
             assert (await resp.json())["trickle"] is None
         assert not (await _fetch(session, base, UUID))[0]
 
-    _run(test)
+    await _run(test)
 
 
 @pytest.mark.parametrize(
@@ -96,13 +92,13 @@ def test_trickle_per_device_and_cloud_wide():
         {"chunk_bytes": 10, "pause_ms": 1e9},
     ],
 )
-def test_bad_trickle_settings_are_refused(body):
+async def test_bad_trickle_settings_are_refused(body):
     async def test(session: aiohttp.ClientSession, base: str) -> None:
         async with session.put(f"{base}/admin/devices/{UUID}/trickle", json=body) as resp:
             assert resp.status == 400
             assert "trickle" in (await resp.json())["error"]
 
-    _run(test)
+    await _run(test)
 
 
 def test_trickle_flag():

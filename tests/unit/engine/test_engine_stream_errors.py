@@ -1,7 +1,6 @@
 """A stream cut mid-read (dockerd restarting) surfaces from urllib3, not requests: the engine
 adapter must still turn it into an agent error, or it kills the apply loop."""
 
-import asyncio
 import threading
 
 import pytest
@@ -38,12 +37,12 @@ class CutMidPull:
         return Response()
 
 
-def test_a_pull_whose_stream_is_cut_is_a_pull_error():
+async def test_a_pull_whose_stream_is_cut_is_a_pull_error():
     engine = DockerEngine("unix:///nonexistent.sock")
     engine._api = CutMidPull()
     try:
         with pytest.raises(PullError, match="connection to the engine lost"):
-            asyncio.run(engine.pull("reg:5000/app/main:v1", lambda p, b: None, threading.Event()))
+            await engine.pull("reg:5000/app/main:v1", lambda p, b: None, threading.Event())
     finally:
         engine._api = None
         engine.close()

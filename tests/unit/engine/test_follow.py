@@ -25,31 +25,25 @@ class FakeStream:
         self.closed.set()
 
 
-def test_a_lagging_consumer_holds_the_reader_back_and_gets_everything_in_order():
+async def test_a_lagging_consumer_holds_the_reader_back_and_gets_everything_in_order():
     stream = FakeStream(20_000)
 
-    async def go():
-        follow = engine_docker._follow("t", "test", lambda: stream, iter)
-        assert await follow.__anext__() == 0
-        await asyncio.sleep(0.5)  # the consumer lags; the reader may only run ahead so far
-        assert stream.read <= engine_docker.FOLLOW_BUFFER + 2
-        got = [0] + [item async for item in follow]
-        assert got == list(range(20_000))
-
-    asyncio.run(go())
+    follow = engine_docker._follow("t", "test", lambda: stream, iter)
+    assert await follow.__anext__() == 0
+    await asyncio.sleep(0.5)  # the consumer lags; the reader may only run ahead so far
+    assert stream.read <= engine_docker.FOLLOW_BUFFER + 2
+    got = [0] + [item async for item in follow]
+    assert got == list(range(20_000))
 
 
-def test_a_consumer_that_leaves_stops_the_reader():
+async def test_a_consumer_that_leaves_stops_the_reader():
     stream = FakeStream(10**9)
 
-    async def go():
-        follow = engine_docker._follow("t", "test", lambda: stream, iter)
-        await follow.__anext__()
-        await follow.aclose()
-        deadline = time.monotonic() + 3
-        while any(t.name == "t" for t in threading.enumerate()):
-            assert time.monotonic() < deadline, "the reader thread is still there"
-            await asyncio.sleep(0.05)
-        assert stream.closed.is_set() and stream.read < 10_000
-
-    asyncio.run(go())
+    follow = engine_docker._follow("t", "test", lambda: stream, iter)
+    await follow.__anext__()
+    await follow.aclose()
+    deadline = time.monotonic() + 3
+    while any(t.name == "t" for t in threading.enumerate()):
+        assert time.monotonic() < deadline, "the reader thread is still there"
+        await asyncio.sleep(0.05)
+    assert stream.closed.is_set() and stream.read < 10_000

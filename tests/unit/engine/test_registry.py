@@ -34,7 +34,7 @@ async def _manifest(request: web.Request) -> web.StreamResponse:
     return await _chunked(request, body.encode())
 
 
-def _size(pad: int) -> int | None:
+async def _size(pad: int) -> int | None:
     async def main() -> int | None:
         app = web.Application()
         app[PAD] = pad
@@ -46,13 +46,13 @@ def _size(pad: int) -> int | None:
         finally:
             await server.close()
 
-    return asyncio.run(main())
+    return await main()
 
 
-def test_a_manifest_in_small_pieces_is_read_whole():
-    assert _size(0) == sum(layer["size"] for layer in LAYERS)
+async def test_a_manifest_in_small_pieces_is_read_whole():
+    assert (await _size(0)) == sum(layer["size"] for layer in LAYERS)
 
 
-def test_a_manifest_past_the_cap_answers_unknown(monkeypatch):
+async def test_a_manifest_past_the_cap_answers_unknown(monkeypatch):
     monkeypatch.setattr(registry, "MAX_MANIFEST_BYTES", 50_000)
-    assert _size(20_000) is None
+    assert (await _size(20_000)) is None

@@ -3,7 +3,6 @@ pull the engine is asked for (X-Registry-Auth) and on the size lookup before it.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import threading
@@ -174,11 +173,7 @@ def _decoded(header: str | None) -> dict[str, str] | None:
     return decoded
 
 
-def run(coro_fn: Callable[[], Any]) -> Any:
-    return asyncio.run(coro_fn())
-
-
-def test_the_engine_gets_the_device_credentials_for_the_cloud_registry_only():
+async def test_the_engine_gets_the_device_credentials_for_the_cloud_registry_only():
     refs = [
         f"{CLOUD}/v2/abc@sha256:{'1' * 64}",
         "busybox:latest",
@@ -193,7 +188,7 @@ def test_the_engine_gets_the_device_credentials_for_the_cloud_registry_only():
                 assert await pull(ref) == "sha256:" + "f" * 64
             return [_decoded(h) for h in dockerd.auth_headers]
 
-    sent = run(main)
+    sent = await main()
     assert sent == [
         {"username": f"d_{UUID}", "password": KEY, "serveraddress": CLOUD},
         None,
@@ -233,7 +228,7 @@ def test_the_engine_gets_the_device_credentials_for_the_cloud_registry_only():
         (None, "unauthorized: authentication required", f"{CLOUD}/v2/abc:v1", "device's"),
     ],
 )
-def test_a_refusal_is_a_registry_auth_error_that_says_whose_credentials(
+async def test_a_refusal_is_a_registry_auth_error_that_says_whose_credentials(
     refusal, stream_error, ref, expected
 ):
     async def main() -> None:
@@ -242,17 +237,17 @@ def test_a_refusal_is_a_registry_auth_error_that_says_whose_credentials(
             await pull(ref)
 
     with pytest.raises(RegistryAuthRefused, match=expected.replace("(", r"\(").replace(")", r"\)")):
-        run(main)
+        await main()
 
 
-def test_other_pull_failures_stay_plain_pull_errors():
+async def test_other_pull_failures_stay_plain_pull_errors():
     async def main() -> None:
         async with fake_engine(CREDS) as (dockerd, pull):
             dockerd.refuse = (500, "Get https://x/v2/: dial tcp: connection refused")
             await pull(f"{CLOUD}/v2/abc:v1")
 
     with pytest.raises(PullError) as caught:
-        run(main)
+        await main()
     assert not isinstance(caught.value, RegistryAuthRefused)
 
 
@@ -305,7 +300,7 @@ class FakeRegistry:
         return web.json_response({"token": "good-token"})
 
 
-def _size_via(mode: str, auth_for: Callable[[str], RegistryAuth | None]) -> tuple[Any, list]:
+async def _size_via(mode: str, auth_for: Callable[[str], RegistryAuth | None]) -> tuple[Any, list]:
     async def main() -> tuple[int | None, list[str | None]]:
         fake = FakeRegistry(mode, "d_dev", "right")
         server = TestServer(fake.app(), host="127.0.0.1")
@@ -318,26 +313,26 @@ def _size_via(mode: str, auth_for: Callable[[str], RegistryAuth | None]) -> tupl
         finally:
             await server.close()
 
-    result: tuple[Any, list] = asyncio.run(main())
+    result: tuple[Any, list] = await main()
     return result
 
 
 @pytest.mark.parametrize("mode", ["basic", "bearer"])
-def test_the_size_of_a_private_image_is_read_with_the_pull_credentials(mode):
-    size, _ = _size_via(mode, lambda host: RegistryAuth(host, "d_dev", "right"))
+async def test_the_size_of_a_private_image_is_read_with_the_pull_credentials(mode):
+    size, _ = await _size_via(mode, lambda host: RegistryAuth(host, "d_dev", "right"))
     assert size == SIZE
 
 
 @pytest.mark.parametrize("mode", ["basic", "bearer"])
-def test_refused_or_missing_credentials_leave_the_size_unknown(mode):
-    assert _size_via(mode, lambda host: RegistryAuth(host, "d_dev", "wrong"))[0] is None
-    size, seen = _size_via(mode, lambda host: None)
+async def test_refused_or_missing_credentials_leave_the_size_unknown(mode):
+    assert (await _size_via(mode, lambda host: RegistryAuth(host, "d_dev", "wrong")))[0] is None
+    size, seen = await _size_via(mode, lambda host: None)
     assert size is None
     assert all(header is None for header in seen)  # anonymous: nothing was sent
 
 
-def test_credentials_for_another_registry_are_never_shown_to_this_one():
-    size, seen = _size_via("basic", lambda host: RegistryAuth(CLOUD, "d_dev", "right"))
+async def test_credentials_for_another_registry_are_never_shown_to_this_one():
+    size, seen = await _size_via("basic", lambda host: RegistryAuth(CLOUD, "d_dev", "right"))
     assert size is None
     assert seen == [None]
 

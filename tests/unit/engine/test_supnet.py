@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 from typing import Any
 
@@ -129,14 +128,14 @@ class FakeEngine:
         self.network = None
 
 
-def _ensure(engine: FakeEngine) -> tuple[bool, SupervisorNetwork]:
+async def _ensure(engine: FakeEngine) -> tuple[bool, SupervisorNetwork]:
     net = SupervisorNetwork(engine, SupervisorNetworkConfig())
-    return asyncio.run(net.ensure()), net
+    return (await net.ensure()), net
 
 
-def test_missing_it_is_created() -> None:
+async def test_missing_it_is_created() -> None:
     engine = FakeEngine()
-    ok, net = _ensure(engine)
+    ok, net = await _ensure(engine)
     assert ok and net.ready
     assert engine.calls == [
         "inspect supervisor0",
@@ -144,15 +143,15 @@ def test_missing_it_is_created() -> None:
     ]
 
 
-def test_one_balena_made_is_adopted_untouched() -> None:
+async def test_one_balena_made_is_adopted_untouched() -> None:
     engine = FakeEngine(_inspected())
-    ok, _ = _ensure(engine)
+    ok, _ = await _ensure(engine)
     assert ok and engine.calls == ["inspect supervisor0"]
 
 
-def test_a_wrong_one_is_recreated_as_the_reference_does() -> None:
+async def test_a_wrong_one_is_recreated_as_the_reference_does() -> None:
     engine = FakeEngine(_inspected(bridge="br-1234"))
-    ok, _ = _ensure(engine)
+    ok, _ = await _ensure(engine)
     assert ok
     assert engine.calls[1:] == [
         "remove supervisor0",
@@ -160,13 +159,13 @@ def test_a_wrong_one_is_recreated_as_the_reference_does() -> None:
     ]
 
 
-def test_a_wrong_one_in_use_is_kept() -> None:
+async def test_a_wrong_one_in_use_is_kept() -> None:
     engine = FakeEngine(_inspected(gateway="10.114.104.2", containers={"c1": {"Name": "x"}}))
-    ok, _ = _ensure(engine)
+    ok, _ = await _ensure(engine)
     assert ok and engine.calls == ["inspect supervisor0"]
 
 
-def test_an_unreachable_engine_is_tried_again_later() -> None:
+async def test_an_unreachable_engine_is_tried_again_later() -> None:
     engine = FakeEngine()
     engine.down = True
     net = SupervisorNetwork(engine, SupervisorNetworkConfig())
@@ -178,5 +177,5 @@ def test_an_unreachable_engine_is_tried_again_later() -> None:
         third = await net.ensure()  # ready: no more engine calls
         return first, second, third
 
-    assert asyncio.run(twice()) == (False, True, True)
+    assert (await twice()) == (False, True, True)
     assert engine.calls.count("inspect supervisor0") == 2

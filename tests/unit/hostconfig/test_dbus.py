@@ -1,7 +1,6 @@
 """The D-Bus shell: the exact busctl calls for hostnamed and systemd, through a stand-in
 busctl that records its arguments (the real one needs a system bus this machine lacks)."""
 
-import asyncio
 import json
 import stat
 
@@ -37,11 +36,11 @@ def calls(log):
     return [json.loads(line)[1:] for line in log.read_text().splitlines()]  # no --timeout
 
 
-def test_hostname_is_hostnamed_static_hostname(tmp_path):
+async def test_hostname_is_hostnamed_static_hostname(tmp_path):
     busctl, log = fake_busctl(tmp_path)
     bus = HostBus(busctl)
-    assert asyncio.run(bus.hostname()) == "devbox"
-    asyncio.run(bus.set_hostname("newname"))
+    assert (await bus.hostname()) == "devbox"
+    await bus.set_hostname("newname")
     host = ["org.freedesktop.hostname1", "/org/freedesktop/hostname1", "org.freedesktop.hostname1"]
     assert calls(log) == [
         ["get-property", *host, "StaticHostname"],
@@ -50,17 +49,17 @@ def test_hostname_is_hostnamed_static_hostname(tmp_path):
     ]
 
 
-def test_no_hostnamed_is_a_clear_error(tmp_path):
+async def test_no_hostnamed_is_a_clear_error(tmp_path):
     busctl, _ = fake_busctl(tmp_path, fail=True)
     with pytest.raises(HostBusError, match="systemd-hostnamed is not reachable over D-Bus"):
-        asyncio.run(HostBus(busctl).set_hostname("x"))
+        await HostBus(busctl).set_hostname("x")
     with pytest.raises(HostBusError, match="busctl"):
-        asyncio.run(HostBus(str(tmp_path / "missing")).set_hostname("x"))
+        await HostBus(str(tmp_path / "missing")).set_hostname("x")
 
 
-def test_only_the_loaded_proxy_units_are_restarted(tmp_path):
+async def test_only_the_loaded_proxy_units_are_restarted(tmp_path):
     busctl, log = fake_busctl(tmp_path, loaded=["redsocks.service"])
-    assert asyncio.run(HostBus(busctl).restart_proxy_units()) == ["redsocks.service"]
+    assert (await HostBus(busctl).restart_proxy_units()) == ["redsocks.service"]
     restarts = [c for c in calls(log) if "RestartUnit" in c]
     assert restarts == [
         [
@@ -75,18 +74,18 @@ def test_only_the_loaded_proxy_units_are_restarted(tmp_path):
         ]
     ]
     busctl, _ = fake_busctl(tmp_path / "none" if (tmp_path / "none").mkdir() is None else tmp_path)
-    assert asyncio.run(HostBus(busctl).restart_proxy_units()) == []
+    assert (await HostBus(busctl).restart_proxy_units()) == []
 
 
-def test_the_recorder_keeps_the_hostname_and_touches_nothing(tmp_path):
+async def test_the_recorder_keeps_the_hostname_and_touches_nothing(tmp_path):
     from testbed.hoststandin import RecordingHostBus
 
     bus = RecordingHostBus(tmp_path / "host-actions.jsonl")
     with pytest.raises(HostBusError):
-        asyncio.run(bus.hostname())
-    asyncio.run(bus.set_hostname("one"))
-    asyncio.run(bus.set_hostname("two"))
-    assert asyncio.run(bus.hostname()) == "two"
-    assert asyncio.run(bus.restart_proxy_units()) == []
+        await bus.hostname()
+    await bus.set_hostname("one")
+    await bus.set_hostname("two")
+    assert (await bus.hostname()) == "two"
+    assert (await bus.restart_proxy_units()) == []
     lines = (tmp_path / "host-actions.jsonl").read_text().splitlines()
     assert [json.loads(line)["action"] for line in lines] == ["hostname", "hostname"]

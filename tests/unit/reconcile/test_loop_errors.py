@@ -82,7 +82,7 @@ async def _until(check: Any, timeout: float = 10.0) -> None:
             await asyncio.sleep(0.01)
 
 
-def test_a_pass_that_raises_fails_that_pass_and_the_app_says_why(tmp_path):
+async def test_a_pass_that_raises_fails_that_pass_and_the_app_says_why(tmp_path):
     sim = SimEngine(CurrentState(), TARGET)
     executor = Executor(sim, raise_runs=2)
     rec, board = reconciler(tmp_path, Engine(sim), executor)
@@ -98,7 +98,7 @@ def test_a_pass_that_raises_fails_that_pass_and_the_app_says_why(tmp_path):
         await asyncio.gather(task, return_exceptions=True)
 
     with capture_logs() as logs:
-        asyncio.run(scenario())
+        await scenario()
     assert reasons[0] is not None
     assert reasons[0].startswith("apply failed: ValueError: invalid port range '8000-8002'")
     assert "retrying in" in reasons[0]
@@ -112,7 +112,7 @@ def test_a_pass_that_raises_fails_that_pass_and_the_app_says_why(tmp_path):
     assert view is not None and view.reason is None and str(view.update_status) == "done"
 
 
-def test_a_raise_before_planning_marks_every_app_and_the_loop_goes_on(tmp_path):
+async def test_a_raise_before_planning_marks_every_app_and_the_loop_goes_on(tmp_path):
     sim = SimEngine(CurrentState(), TARGET)
     rec, board = reconciler(tmp_path, Engine(sim, raise_reads=1), Executor(sim))
 
@@ -126,7 +126,7 @@ def test_a_raise_before_planning_marks_every_app_and_the_loop_goes_on(tmp_path):
         return seen.reason if seen is not None else None
 
     with capture_logs():
-        reason = asyncio.run(scenario())
+        reason = await scenario()
     assert reason is not None and reason.startswith("apply failed: KeyError: 'Labels'")
     assert rec.last_error is None
 

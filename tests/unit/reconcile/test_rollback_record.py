@@ -3,7 +3,6 @@ engine: which release is gone back to, what the planner is told, what survives a
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -33,7 +32,7 @@ def release_in(doc: dict[str, Any]) -> str:
     return next(iter(doc[DEV]["apps"]["a1"]["releases"]))
 
 
-def test_a_failed_release_is_replaced_by_the_last_one_that_passed_and_it_survives_a_restart(
+async def test_a_failed_release_is_replaced_by_the_last_one_that_passed_and_it_survives_a_restart(
     tmp_path: Path,
 ) -> None:
     rb, reconciler, retargets = controller(tmp_path)
@@ -41,7 +40,7 @@ def test_a_failed_release_is_replaced_by_the_last_one_that_passed_and_it_survive
     rb._passed("a1", "r1", "test")
     rb.adjust(body("r2", "web:2"))
     assert reconciler.keep_images == frozenset({"web:1"})  # r1's images kept during probation
-    asyncio.run(rb._failed("a1", "r2", "web exited (exit 1)"))
+    await rb._failed("a1", "r2", "web exited (exit 1)")
     assert retargets == ["retarget"]
     assert release_in(rb.adjust(body("r2", "web:2"))) == "r1"
     assert reconciler.rolled_back == {"a1": ("r2", "rolled back: web exited (exit 1)")}
@@ -53,15 +52,15 @@ def test_a_failed_release_is_replaced_by_the_last_one_that_passed_and_it_survive
     # the cloud names another release: applied as it is; a bad r3 still goes back to r1
     assert release_in(again.adjust(body("r3", "web:3"))) == "r3"
     assert reconciler2.rolled_back == {}
-    asyncio.run(again._failed("a1", "r3", "web never started (created after 60 s)"))
+    await again._failed("a1", "r3", "web never started (created after 60 s)")
     assert release_in(again.adjust(body("r3", "web:3"))) == "r1"
 
 
-def test_first_release_has_nothing_to_go_back_to_and_force_forgets(tmp_path: Path) -> None:
+async def test_first_release_has_nothing_to_go_back_to_and_force_forgets(tmp_path: Path) -> None:
     rb, reconciler, retargets = controller(tmp_path)
     doc = body("r1", "web:1")
     rb.adjust(doc)
-    asyncio.run(rb._failed("a1", "r1", "web exited (exit 1)"))
+    await rb._failed("a1", "r1", "web exited (exit 1)")
     assert retargets == []  # nothing to re-target to
     assert reconciler.failed_releases == {
         "r1": "failed: web exited (exit 1); no previous release to go back to"

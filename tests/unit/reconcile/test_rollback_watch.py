@@ -62,7 +62,7 @@ def controller(root: Path, engine: Engine) -> Rollback:
 SERVICES = {"web": SimpleNamespace(running=True, labels={})}
 
 
-def test_a_steady_container_is_listed_each_tick_and_inspected_again_only_on_a_change(
+async def test_a_steady_container_is_listed_each_tick_and_inspected_again_only_on_a_change(
     tmp_path: Path,
 ) -> None:
     engine = Engine(web())
@@ -72,20 +72,20 @@ def test_a_steady_container_is_listed_each_tick_and_inspected_again_only_on_a_ch
     async def ticks(n: int) -> list[Any]:
         return [await rb._observe("a1", "r1", SERVICES) for _ in range(n)]
 
-    first = asyncio.run(ticks(5))
+    first = await ticks(5)
     assert engine.lists == 5 and engine.inspects == 1
     assert all(obs == first[0] for obs in first) and first[0][0].restart_count == 0
 
     engine.dies = 1  # the engine restarted it: a `die` event, the list looks the same
-    (after,) = asyncio.run(ticks(1))
+    (after,) = await ticks(1)
     assert engine.inspects == 2 and after[0].restart_count == 1 and after[0].exit_code == 1
 
     engine.container = dataclasses.replace(engine.container, status=ContainerStatus.EXITED)
-    (stopped,) = asyncio.run(ticks(1))
+    (stopped,) = await ticks(1)
     assert engine.inspects == 3 and stopped[0].status == "exited"
 
 
-def test_with_nothing_on_probation_the_watch_sleeps_until_a_release_is_recorded(
+async def test_with_nothing_on_probation_the_watch_sleeps_until_a_release_is_recorded(
     tmp_path: Path,
 ) -> None:
     engine = Engine(web())
@@ -97,14 +97,10 @@ def test_with_nothing_on_probation_the_watch_sleeps_until_a_release_is_recorded(
 
     rb._check = check  # type: ignore[method-assign]
 
-    async def scenario() -> tuple[int, int]:
-        task = asyncio.create_task(rb.run())
-        await asyncio.sleep(2.5)  # no app recorded: nothing to watch
-        idle = len(checks)
-        rb.adjust(body("r1", "web:1"))  # a release on probation: ticks every second
-        await asyncio.sleep(2.5)
-        task.cancel()
-        return idle, len(checks)
-
-    idle, after = asyncio.run(scenario())
-    assert idle == 0 and after >= 2
+    task = asyncio.create_task(rb.run())
+    await asyncio.sleep(2.5)  # no app recorded: nothing to watch
+    idle = len(checks)
+    rb.adjust(body("r1", "web:1"))  # a release on probation: ticks every second
+    await asyncio.sleep(2.5)
+    task.cancel()
+    assert idle == 0 and len(checks) >= 2
