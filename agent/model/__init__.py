@@ -10,6 +10,7 @@ from agent.model.current import (
     VolumeState,
     normalize_image_ref,
 )
+from agent.model.parse import parse_target
 from agent.model.target import (
     AppSpec,
     Composition,
@@ -19,7 +20,6 @@ from agent.model.target import (
     ServiceSpec,
     TargetState,
     VolumeSpec,
-    parse_target,
 )
 from agent.model.update_status import ServiceStatus, UpdateStatus
 

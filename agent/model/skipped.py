@@ -14,21 +14,16 @@ As the reference supervisor does (balena-os/balena-supervisor: src/compose/app.t
   every balena environment) and a service named `main`, `balena-supervisor` or `core`. The
   supervisor cannot update itself; the reference leaves it out and reports it `Running`.
 
-`split_app` applies these rules while the target is parsed: the app's release keeps only the
-services that run, the others are listed in `AppSpec.skipped`.
+`split_app` (agent/model/parse.py) applies these rules while the target is parsed: the app's
+release keeps only the services that run, the others are listed in `AppSpec.skipped`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
-
-from agent.errors import TargetStateError
-
-if TYPE_CHECKING:
-    from agent.model.target import AppSpec, ServiceSpec
+from typing import Any, Protocol
 
 SUPERVISOR_SERVICE_NAMES = frozenset({"main", "balena-supervisor", "core"})
 # balena's supervisor apps, one per architecture, the same uuids on balena-cloud.com, staging and
@@ -121,48 +116,29 @@ def _strs(value: Any) -> dict[str, str]:
     return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
 
 
-def split_app(app: AppSpec, raw_app: Any) -> AppSpec:
-    """`app` with the services the agent does not run moved from its release to `skipped`."""
-    if app.is_host:
-        return replace(app, release=None, rejection=None, skipped=host_app_services(raw_app))
-    release = app.release
-    if release is None:
-        return app
-    skipped: list[SkippedService] = []
-    for name, svc in release.services.items():
-        why = service_skip(app.uuid, name, svc.labels)
-        if why is not None:
-            skipped.append(SkippedService(name, svc.image, *why))
-    if not skipped:
-        return app
-    names = {s.name for s in skipped}
-    try:
-        kept = {
-            name: _without_deps(app.name, svc, names)
-            for name, svc in release.services.items()
-            if name not in names
-        }
-    except TargetStateError as exc:
-        return replace(app, release=None, rejection=str(exc), skipped=tuple(skipped))
-    return replace(app, release=replace(release, services=kept), skipped=tuple(skipped))
+class _Release(Protocol):
+    @property
+    def services(self) -> Mapping[str, object]: ...
 
 
-def _without_deps(app: str, svc: ServiceSpec, skipped: set[str]) -> ServiceSpec:
-    """A dependency on a service that is not run counts as met (as the reference's
-    dependenciesMetForServiceStart has it); sharing its network namespace cannot be."""
-    mode = svc.composition.network_mode or ""
-    if mode.startswith("service:") and mode.removeprefix("service:") in skipped:
-        raise TargetStateError(
-            f"app {app}: service {svc.name}: network_mode: {mode}, a service the agent does not run"
-        )
-    deps = svc.composition.depends_on
-    if not any(dep in skipped for dep, _ in deps):
-        return svc
-    kept = tuple((dep, cond) for dep, cond in deps if dep not in skipped)
-    return replace(svc, composition=replace(svc.composition, depends_on=kept))
+class SkippingApp(Protocol):
+    """What the skip events read of an app (agent/model/target.py `AppSpec`)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def uuid(self) -> str: ...
+    @property
+    def release_uuid(self) -> str | None: ...
+    @property
+    def is_host(self) -> bool: ...
+    @property
+    def release(self) -> _Release | None: ...
+    @property
+    def skipped(self) -> tuple[SkippedService, ...]: ...
 
 
-def skip_events(app: AppSpec) -> list[dict[str, Any]]:
+def skip_events(app: SkippingApp) -> list[dict[str, Any]]:
     """One `app_skipped` log event per reason an app has services the agent does not run."""
     if app.is_host:
         return [
@@ -194,7 +170,7 @@ def skip_events(app: AppSpec) -> list[dict[str, Any]]:
     ]
 
 
-def not_run_reason(app: AppSpec) -> str:
+def not_run_reason(app: SkippingApp) -> str:
     """Why nothing of an app is run (`runs_nothing`), for its status."""
     events = skip_events(app)
     return "; ".join(f"not run: {e['detail']}" for e in events) or "not run"

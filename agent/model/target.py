@@ -14,13 +14,13 @@ import json
 import math
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cached_property
 from typing import Any
 
 from agent.errors import TargetStateError
-from agent.model.checks import _is_positive_int, _scalar_str, _str_map
+from agent.model.checks import _is_positive_int, _str_map
 from agent.model.compose_options import Endpoint, IpamPool, ipam_pools
 from agent.model.composition import (
     KNOWN_COMPOSE_KEYS,
@@ -30,7 +30,7 @@ from agent.model.composition import (
     parse_composition,
     parse_duration,
 )
-from agent.model.skipped import SkippedService, split_app
+from agent.model.skipped import SkippedService
 
 __all__ = [
     "KNOWN_COMPOSE_KEYS",
@@ -44,7 +44,6 @@ __all__ = [
     "UpdateStrategy",
     "VolumeSpec",
     "parse_duration",
-    "parse_target",
     "service_networks",
 ]
 
@@ -186,48 +185,8 @@ class TargetState:
         return next((a for a in self.apps.values() if a.id == app_id), None)
 
 
-def parse_target(body: Any, device_uuid: str) -> TargetState:
-    """Parse a v3 target state document for `device_uuid`."""
-    if not isinstance(body, dict):
-        raise TargetStateError(f"target state must be a JSON object, got {type(body).__name__}")
-    if device_uuid not in body:
-        keys = ", ".join(sorted(map(str, body))[:3]) or "nothing"
-        raise TargetStateError(f"target state has no entry for device {device_uuid} (has {keys})")
-    device = body[device_uuid]
-    if not isinstance(device, dict):
-        raise TargetStateError("device entry of the target state must be an object")
-    config = device.get("config", {})
-    if not isinstance(config, dict):
-        raise TargetStateError("target 'config' must be an object of strings")
-    apps_raw = device.get("apps", {})
-    if not isinstance(apps_raw, dict):
-        raise TargetStateError("target 'apps' must be an object keyed by app uuid")
-    apps = _unique_ids(
-        {str(u): split_app(_parse_app(str(u), raw), raw) for u, raw in apps_raw.items()}
-    )
-    return TargetState(
-        device_uuid=device_uuid,
-        name=str(device.get("name", "")),
-        config={str(k): _scalar_str(v) for k, v in config.items()},
-        apps=apps,
-    )
-
-
-def _unique_ids(apps: dict[str, AppSpec]) -> dict[str, AppSpec]:
-    """Apps sharing an id would share engine objects (`{appId}_default`...): all rejected."""
-    by_id: dict[int, list[str]] = {}
-    for uuid, app in apps.items():
-        if app.id > 0:
-            by_id.setdefault(app.id, []).append(uuid)
-    for app_id, uuids in by_id.items():
-        if len(uuids) > 1:
-            for uuid in uuids:
-                reason = f"app {apps[uuid].name}: app id {app_id} is shared by apps {sorted(uuids)}"
-                apps[uuid] = replace(apps[uuid], release=None, rejection=reason)
-    return apps
-
-
-def _parse_app(uuid: str, raw: Any) -> AppSpec:
+def parse_app(uuid: str, raw: Any) -> AppSpec:
+    """One app of a target document; what is wrong with it is its `rejection`."""
     if not isinstance(raw, dict):
         return AppSpec(uuid=uuid, id=0, name=uuid, rejection="app entry is not an object")
     name = str(raw.get("name", uuid))
