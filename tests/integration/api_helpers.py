@@ -87,6 +87,14 @@ def rss_kib(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
+def unread(sock: socket.socket) -> bytes:
+    """What has arrived on `sock` and is not read yet (left there: a peek)."""
+    try:
+        return sock.recv(65536, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return b""
+
+
 def open_stream(url: str, path: str, key: str, body: bytes | None = None) -> socket.socket:
     """A client that sends its request and never reads (a small receive buffer, too)."""
     host, port = url.removeprefix("http://").split(":")

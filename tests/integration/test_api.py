@@ -262,7 +262,7 @@ def test_update_triggers_a_poll_within_a_second(device, images):
         polls = device.state(since=t0)["polls"]
         latencies.append(polls[0]["t"] - t0)
         polls_before = len(device.state()["polls"])
-        time.sleep(0.2)
+        time.sleep(0.2)  # a pause between the requests (not a wait for anything)
     print(
         f"/v1/update -> poll latency: max {max(latencies) * 1000:.0f} ms, "
         f"all {[round(x * 1000) for x in latencies]}"

@@ -6,10 +6,10 @@ purpose (README, "Where the agent differs from the reference"), and what it chec
 
 The table also holds the reference's error answers for the same routes (phase `errors`, with
 the reference's source for each). Rows run in phases so that the destructive ones don't spoil
-the rest: reads, error answers, service actions,
-app restart/purge, key regeneration, reboot/shutdown (recorded: testbed/hoststandin.py), and last the
-local-mode endpoints on the same device restarted in local mode (the docs call those without
-a key, which only local mode allows)."""
+the rest: reads, error answers, service actions, app restart/purge, key regeneration,
+reboot/shutdown (recorded: testbed/hoststandin.py), and last the local-mode endpoints on the
+same device restarted in local mode (the docs call those without a key, which only local mode
+allows)."""
 
 from __future__ import annotations
 

@@ -14,7 +14,15 @@ import pytest
 
 from testbed.targets import app, device_target, service
 from tests.helpers import wait_until
-from tests.integration.api_helpers import APP, APP_ID, open_stream, rss_kib, running, wait_done
+from tests.integration.api_helpers import (
+    APP,
+    APP_ID,
+    open_stream,
+    rss_kib,
+    running,
+    unread,
+    wait_done,
+)
 
 LINES = 60_000
 # waits for /tmp/go (so the stream is open first), writes LINES lines, then idles
@@ -91,13 +99,14 @@ def test_a_client_that_never_reads_leaves_the_agent_rss_bounded(device, images):
     wait_done(device, APP)
     container = device.docker.containers.get(running(device)["talk"])
     sock = open_stream(agent.api_url, "/v2/local/logs", agent.api_key())
-    time.sleep(2)  # the agent follows the container
+    # the agent has subscribed this client (its first line is there, unread)
+    wait_until(lambda: b"Streaming logs" in unread(sock), 10, message="the stream's first line")
     before = rss_kib(agent.pid)
     container.exec_run(["touch", "/tmp/go"])
     wait_until(
         lambda: b"all-written" in container.logs(tail=1), 120, message=lambda: agent.log_tail(20)
     )
-    time.sleep(3)  # the agent has read what the engine had
+    time.sleep(3)  # the point: the agent reads on what the engine had; no end to see from here
     grown = rss_kib(agent.pid) - before
     print(f"agent RSS {before} KiB before, grew {grown} KiB over {LINES} lines not read")
     assert grown < 8 * 1024, f"RSS grew {grown} KiB"  # the unbounded queue grew ~80 MiB

@@ -12,6 +12,8 @@ import time
 from datetime import datetime
 from typing import Any
 
+import pytest
+
 from testbed import PrivateEngine
 from testbed.targets import service
 from tests.helpers import wait_until
@@ -74,9 +76,13 @@ def seqs(dev: Device) -> list[int]:
 
 def last_seq_printed(dev: Device) -> int:
     (main,) = dev.by_service()["main"]
-    code, out = main.exec_run(["cat", "/data/n"])
-    assert code == 0, out
-    return int(out.decode().strip())
+
+    def read() -> str:
+        code, out = main.exec_run(["cat", "/data/n"])
+        assert code == 0, out
+        return out.decode().strip()  # "" while the service rewrites the file
+
+    return int(wait_until(read, 5, interval=0.05, message="the service's /data/n"))
 
 
 def assert_complete(got: list[int]) -> None:
@@ -103,12 +109,19 @@ def wait_caught_up(dev: Device, timeout: float) -> list[int]:
     return seqs(dev)
 
 
+def wait_printed_on(dev: Device, lines: int = 5) -> None:
+    """Until the service has printed `lines` more numbers (at 5 a second) than it had now."""
+    now = last_seq_printed(dev)
+    wait_until(lambda: last_seq_printed(dev) >= now + lines, 20, message="the service logs on")
+
+
 def start_counter(dev: Device, images: Images, **config: str) -> None:
     dev.cloud.set_target(dev.uuid, counter_release(images, config=config or None))
     dev.agent.start()
     wait_status(dev, "r1", "done")
 
 
+@pytest.mark.fresh_images  # its log has the "Downloading image" line
 def test_lines_reach_the_cloud_in_order_within_two_seconds(device: Device, images: Images):
     start_counter(device, images)
     wait_until(lambda: len(seqs(device)) >= 5, 20, message="first lines in the cloud")
@@ -150,7 +163,7 @@ def test_a_cut_of_the_log_stream_loses_nothing(device: Device, images: Images):
     start_counter(device, images)
     wait_until(lambda: len(seqs(device)) >= 5, 20, message="first lines in the cloud")
     device.cloud.cut_logs(device.uuid, True)
-    time.sleep(CUT_S)
+    time.sleep(CUT_S)  # a cut of CUT_S: its length is the point
     cut_at = last_seq_printed(device)
     device.cloud.cut_logs(device.uuid, False)
     got = wait_caught_up(device, CUT_S + 90)  # the reconnect backoff: 5, 10, 20, 40 s...
@@ -182,7 +195,7 @@ def test_a_full_buffer_drops_the_oldest_and_says_how_many(device: Device, images
 
     wait_until(lambda: len(numbers()) >= 5, 20, message="first lines in the cloud")
     device.cloud.cut_logs(device.uuid, True)
-    time.sleep(20)
+    time.sleep(20)  # the point: a cut long enough to overflow both bounds (~1.7 KB/s)
     device.cloud.cut_logs(device.uuid, False)
     restored_ms = int(time.time() * 1000)
 
@@ -216,7 +229,7 @@ def test_agent_sigkill_and_restart_neither_repeats_nor_loses(device: Device, ima
     wait_until(lambda: len(seqs(device)) >= 10, 20, message="first lines in the cloud")
     for _ in range(2):
         device.agent.kill()
-        time.sleep(2)  # the service logs on meanwhile
+        wait_printed_on(device, 10)  # the service logs on meanwhile, unread
         device.agent.start()
         wait_caught_up(device, 30)
     assert_complete(seqs(device))
@@ -231,7 +244,7 @@ def test_container_restart_neither_repeats_nor_loses(device: Device, images: Ima
         main.restart(timeout=5)  # by hand, as `balena restart` or a user would
         main.reload()
         assert main.attrs["State"]["StartedAt"] != started
-        time.sleep(1)  # the restarted service logs on
+        wait_printed_on(device)  # the restarted service logs on
         wait_caught_up(device, 30)
     assert_complete(seqs(device))
 
@@ -247,7 +260,7 @@ def test_engine_restart_neither_repeats_nor_loses(
         60,
         message="main running again after the engine restart",
     )
-    time.sleep(2)
+    wait_printed_on(device, 10)  # lines of the new engine's container, too
     wait_caught_up(device, 30)
     assert_complete(seqs(device))
 
@@ -274,7 +287,7 @@ def test_a_flood_is_capped_with_a_drop_line(device: Device, images: Images):
     message: str = wait_until(drop_line, 30, message="the rate limit's drop line")
     assert "Service 'flood'" in message and "dropped" in message
     wait_until(lambda: b"flood-done" in flood.logs(tail=1), 60, message="the flood written")
-    time.sleep(2)
+    time.sleep(2)  # the point: what reached the cloud once the agent had time to send it all
     received = device.cloud.logs(device.uuid)["received"]  # every line, not only the kept
     assert received < FLOOD_LINES // 2, f"{received} lines reached the cloud: not capped"
     counts = [int(n) for n in re.findall(r"dropped (\d+) line", message)]
@@ -296,7 +309,7 @@ def test_log_control_off_stops_the_stream_and_on_resumes_it(device: Device, imag
     assert changed and changed[-1]["log_control"] is False
     assert 0 <= off_at - stamp(changed[-1]) < 1.0, "not off at the poll that turned it off"
     assert len(device.state()["polls"]) <= polls + 2
-    time.sleep(1)
+    time.sleep(1)  # the point: nothing more reaches the cloud over the next second and on
     stopped_at = seqs(device)[-1]
     # the local API's log stream goes on meanwhile
     sock = open_stream(device.agent.api_url, "/v2/local/logs", device.agent.api_key())

@@ -199,12 +199,12 @@ def probe_packets(lab: NetLab, iface: str, tunnel_ip: str) -> tuple[int, int]:
     5 times a second) — the agent's probes, at most one a period, none while traffic flows."""
     count = echo_requests(lab, iface)
     before = count()
-    time.sleep(10)
+    time.sleep(10)  # the point: a 10 s window, counted
     idle = count() - before
     pinger = lab.spawn("cloud", ["ping", "-q", "-i", "0.2", "-c", "60", tunnel_ip], "pinger")
     time.sleep(2)  # a probe already on its way when the traffic started
     before = count()
-    time.sleep(8)
+    time.sleep(8)  # the point: an 8 s window, counted
     busy = count() - before
     lab.end(pinger)
     print(f"probe_packets idle_10s={idle} busy_8s={busy}")
@@ -323,7 +323,7 @@ def test_detection_with_the_default_probe_period(lab, engine, clean_engine, kind
     times["restored_device"] = detect(
         rig, f"{kind} restored (default)", "device", "Operational", "Online", 60
     )
-    time.sleep(5)
+    time.sleep(5)  # idle again, past the probes of the recovery (the point, as above)
     lab.cut_all("device")
     times["cut_device"] = detect(
         rig, f"{kind} all cut (default)", "device", "Disconnected", "Offline", 60

@@ -62,7 +62,7 @@ def test_not_enough_disk_is_said_before_pulling_and_the_app_keeps_running(small_
     refused = dev.agent.wait_for_event("insufficient_disk", 30)
     assert refused["image"] == images.main_big2
     assert refused["free_bytes"] < 2 * refused["download_bytes"] + 32 * 1024 * 1024
-    time.sleep(2)
+    time.sleep(2)  # the point: nothing else happens meanwhile (no pull, no kill, no abort)
     assert dev.update_status(APP) == ("r2", "downloading")
     assert {n: cs[0].id for n, cs in dev.by_service().items()} == before
     assert all(cs[0].status == "running" for cs in dev.by_service().values())

@@ -126,7 +126,7 @@ def test_balena_push_flow_v2_then_v3_and_restart(device, images):
     agent.stop()
     agent.start()
     agent.wait_api()
-    time.sleep(3)
+    time.sleep(3)  # the point: the restarted agent's first passes replace nothing
     assert running(device)["main"] == main_id
     assert api("GET", "/v2/local/target-state", key=None).body["state"]["local"] == local
 

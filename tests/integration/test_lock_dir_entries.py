@@ -99,7 +99,7 @@ def test_an_odd_entry_at_a_lock_name_holds_the_update_and_the_agent_stays_respon
         assert odd["path"].endswith(path.rsplit("/", 1)[1]), odd
         assert odd["path"].startswith(str(device.agent.lock_dir)), odd
         assert_responsive(device)
-        time.sleep(1)
+        time.sleep(1)  # the point: the update stays held at the lock meanwhile
         assert device.update_status(APP) == ("r2", "downloaded"), "the update went past the lock"
         assert ids(device) == before, "a locked app's containers were touched"
         assert all(cs[0].status == "running" for cs in device.by_service().values())
@@ -164,7 +164,7 @@ def test_a_forced_update_removes_odd_lock_entries_it_can_and_backs_off_on_the_re
         kept = device.agent.wait_for_event("lock_not_removed", 5, service="aux")
         assert kept["kind"] == "directory" and kept["path"].endswith("/resin-updates.lock")
         passes = len(device.agent.events_named("apply_pass"))
-        time.sleep(3)
+        time.sleep(3)  # the point: passes counted over a 3 s window
         again = len(device.agent.events_named("apply_pass")) - passes
         assert again <= 3, f"{again} apply passes in 3 s: retries must back off"
         assert_responsive(device)

@@ -155,7 +155,7 @@ def test_proxy_cut_mid_pull_stalls_the_download(
     wait_until(lambda: slow_registry.bytes_down - start > 512 * 1024, 20, message="download")
     slow_registry.cut()
     stalled_at = slow_registry.bytes_down
-    time.sleep(1)
+    time.sleep(1)  # the point: no byte flows for a second while cut
     assert slow_registry.bytes_down == stalled_at, "bytes flowed while cut"
     assert puller.is_alive(), "pull ended while the connection was cut"
     slow_registry.restore()

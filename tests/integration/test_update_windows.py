@@ -58,7 +58,7 @@ def assert_held(dev: Device, before: dict[str, str], reason: re.Pattern[str] | s
         else (lambda r: r == reason)
     )
     wait_until(lambda: matches(reported_reason(dev, "r2")), 15, message="the reason reported")
-    time.sleep(2)
+    time.sleep(2)  # the point: still held two seconds on
     assert dev.update_status(APP) == ("r2", "downloaded")
     assert ids(dev) == before, "a held release touched the running containers"
     status = dev.agent.api("GET", "/v2/agent/status").body
