@@ -31,10 +31,18 @@ LAZY = (
 )
 
 RUN_FOR_S = 3.0
+# SIGTERM only once the agent handles it (its loop has replaced the default action): on a
+# loaded machine start-up alone may take longer than the idle run
 SCRIPT = """
-import json, os, signal, sys, threading
+import json, os, signal, sys, threading, time
 from agent import cli
-threading.Timer({seconds}, os.kill, (os.getpid(), signal.SIGTERM)).start()
+def stop_later():
+    deadline = time.monotonic() + 50
+    while signal.getsignal(signal.SIGTERM) == signal.SIG_DFL and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep({seconds})
+    os.kill(os.getpid(), signal.SIGTERM)
+threading.Thread(target=stop_later, daemon=True).start()
 code = cli.main(["run", "--config", sys.argv[1]])
 print("MODULES " + json.dumps(sorted(sys.modules)), flush=True)
 sys.exit(code)
