@@ -4,6 +4,7 @@
 `Reconciler` and `Executor` against an in-memory engine (tests/fakes/engine.py) through the same
 Protocol. Only the calls the reconcile loop, the executor and the helpers they hand the engine to
 (engine/disk.py) make are here: the local API's and the log stream's calls are not.
+`ProbationEngine` is what the probation watch (reconcile/rollback.py) reads.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any, Protocol
 from agent.engine.compose import ContainerSpec
 from agent.model import CurrentState
 from agent.model.compose_options import IpamPool
+from agent.model.current import ContainerState
 
 CONNECTED = "connected"  # container_events' first item: the stream is open
 
@@ -79,3 +81,23 @@ class EnginePort(Protocol):
         ...
 
     async def rename(self, container_id: str, name: str) -> None: ...
+
+
+class ProbationEngine(Protocol):
+    """What the probation watch reads of the release on probation."""
+
+    async def containers(self) -> tuple[ContainerState, ...]:
+        """The supervised containers from one list call (status, health, exit code)."""
+        ...
+
+    async def inspect_container(self, container_id: str) -> dict[str, Any] | None:
+        """The container's inspect (None: it is gone)."""
+        ...
+
+    def die_count(self, container_id: str) -> int:
+        """How many `die` events the engine's event stream has shown for the container."""
+        ...
+
+    def last_exit_code(self, container_id: str) -> int | None:
+        """The exit code of its latest `die` seen (None: none seen)."""
+        ...

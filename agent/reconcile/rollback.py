@@ -35,7 +35,7 @@ from typing import Any
 
 import structlog
 
-from agent.engine.docker import DockerEngine
+from agent.engine.port import ProbationEngine
 from agent.errors import EngineError
 from agent.model import UpdateStatus, normalize_image_ref
 from agent.reconcile.loop import Reconciler
@@ -95,7 +95,7 @@ class Rollback:
     def __init__(
         self,
         store: Store,
-        engine: DockerEngine,
+        engine: ProbationEngine,
         status: StatusBoard,
         reconciler: Reconciler,
         device_uuid: str,

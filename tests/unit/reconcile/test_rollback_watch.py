@@ -51,7 +51,7 @@ def web(status: ContainerStatus = ContainerStatus.RUNNING) -> ContainerState:
 def controller(root: Path, engine: Engine) -> Rollback:
     return Rollback(
         Store(root),
-        engine=engine,  # type: ignore[arg-type]
+        engine=engine,
         status=SimpleNamespace(app=lambda uuid: None),  # type: ignore[arg-type]
         reconciler=SimpleNamespace(target=None, wake=lambda: None),  # type: ignore[arg-type]
         device_uuid=DEV,
