@@ -135,12 +135,18 @@ class LoopMonitor:
     def _runqueue_wait_s(self) -> float | None:
         """Seconds the loop's thread has spent runnable but waiting for a CPU (exact when
         read from the loop's own thread: its waits so far are all accounted), or None."""
-        if self._schedstat is None:
-            return None
-        try:
-            return int(os.pread(self._schedstat, 128, 0).split()[1]) / 1e9
-        except (OSError, ValueError, IndexError):
-            return None
+        for _ in range(2):
+            if self._schedstat is None:
+                self._schedstat = _open_schedstat(self._main_tid)
+                if self._schedstat is None:
+                    return None
+            try:
+                return int(os.pread(self._schedstat, 128, 0).split()[1]) / 1e9
+            except OSError:  # e.g. the descriptor was closed under us: open it again, once
+                self._schedstat = None
+            except (ValueError, IndexError):
+                return None
+        return None
 
     def install(self, loop: asyncio.AbstractEventLoop) -> None:
         self._original = original = asyncio.events.Handle._run
