@@ -146,10 +146,18 @@ class LatestWriter:
     next). Without a running loop (start-up, tests) `write` writes in place. A failed write
     goes to `on_error`. `flush` waits until the latest value is on disk (shutdown)."""
 
-    def __init__(self, store: Store, key: str, on_error: Callable[[StoreError], None]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        key: str,
+        on_error: Callable[[StoreError], None],
+        on_written: Callable[[], None] = lambda: None,
+    ) -> None:
+        """`on_written`: called after each value that reached the disk."""
         self._store = store
         self._key = key
         self._on_error = on_error
+        self._on_written = on_written
         self._pending: list[Any] = []  # [value] when one waits to be written
         self._task: asyncio.Task[None] | None = None
 
@@ -161,6 +169,8 @@ class LatestWriter:
                 self._store.put(self._key, value)
             except StoreError as exc:
                 self._on_error(exc)
+            else:
+                self._on_written()
             return
         self._pending[:] = [_encode(value)]
         if self._task is None or self._task.done():
@@ -173,6 +183,8 @@ class LatestWriter:
                 await self._store.put_async(self._key, _Encoded(data))
             except StoreError as exc:
                 self._on_error(exc)
+            else:
+                self._on_written()
 
     async def flush(self) -> None:
         while self._task is not None and not self._task.done():

@@ -4,6 +4,8 @@ and one key per app, injected into that app's containers that ask for the superv
 Keys are 32 hex characters, persisted in the store, so they survive restarts and the containers
 created with them keep working. Looking a key up compares it against every known key with
 `hmac.compare_digest` and never stops early, so the time taken says nothing about the keys.
+A key works from memory at once; it is written to disk by a background task (never on the
+event loop), and a write a full disk refused is retried after each poll (`flush`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 import structlog
 
 from agent.errors import StoreError
-from agent.store import Store
+from agent.store import LatestWriter, Store
 
 log = structlog.get_logger("agent.api.keys")
 
@@ -46,8 +48,8 @@ def new_key() -> str:
 
 class ApiKeys:
     def __init__(self, store: Store) -> None:
-        self._store = store
-        self._unsaved = False  # the keys in memory differ from the persisted ones
+        self._writer = LatestWriter(store, STORE_KEY, self._write_failed, self._written)
+        self._unsaved = False  # a write of the keys failed: they differ from the persisted ones
         saved = store.get(STORE_KEY, {}) or {}
         self._global: str = str(saved.get("global") or "")
         apps = saved.get("apps") or {}
@@ -79,19 +81,16 @@ class ApiKeys:
             self._apps[app_id] = new_key()
             log.info("api_key_created", scope="app", app_id=app_id)
         if missing or self._unsaved:
-            try:
-                self._save()
-            except StoreError as exc:
-                log.error("api_keys_persist_failed", error=str(exc))
+            self._save()
 
     def flush(self) -> None:
         """Retry persisting keys an earlier write failed to (called after each poll)."""
         if self._unsaved:
-            try:
-                self._save()
-            except StoreError:
-                return  # logged when the write first failed
-            log.info("api_keys_persisted", after="earlier write failed")
+            self._save()
+
+    async def drain(self) -> None:
+        """Wait until the latest keys are on disk (or their write failed): at shutdown."""
+        await self._writer.flush()
 
     def lookup(self, key: str) -> Scope | None:
         """The scope of `key`, or None for an unknown key (constant time per known key)."""
@@ -119,9 +118,16 @@ class ApiKeys:
         return key
 
     def _save(self) -> None:
-        self._unsaved = True
-        self._store.put(
-            STORE_KEY,
-            {"global": self._global, "apps": {str(k): v for k, v in sorted(self._apps.items())}},
+        self._writer.write(
+            {"global": self._global, "apps": {str(k): v for k, v in sorted(self._apps.items())}}
         )
+
+    def _write_failed(self, exc: StoreError) -> None:
+        if not self._unsaved:  # logged once, until a write succeeds again
+            log.error("api_keys_persist_failed", error=str(exc))
+        self._unsaved = True
+
+    def _written(self) -> None:
+        if self._unsaved:
+            log.info("api_keys_persisted", after="earlier write failed")
         self._unsaved = False
