@@ -124,6 +124,41 @@ class Device:
         ]
 
 
+# Modules none of whose tests needs a download: there the images stay on the engine between
+# tests (a worker's earlier test pulled them). Everywhere else, and for a test marked
+# `@pytest.mark.fresh_images`, every image is removed first, so the test really downloads:
+# download progress and throttling, pull faults and retries, disk space, a hold at
+# "downloaded", the "Downloading image" log line. A module not listed here downloads afresh.
+_KEEPS_IMAGES = tuple(
+    f"tests/integration/test_{name}.py"
+    for name in (
+        "api_actions",
+        "api_docs_examples",
+        "api_hostconfig",
+        "api_keys",
+        "api_schema",
+        "api_streams",
+        "api_v1",
+        "cli",
+        "cloud_logs",
+        "compose_keys",
+        "contracts",
+        "device_tags",
+        "feature_labels",
+        "large_target",
+        "local_mode",
+        "state_files",
+        "supervisor_network",
+    )
+)
+
+
+def downloads_afresh(item: pytest.Item) -> bool:
+    return item.get_closest_marker("fresh_images") is not None or not item.nodeid.startswith(
+        _KEEPS_IMAGES
+    )
+
+
 @pytest.fixture
 def device(
     devcloud: DevCloudProcess,
@@ -132,10 +167,11 @@ def device(
     request: pytest.FixtureRequest,
 ) -> Iterator[Device]:
     """A registered device whose agent (not started yet) drives the private engine. Every
-    image is removed first, so each test really downloads."""
-    for image in clean_engine.images.list(all=True):
-        with contextlib.suppress(docker.errors.APIError):
-            clean_engine.images.remove(image.id, force=True)
+    image is removed first where the test needs to download (`downloads_afresh`)."""
+    if downloads_afresh(request.node):
+        for image in clean_engine.images.list(all=True):
+            with contextlib.suppress(docker.errors.APIError):
+                clean_engine.images.remove(image.id, force=True)
     uuid = uuidlib.uuid4().hex
     key = uuidlib.uuid4().hex
     cloud = devcloud.client()
