@@ -174,11 +174,7 @@ def run(once: bool, keep: bool) -> int:
             while time.monotonic() < deadline:
                 view.consume()
                 state = cloud.device(device_uuid)
-                view.render(
-                    title,
-                    state,
-                    docker.containers.list(all=True, filters={"label": "io.balena.supervised"}),
-                )
+                view.render(title, state, _supervised(docker))
                 status = state.get("apps_update_status", {}).get(APP_UUID) or {}
                 if status == {} or status.get("release_uuid") != release:
                     pass
@@ -221,6 +217,19 @@ def run(once: bool, keep: bool) -> int:
         if not keep:
             shutil.rmtree(root, ignore_errors=True)
         print("demo: everything it started is stopped")
+
+
+def _supervised(docker: Any) -> list[Any]:
+    """The agent's containers; the agent removes them as it updates, so one can go between
+    the engine's list and the SDK's inspect of it: then list again."""
+    import docker as docker_sdk
+
+    for _ in range(5):
+        try:
+            return list(docker.containers.list(all=True, filters={"label": "io.balena.supervised"}))
+        except docker_sdk.errors.NotFound:
+            continue
+    return []
 
 
 def main(argv: list[str] | None = None) -> int:

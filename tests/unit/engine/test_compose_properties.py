@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import docker
+import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -483,6 +484,7 @@ def drive(tgt: TargetState) -> None:
     assert good_started, "the valid app never started"
 
 
+@pytest.mark.timeout(120)  # 200 examples: ~7 s on a quiet machine, over 30 s on a loaded one
 @settings(
     max_examples=200,
     deadline=None,
