@@ -65,6 +65,7 @@ async def test_nothing_changed_sends_nothing_even_after_restart(tmp_path):
     clock.t += 1000
     await reporter.tick()
     assert len(client.sent) == n
+    await board.flush()  # as the agent at shutdown: the status is on disk before a restart
     board2, client2, reporter2, _, _ = make(tmp_path)
     await reporter2.tick()
     assert client2.sent == []
