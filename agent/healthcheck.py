@@ -11,20 +11,22 @@ As in the reference supervisor, two loops are checked:
   have begun a pass within `APPLY_IDLE_LIMIT_S` (twice its longest wait: the converged
   recheck, `RECHECK_S`).
 
-Everything is passed in, so the rules are tested without a clock or an agent; `agent_health`
-reads the inputs off a running `Agent`.
+And first: every long-lived task runs (agent/supervise.py), none was given up.
+
+Everything is passed in, so the rules are tested without a clock or an agent; `HealthCheck`
+reads the inputs off the running parts (small Protocols, wired by agent/daemon.py).
 """
 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from typing import Protocol
 
+from agent.model import TargetState
 from agent.model.update_status import UpdateStatus
 from agent.reconcile.loop import RECHECK_S
-
-if TYPE_CHECKING:
-    from agent.daemon import Agent
+from agent.status.board import AppView
 
 MIN_APPLY_BUSY_S = 300.0  # a pass without downloads may take this long whatever the interval
 # the loop passes at least every RECHECK_S (300 s; backoff cap 60 s)
@@ -61,18 +63,73 @@ def loop_health(
     return True, "ok"
 
 
-def agent_health(agent: Agent, now: float | None = None) -> tuple[bool, str]:
-    """`loop_health` for a running agent (its poller, reconciler and status board)."""
-    downloading = any(
-        app.update_status == UpdateStatus.DOWNLOADING for app in agent.status.apps.values()
-    )
-    return loop_health(
-        time.time() if now is None else now,
-        last_poll_attempt=agent.poller.last_attempt_at,
-        poll_interval_s=agent.fleet.poll_interval_ms / 1000.0,
-        request_timeout_s=agent.config.api_timeout_s,
-        last_apply_pass=agent.reconciler.last_pass_at,
-        apply_busy_since=agent.reconciler.busy_since,
-        has_target=agent.reconciler.target is not None,
-        downloading=downloading,
-    )
+REQUIRED_TASKS = frozenset({"reconcile", "poll", "report"})
+
+
+class Tasks(Protocol):
+    """The task supervisor (agent/supervise.py)."""
+
+    @property
+    def given_up(self) -> Mapping[str, str]: ...
+    def names(self) -> set[str]: ...
+
+
+class PollTimes(Protocol):
+    @property
+    def last_attempt_at(self) -> float | None: ...
+
+
+class ApplyTimes(Protocol):
+    @property
+    def last_pass_at(self) -> float | None: ...
+    @property
+    def busy_since(self) -> float | None: ...
+    @property
+    def target(self) -> TargetState | None: ...
+
+
+class AppStatuses(Protocol):
+    @property
+    def apps(self) -> Mapping[str, AppView]: ...
+
+
+class HealthCheck:
+    """`GET /v1/healthy`'s answer for the running agent: (healthy, reason)."""
+
+    def __init__(
+        self,
+        tasks: Tasks,
+        poller: PollTimes,
+        apply: ApplyTimes,
+        status: AppStatuses,
+        poll_interval_s: Callable[[], float],
+        request_timeout_s: float,
+    ) -> None:
+        self._tasks = tasks
+        self._poller = poller
+        self._apply = apply
+        self._status = status
+        self._poll_interval_s = poll_interval_s
+        self._request_timeout_s = request_timeout_s
+
+    def __call__(self, now: float | None = None) -> tuple[bool, str]:
+        given_up = self._tasks.given_up
+        if given_up:
+            why = "; ".join(f"{n} {r}" for n, r in sorted(given_up.items()))
+            return False, f"task given up: {why}"
+        missing = REQUIRED_TASKS - self._tasks.names()
+        if missing:
+            return False, f"not running: {', '.join(sorted(missing))}"
+        downloading = any(
+            app.update_status == UpdateStatus.DOWNLOADING for app in self._status.apps.values()
+        )
+        return loop_health(
+            time.time() if now is None else now,
+            last_poll_attempt=self._poller.last_attempt_at,
+            poll_interval_s=self._poll_interval_s(),
+            request_timeout_s=self._request_timeout_s,
+            last_apply_pass=self._apply.last_pass_at,
+            apply_busy_since=self._apply.busy_since,
+            has_target=self._apply.target is not None,
+            downloading=downloading,
+        )

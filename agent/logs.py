@@ -106,8 +106,9 @@ def flush() -> None:
 
 
 def add_sink(sink: EventSink) -> None:
-    """Also hand every logged event (a dict with its stable `event` name) to `sink`: metrics
-    count what the log says, so the two can't disagree."""
+    """Also hand every logged event (a dict with its stable `event` name) to `sink`: only for
+    turning the agent's log into log lines elsewhere (the dashboard's system messages,
+    `/v2/local/logs`). Components tell each other through the bus (agent/events/), never this."""
     _SINKS.append(sink)
 
 

@@ -14,8 +14,9 @@ What the agent says (see `notify_loop`):
   from a task on the main event loop: when the loop is blocked the pings stop and systemd
   restarts the unit. They also stop for good once a supervised task was given up
   (agent/supervise.py): the agent can't mend itself, so systemd restarts it.
-- `STATUS=...` whenever the one-line summary changes: the device status, then each app's update
-  status, e.g. `Idle · Operational · main: done`.
+- `STATUS=...` whenever the one-line summary changes: the device status (the latest
+  `DeviceStatusChanged` on the bus), then each app's update status, e.g.
+  `Idle · Operational · main: done`.
 - `STOPPING=1` on the way out.
 
 Outside systemd ($NOTIFY_SOCKET unset) every send is a no-op.
@@ -28,14 +29,14 @@ import os
 import socket
 import time
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import structlog
 
+from agent.events.bus import Bus
+from agent.events.kinds import DeviceStatusChanged
+from agent.model.device_status import StatusView
 from agent.status.board import StatusBoard
-
-if TYPE_CHECKING:
-    from agent.daemon import Agent
 
 log = structlog.get_logger("agent.sdnotify")
 
@@ -92,12 +93,12 @@ def watchdog_interval_s(environ: dict[str, str] | None = None) -> float | None:
     return usec / 2_000_000 if usec > 0 else None
 
 
-def status_line(status: StatusBoard) -> str:
+def status_line(status: StatusBoard, device: StatusView | None = None) -> str:
     """`Updating · Operational · main: downloading 40%, web: done` — what `systemctl status`
-    shows under the unit."""
+    shows under the unit (`device`: the device status, once derived)."""
     parts = [status.overall_status()]
-    if status.connectivity is not None:
-        parts.append(str(status.connectivity.view.status))
+    if device is not None:
+        parts.append(str(device.status))
     apps = []
     for app in sorted(status.apps.values(), key=lambda a: a.name):
         state = str(app.update_status) if app.update_status is not None else "no release"
@@ -191,6 +192,7 @@ async def notify_loop(
     readiness: Readiness,
     watchdog_s: float | None,
     alive: Callable[[], bool] = lambda: True,
+    bus: Bus | None = None,
 ) -> None:
     """The agent's sd_notify task: READY and STATUS here, the pings in `watchdog_loop` (a child
     task). Runs on the main loop on purpose: a blocked loop stops the WATCHDOG pings, which is
@@ -199,6 +201,13 @@ async def notify_loop(
     ready = False
     last_status = ""
     next_status = 0.0
+    device: StatusView | None = None  # the latest, from the connectivity monitor
+
+    def on_device_status(event: DeviceStatusChanged) -> None:
+        nonlocal device
+        device = event.view
+
+    unsubscribe = (bus or Bus()).subscribe(DeviceStatusChanged, on_device_status)
     pinger = None
     if watchdog_s is not None:
         pinger = asyncio.create_task(watchdog_loop(notifier, watchdog_s, alive), name="watchdog")
@@ -213,7 +222,7 @@ async def notify_loop(
                 log.info(event, reason=why, notify=notifier.enabled)
             if now >= next_status:
                 next_status = now + STATUS_EVERY_S
-                line = status_line(status)
+                line = status_line(status, device)
                 if line != last_status:
                     last_status = line
                     lines.append(f"STATUS={line}")
@@ -228,18 +237,21 @@ async def notify_loop(
         notifier.send("STOPPING=1")
         raise
     finally:
+        unsubscribe()
         if pinger is not None:
             pinger.cancel()
             await asyncio.gather(pinger, return_exceptions=True)
 
 
-def for_agent(agent: Agent, had_target: bool) -> Coroutine[Any, Any, None]:
-    """The task `Agent.run` spawns; `had_target`: a persisted target was accepted at start."""
-    readiness = Readiness(agent.reconciler, agent.poller, had_target)
-    return notify_loop(
-        Notifier(),
-        agent.status,
-        readiness,
-        watchdog_interval_s(),
-        alive=lambda: agent.supervisor.healthy,
-    )
+def notify_task(
+    status: StatusBoard,
+    reconciler: _Reconciler,
+    poller: _Poller,
+    alive: Callable[[], bool],
+    had_target: bool,
+    bus: Bus,
+) -> Coroutine[Any, Any, None]:
+    """The task the daemon spawns; `had_target`: a persisted target was accepted at start;
+    `alive`: no supervised task was given up; `bus`: the agent's (the device status)."""
+    readiness = Readiness(reconciler, poller, had_target)
+    return notify_loop(Notifier(), status, readiness, watchdog_interval_s(), alive=alive, bus=bus)

@@ -1,5 +1,5 @@
 """The cloud's view of each device's two links, judged with the agent's own rules
-(`agent.status.device.derive`):
+(`agent.model.device_status.derive`):
 
 - heartbeat: the last successful target-state poll (200 or 304) is younger than the device's poll
   interval times HEARTBEAT_JITTER_FACTOR (the agent waits interval + jitter between polls; the
@@ -29,7 +29,7 @@ from typing import Any
 
 from aiohttp import web
 
-from agent.status.device import Links, StatusView, derive
+from agent.model.device_status import Links, StatusView, derive
 from devcloud.state import UPDATE_STATUSES, Cloud, Device
 from devcloud.tunnels import OpenVpnWatch, WireGuardWatch
 

@@ -15,20 +15,17 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, assert_never
+from typing import assert_never
 
 import structlog
 from aiohttp import web
 
 from agent.api.common import ApiError, require_app_scope
-from agent.api.context import AGENT
+from agent.api.ports import CONTEXT, ApiContext
 from agent.errors import NotFound
 from agent.locks import AgentLocks, LockHeld, held_locks
 from agent.model import AppSpec, ContainerState, CurrentState
 from agent.model.current import best_by_service
-
-if TYPE_CHECKING:
-    from agent.daemon import Agent
 
 log = structlog.get_logger("agent.api")
 
@@ -67,12 +64,12 @@ def legacy_codes() -> Iterator[None]:
         raise ApiError(400, exc.message) from exc
 
 
-async def current_state(agent: Agent) -> CurrentState:
-    return await agent.engine.current_state(frozenset(agent.images.ids))
+async def current_state(ctx: ApiContext) -> CurrentState:
+    return await ctx.engine.current_state(ctx.managed_images())
 
 
-def find_app(agent: Agent, current: CurrentState, app_id: int) -> AppRef:
-    base = agent.intake.base
+def find_app(ctx: ApiContext, current: CurrentState, app_id: int) -> AppRef:
+    base = ctx.targets.base
     for app in base.apps.values() if base is not None else ():
         if app.id == app_id:
             return AppRef(app.id, app.uuid, app.name, app)
@@ -85,14 +82,14 @@ def find_app(agent: Agent, current: CurrentState, app_id: int) -> AppRef:
 async def scoped_app(request: web.Request, app_id: int) -> tuple[AppRef, CurrentState]:
     """The app `app_id` for a request: 401 outside the key's scope, 404 when unknown."""
     require_app_scope(request, app_id)
-    agent = request.app[AGENT]
-    current = await current_state(agent)
-    return find_app(agent, current, app_id), current
+    ctx = request.app[CONTEXT]
+    current = await current_state(ctx)
+    return find_app(ctx, current, app_id), current
 
 
-async def locked(agent: Agent, app_id: int | None = None) -> bool:
+async def locked(ctx: ApiContext, app_id: int | None = None) -> bool:
     # the lock dir is the containers' ground: read it in a thread, never on the event loop
-    held = await asyncio.to_thread(held_locks, agent.config.lock_dir)
+    held = await asyncio.to_thread(held_locks, ctx.settings.lock_dir)
     return bool(held) if app_id is None else app_id in held
 
 
@@ -140,7 +137,7 @@ class ServiceAction(StrEnum):
 
 
 async def service_action(
-    agent: Agent, app: AppRef, container: ContainerState, action: ServiceAction, force: bool
+    ctx: ApiContext, app: AppRef, container: ContainerState, action: ServiceAction, force: bool
 ) -> None:
     """Restart, stop or start one service's container, holding the app's update lock on that
     service meanwhile (so the app can't take it halfway), as the reference does. Starting a
@@ -152,11 +149,11 @@ async def service_action(
         raise ApiError(400, f"unknown service action {action!r}") from exc
     taken: AgentLocks | None = None
     if not force and action is not ServiceAction.START:
-        if await locked(agent, app.id):
+        if await locked(ctx, app.id):
             raise ApiError(423, LOCKED)
         try:
             taken = await asyncio.to_thread(
-                AgentLocks.take, agent.config.lock_dir, app.id, [container.service_name]
+                AgentLocks.take, ctx.settings.lock_dir, app.id, [container.service_name]
             )
         except LockHeld as exc:
             raise ApiError(423, LOCKED) from exc
@@ -167,11 +164,11 @@ async def service_action(
     try:
         match action:
             case ServiceAction.RESTART:
-                await agent.engine.restart(container.id)
+                await ctx.engine.restart(container.id)
             case ServiceAction.STOP:
-                await agent.engine.stop(container.id)
+                await ctx.engine.stop(container.id)
             case ServiceAction.START:
-                await agent.engine.start(container.id)
+                await ctx.engine.start(container.id)
             case _:
                 assert_never(action)
     except NotFound as exc:
@@ -181,33 +178,33 @@ async def service_action(
             await asyncio.to_thread(taken.release)
 
 
-async def restart_app(agent: Agent, app: AppRef, force: bool, purge: bool = False) -> None:
+async def restart_app(ctx: ApiContext, app: AppRef, force: bool, purge: bool = False) -> None:
     """Remove the app's containers (and with `purge` its volumes), then let the apply loop
     bring them back."""
-    if not force and await locked(agent, app.id):
+    if not force and await locked(ctx, app.id):
         raise ApiError(423, LOCKED)
     what = "purge" if purge else "restart"
     log.info("app_action", action=what, app_id=app.id, app=app.name, force=force)
-    agent.intake.empty_app(app.uuid, True)
-    agent.reconciler.wake(force=force)
+    ctx.targets.empty_app(app.uuid, True)
+    ctx.apply.wake(force=force)
     try:
-        await _until(agent, lambda cur: not cur.app_containers(app.uuid), f"{app.name} to stop")
+        await _until(ctx, lambda cur: not cur.app_containers(app.uuid), f"{app.name} to stop")
         if purge:
-            current = await current_state(agent)
+            current = await current_state(ctx)
             for volume in current.volumes:
                 if volume.app_uuid == app.uuid or (
                     volume.app_uuid is None and volume.app_id == app.id
                 ):
                     log.info("volume_purged", app_id=app.id, volume=volume.name)
                     with contextlib.suppress(NotFound):
-                        await agent.engine.remove_volume(volume.name)
+                        await ctx.engine.remove_volume(volume.name)
     finally:
-        agent.intake.empty_app(app.uuid, False)
-        agent.reconciler.wake(force=force)
+        ctx.targets.empty_app(app.uuid, False)
+        ctx.apply.wake(force=force)
     if app.spec is not None and app.spec.release is not None:
         wanted = {n for n, s in app.spec.release.services.items() if s.running}
         await _until(
-            agent,
+            ctx,
             lambda cur: (
                 wanted <= {c.service_name for c in cur.app_containers(app.uuid) if c.running}
             ),
@@ -216,13 +213,13 @@ async def restart_app(agent: Agent, app: AppRef, force: bool, purge: bool = Fals
     log.info("app_action_done", action=what, app_id=app.id)
 
 
-async def _until(agent: Agent, done: Callable[[CurrentState], bool], what: str) -> None:
+async def _until(ctx: ApiContext, done: Callable[[CurrentState], bool], what: str) -> None:
     deadline = time.monotonic() + SETTLE_TIMEOUT_S
-    while not done(await current_state(agent)):
+    while not done(await current_state(ctx)):
         if time.monotonic() > deadline:
             raise ApiError(503, f"timed out after {SETTLE_TIMEOUT_S:.0f} s waiting for {what}")
         await asyncio.sleep(0.25)
 
 
-async def device_action_blocked(agent: Agent, force: bool) -> bool:
-    return not force and await locked(agent)
+async def device_action_blocked(ctx: ApiContext, force: bool) -> bool:
+    return not force and await locked(ctx)

@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from agent.api.common import success
-from agent.api.context import AGENT
+from agent.api.ports import CONTEXT
 from agent.connectivity.monitor import ConnectivityView
 
 
@@ -39,7 +39,7 @@ def device_status_body(view: ConnectivityView) -> dict[str, Any]:
 
 
 async def current_view(request: web.Request) -> ConnectivityView:
-    monitor = request.app[AGENT].connectivity
+    monitor = request.app[CONTEXT].connectivity
     return monitor.view if monitor.view is not None else await monitor.probe_once()
 
 

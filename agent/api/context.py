@@ -1,19 +1,16 @@
-"""What the API's handlers share: the agent, and host actions run after the answer is sent."""
+"""Host actions the API runs after the answer is sent (reboot, shutdown, the LED). What the
+handlers read and do otherwise is their `ApiContext` (agent/api/ports.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import structlog
 from aiohttp import web
 
 from agent.host import HostAction, HostControl
-
-if TYPE_CHECKING:
-    from agent.daemon import Agent
 
 log = structlog.get_logger("agent.api")
 
@@ -66,5 +63,4 @@ class HostActions:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
-AGENT: web.AppKey[Agent] = web.AppKey("agent")
 HOST: web.AppKey[HostActions] = web.AppKey("host")

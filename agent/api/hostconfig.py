@@ -14,41 +14,38 @@ from __future__ import annotations
 import asyncio
 import socket
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 from aiohttp import web
 
 from agent.api import actions
 from agent.api.common import ApiError, flag, json_response, read_body, text_response
-from agent.api.context import AGENT
+from agent.api.ports import CONTEXT, ApiContext
 from agent.hostconfig.dbus import HostBusError, HostConfigBus, make_host_bus
 from agent.hostconfig.parse import HostConfigInvalid, parse
 from agent.hostconfig.proxy import ProxyFiles
 
-if TYPE_CHECKING:
-    from agent.daemon import Agent
-
 log = structlog.get_logger("agent.api")
 
 
-def boot_dir(agent: Agent) -> Path:
-    return agent.config.host_boot_dir or agent.config.data_dir / "boot"
+def boot_dir(ctx: ApiContext) -> Path:
+    return ctx.settings.host_boot_dir or ctx.settings.data_dir / "boot"
 
 
-def host_bus(agent: Agent) -> HostConfigBus:
+def host_bus(ctx: ApiContext) -> HostConfigBus:
     """hostnamed/systemd over D-Bus (or what a test entry point put in their place)."""
-    return make_host_bus(agent.config.data_dir)
+    return make_host_bus(ctx.settings.data_dir)
 
 
 async def get_host_config(request: web.Request) -> web.Response:
-    agent = request.app[AGENT]
+    ctx = request.app[CONTEXT]
     try:
-        hostname = await host_bus(agent).hostname()
+        hostname = await host_bus(ctx).hostname()
     except HostBusError:
         hostname = socket.gethostname()  # no hostnamed: the kernel's (the same name)
     try:
-        proxy = await asyncio.to_thread(ProxyFiles(boot_dir(agent)).read)
+        proxy = await asyncio.to_thread(ProxyFiles(boot_dir(ctx)).read)
     except (OSError, UnicodeError) as exc:  # e.g. the boot partition unreadable
         raise ApiError(503, f"could not read the proxy settings: {exc}") from exc
     network: dict[str, Any] = {"hostname": hostname}
@@ -58,7 +55,7 @@ async def get_host_config(request: web.Request) -> web.Response:
 
 
 async def patch_host_config(request: web.Request) -> web.Response:
-    agent = request.app[AGENT]
+    ctx = request.app[CONTEXT]
     body = await read_body(request)
     try:
         patch = parse(body)
@@ -67,11 +64,11 @@ async def patch_host_config(request: web.Request) -> web.Response:
     force = flag(body, "force")
     if patch.empty:
         return text_response("OK")
-    if not (force or agent.fleet.override_lock) and await actions.locked(agent):
+    if not (force or ctx.override_lock()) and await actions.locked(ctx):
         raise ApiError(423, actions.LOCKED)
-    bus = host_bus(agent)
+    bus = host_bus(ctx)
     if patch.proxy is not None:
-        files = ProxyFiles(boot_dir(agent))
+        files = ProxyFiles(boot_dir(ctx))
         try:
             await asyncio.to_thread(files.patch, patch.proxy, patch.no_proxy)
         except (OSError, UnicodeError) as exc:
@@ -87,7 +84,7 @@ async def patch_host_config(request: web.Request) -> web.Response:
             applied=restarted or "stored only: no proxy units restarted on this host",
         )
     if patch.hostname is not None:
-        name = patch.hostname or agent.config.uuid[:7]
+        name = patch.hostname or ctx.settings.device_uuid[:7]
         try:
             await bus.set_hostname(name)
         except HostBusError as exc:

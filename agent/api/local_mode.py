@@ -14,8 +14,7 @@ from agent.api.common import (
     read_body,
     success,
 )
-from agent.api.context import AGENT
-from agent.device.info import device_arch
+from agent.api.ports import CONTEXT
 from agent.errors import TargetStateError
 
 NOT_LOCAL = "Target state can only set when device is in local mode"
@@ -23,7 +22,7 @@ NOT_LOCAL = "Target state can only set when device is in local mode"
 
 async def get_target_state(request: web.Request) -> web.Response:
     """The target in force, as `{local: {name, config, apps}}` (apps in v3, keyed by uuid)."""
-    device = request.app[AGENT].target_document() or {}
+    device = request.app[CONTEXT].targets.document() or {}
     local: dict[str, Any] = {
         "name": device.get("name", ""),
         "config": device.get("config", {}),
@@ -33,8 +32,8 @@ async def get_target_state(request: web.Request) -> web.Response:
 
 
 async def set_target_state(request: web.Request) -> web.Response:
-    agent = request.app[AGENT]
-    if not agent.local_mode:
+    ctx = request.app[CONTEXT]
+    if not ctx.targets.local_mode:
         raise ApiError(400, NOT_LOCAL)
     # the converter is loaded on first use: idle devices never need it
     from agent.local.legacy import pin_local_images, service_images, to_v3
@@ -42,32 +41,30 @@ async def set_target_state(request: web.Request) -> web.Response:
     body = await read_body(request)
     force = flag(body, "force")
     body.pop("force", None)
-    base = agent.intake.base
+    base = ctx.targets.base
     try:
-        document = to_v3(body, agent.config.uuid, base.name if base is not None else "")
+        document = to_v3(body, ctx.settings.device_uuid, base.name if base is not None else "")
     except TargetStateError as exc:
         raise ApiError(400, str(exc)) from exc
     image_ids = {}
     for image in sorted(service_images(document)):
-        image_id = await agent.engine.image_id(image)
+        image_id = await ctx.engine.image_id(image)
         if image_id is not None:
             image_ids[image] = image_id
     document = pin_local_images(document, image_ids)
-    refused = agent.accept_local_target(document)
+    refused = ctx.targets.accept_local(document)
     if refused is not None:
         raise ApiError(400, refused)
-    agent.reconciler.wake(force=force, recheck=True)
+    ctx.apply.wake(force=force, recheck=True)
     return success(message="OK")
 
 
 async def device_info(request: web.Request) -> web.Response:
     """`{info: {arch, deviceType}}`: the CLI builds for this arch (%%BALENA_ARCH%% in
     Dockerfile.template); the same value containers get as BALENA_DEVICE_ARCH."""
-    agent = request.app[AGENT]
-    arch = device_arch(agent.config.extra.get("deviceArch"))
-    return json_response(
-        {"status": "success", "info": {"arch": arch, "deviceType": agent.config.device_type}}
-    )
+    settings = request.app[CONTEXT].settings
+    info = {"arch": settings.device_arch, "deviceType": settings.device_type}
+    return json_response({"status": "success", "info": info})
 
 
 def add_routes(app: web.Application) -> None:

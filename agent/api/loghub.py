@@ -31,7 +31,7 @@ from agent.errors import EngineError
 from agent.model import ContainerState
 
 if TYPE_CHECKING:
-    from agent.daemon import Agent
+    from agent.api.ports import ApiContext
 
 log = structlog.get_logger("agent.api")
 
@@ -130,8 +130,8 @@ class Subscriber:
 
 
 class LogHub:
-    def __init__(self, agent: Agent) -> None:
-        self._agent = agent
+    def __init__(self, ctx: ApiContext) -> None:
+        self._ctx = ctx
         self._subs: set[Subscriber] = set()
         self._followers: dict[str, asyncio.Task[None]] = {}
         self._scanner: asyncio.Task[None] | None = None
@@ -211,7 +211,7 @@ class LogHub:
         while self._subs:
             self._wake.clear()
             try:
-                current = await actions.current_state(self._agent)
+                current = await actions.current_state(self._ctx)
                 self._scan(current.containers, first)
                 first = False
             except EngineError:
@@ -247,7 +247,7 @@ class LogHub:
 
     async def _follow(self, c: ContainerState, since: float | None) -> None:
         self._last_at.setdefault(c.id, since or 0.0)
-        engine = self._agent.engine
+        engine = self._ctx.engine
         try:
             async for at, message in engine.log_lines(c.id, since, follow=True):
                 if since is not None and at <= since:

@@ -11,22 +11,20 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 from aiohttp import web
 
-from agent import logs
 from agent.api import local_mode, streams, v1, v2
 from agent.api.access import check_table
 from agent.api.auth import Handler, auth_middleware
 from agent.api.common import MAX_BODY_BYTES, ApiError, json_response
-from agent.api.context import AGENT, HOST, HostActions
+from agent.api.context import HOST, HostActions
 from agent.api.metrics import CONTENT_TYPE, AgentMetrics
+from agent.api.ports import CONTEXT, ApiContext
 from agent.errors import CloudError, EngineError, StoreError
-
-if TYPE_CHECKING:
-    from agent.daemon import Agent
+from agent.events.bus import Bus
 
 log = structlog.get_logger("agent.api")
 SHUTDOWN_TIMEOUT_S = 2.0
@@ -135,19 +133,19 @@ def runner_options() -> dict[str, Any]:
     return {"access_log": None, "logger": HttpLog(), "auto_decompress": False}
 
 
-def make_app(agent: Agent, host: HostActions, metrics: AgentMetrics) -> web.Application:
+def make_app(ctx: ApiContext, host: HostActions, metrics: AgentMetrics) -> web.Application:
     app = web.Application(
         middlewares=[
             errors,
             auth_middleware(
-                agent.keys,
-                lambda: agent.local_mode,
-                agent.config.strict_api_keys,
+                ctx.keys,
+                lambda: ctx.targets.local_mode,
+                ctx.settings.strict_api_keys,
             ),
         ],
         client_max_size=MAX_BODY_BYTES,
     )
-    app[AGENT] = agent
+    app[CONTEXT] = ctx
     app[HOST] = host
 
     async def prometheus(request: web.Request) -> web.Response:
@@ -163,17 +161,17 @@ def make_app(agent: Agent, host: HostActions, metrics: AgentMetrics) -> web.Appl
 
 
 class ApiServer:
-    def __init__(self, agent: Agent) -> None:
-        self.metrics = AgentMetrics(agent)
-        self.host = HostActions(agent.host)
-        self._app = make_app(agent, self.host, self.metrics)
+    def __init__(self, ctx: ApiContext, bus: Bus) -> None:
+        """`bus`: the agent's, whose events /metrics counts."""
+        self.metrics = AgentMetrics(ctx, bus)
+        self.host = HostActions(ctx.host)
+        self._app = make_app(ctx, self.host, self.metrics)
         self._runner: web.AppRunner | None = None
-        self._port = agent.config.listen_port
-        self._address = agent.config.listen_address  # None: every interface
+        self._port = ctx.settings.listen_port
+        self._address = ctx.settings.listen_address  # None: every interface
         self.port: int | None = None
 
     async def start(self) -> None:
-        logs.add_sink(self.metrics.observe)
         self._runner = web.AppRunner(self._app, **runner_options())
         await self._runner.setup()
         site = web.TCPSite(
@@ -186,7 +184,6 @@ class ApiServer:
         log.info("api_listening", address=self._address or "*", port=self.port)
 
     async def stop(self) -> None:
-        logs.remove_sink(self.metrics.observe)
         await self.host.close()
         if self._runner is not None:
             await self._runner.cleanup()

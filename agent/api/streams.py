@@ -20,12 +20,11 @@ import structlog
 from aiohttp import web
 
 from agent.api.common import ApiError, flag, optional_int, optional_str, read_body, scope_of
-from agent.api.context import AGENT
+from agent.api.ports import CONTEXT, ApiContext
 from agent.model import ContainerState
 
 if TYPE_CHECKING:
     from agent.api.loghub import LogHub
-    from agent.daemon import Agent
 
 log = structlog.get_logger("agent.api")
 
@@ -44,15 +43,15 @@ class Hub:
     """The log hub (agent/api/loghub.py), made by the first `/v2/local/logs`: an agent nobody
     reads logs from doesn't hold its module (≈ 0.1 MB, with the stream code it brings)."""
 
-    def __init__(self, agent: Agent) -> None:
-        self._agent = agent
+    def __init__(self, ctx: ApiContext) -> None:
+        self._ctx = ctx
         self.hub: LogHub | None = None
 
     def get(self) -> LogHub:
         if self.hub is None:
             from agent.api.loghub import LogHub
 
-            self.hub = LogHub(self._agent)
+            self.hub = LogHub(self._ctx)
         return self.hub
 
     @property
@@ -228,7 +227,7 @@ def _safe(field: str, value: str) -> str:
 
 
 def add_routes(app: web.Application) -> None:
-    app[LOG_HUB] = hub = Hub(app[AGENT])
+    app[LOG_HUB] = hub = Hub(app[CONTEXT])
     app[JOURNALS] = journals = Journals()
     app.router.add_get("/v2/local/logs", local_logs)
     app.router.add_post("/v2/journal-logs", journal_logs)

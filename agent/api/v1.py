@@ -19,7 +19,8 @@ from agent.api.common import (
     scope_of,
     text_response,
 )
-from agent.api.context import AGENT, HOST
+from agent.api.context import HOST
+from agent.api.ports import CONTEXT
 from agent.host import HostAction
 from agent.model import ServiceStatus
 from agent.model.update_status import FAILED, IN_PROGRESS
@@ -30,7 +31,7 @@ ONLY_SINGLE = "Some v1 endpoints are only allowed on single-container apps"
 
 
 async def healthy(request: web.Request) -> web.Response:
-    ok, reason = request.app[AGENT].healthy()
+    ok, reason = request.app[CONTEXT].healthy()
     if ok:
         return text_response("OK")
     log.warning("unhealthy", reason=reason)
@@ -47,7 +48,7 @@ async def update(request: web.Request) -> web.Response:
     as the reference does."""
     body = await read_body(request)
     force, cancel = flag(body, "force"), flag(body, "cancel")
-    accepted = request.app[AGENT].request_update(force, cancel=cancel)
+    accepted = request.app[CONTEXT].updates.request(force, cancel=cancel)
     return web.Response(status=204 if accepted else 202)
 
 
@@ -56,7 +57,7 @@ def device_action(action: HostAction) -> Handler:
 
     async def handle(request: web.Request) -> web.Response:
         force = flag(await read_body(request), "force")
-        if await actions.device_action_blocked(request.app[AGENT], force):
+        if await actions.device_action_blocked(request.app[CONTEXT], force):
             raise ApiError(423, actions.LOCKED, body={"Data": "", "Error": actions.LOCKED})
         request.app[HOST].perform_later(action)
         return json_response({"Data": "OK", "Error": None}, status=202)
@@ -78,7 +79,7 @@ def app_action(purge: bool) -> Handler:
             raise ApiError(
                 503, f"Application with ID {app_id} is not in the current state"
             ) from exc
-        await actions.restart_app(request.app[AGENT], app, force, purge=purge)
+        await actions.restart_app(request.app[CONTEXT], app, force, purge=purge)
         return json_response({"Data": "OK", "Error": ""}) if purge else text_response("OK")
 
     return handle
@@ -93,18 +94,18 @@ async def blink(request: web.Request) -> web.Response:
 
 
 async def regenerate_api_key(request: web.Request) -> web.Response:
-    agent = request.app[AGENT]
-    key = agent.keys.regenerate(scope_of(request))
+    ctx = request.app[CONTEXT]
+    key = ctx.keys.regenerate(scope_of(request))
     if scope_of(request).is_global:
-        agent.api_key_changed()
+        ctx.key_rotated()
     return text_response(key)
 
 
 async def device(request: web.Request) -> web.Response:
-    agent = request.app[AGENT]
+    ctx = request.app[CONTEXT]
     scope = scope_of(request)
-    apps = [a for a in agent.status.container_apps() if scope.allows(a.app_id)]
-    fields = agent.device_fields()
+    apps = [a for a in ctx.status.container_apps() if scope.allows(a.app_id)]
+    fields = ctx.device_fields()
     pending = any(a.update_status is not None and a.update_status in IN_PROGRESS for a in apps)
     out: dict[str, Any] = {
         "api_port": fields.get("api_port"),
@@ -116,7 +117,7 @@ async def device(request: web.Request) -> web.Response:
         "update_failed": any(
             a.update_status is not None and a.update_status in FAILED for a in apps
         )
-        or agent.status.target_error is not None,
+        or ctx.status.target_error is not None,
         "update_downloaded": any(
             a.update_status is not None
             and a.update_status.value in ("downloaded", "applying changes")
@@ -169,7 +170,7 @@ def legacy_service(action: ServiceAction) -> Handler:
             app, current = await actions.scoped_app(request, app_id)
             container = actions.pick_service(current, app, None, None)
         actions.require_in_target(app, container)  # 404 even here, as the reference
-        await actions.service_action(request.app[AGENT], app, container, action, force)
+        await actions.service_action(request.app[CONTEXT], app, container, action, force)
         return json_response({"containerId": container.id})
 
     return handle

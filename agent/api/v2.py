@@ -32,12 +32,11 @@ from agent.api.connectivity import (
     device_status_body,
     tunnel_state,
 )
-from agent.api.context import AGENT
+from agent.api.ports import CONTEXT, WindowVerdict
 from agent.device.info import vpn_state
 from agent.errors import Conflict, NotFound, StoreError
 from agent.model import CurrentState, ServiceStatus
 from agent.model.current import best_by_service
-from agent.reconcile.window_gate import Verdict
 
 OPENAPI = Path(__file__).with_name("openapi.json")
 _TAG_KEY_RE = re.compile(r"\s")
@@ -48,10 +47,10 @@ TAGS_BODY = "Invalid tags body, must be an object like `{[tagKey: string]: strin
 
 
 async def applications_state(request: web.Request) -> web.Response:
-    agent, scope = request.app[AGENT], scope_of(request)
-    base = agent.intake.base
+    ctx, scope = request.app[CONTEXT], scope_of(request)
+    base = ctx.targets.base
     out: dict[str, Any] = {}
-    for uuid, view in sorted(agent.status.apps.items()):
+    for uuid, view in sorted(ctx.status.apps.items()):
         if not scope.allows(view.app_id):
             continue
         spec = base.apps.get(uuid) if base is not None else None
@@ -76,11 +75,11 @@ async def applications_state(request: web.Request) -> web.Response:
 
 
 async def application_state(request: web.Request) -> web.Response:
-    agent = request.app[AGENT]
+    ctx = request.app[CONTEXT]
     app_id = app_id_of(request.match_info["appId"])
     # the reference's 409 for an app the device doesn't have
     app, _ = await _known_app(request, app_id, 409, f"Application ID does not exist: {app_id}")
-    view = agent.status.apps.get(app.uuid)
+    view = ctx.status.apps.get(app.uuid)
     release = app.spec.release if app.spec is not None else None
     services: dict[str, Any] = {}
     for name, svc in sorted(view.services.items()) if view is not None else ():
@@ -109,7 +108,7 @@ def service_action(action: actions.ServiceAction) -> Handler:
         app, current = await actions.scoped_app(request, app_id)
         container = actions.pick_service(current, app, name, image_id)
         actions.require_in_target(app, container)
-        await actions.service_action(request.app[AGENT], app, container, action, force)
+        await actions.service_action(request.app[CONTEXT], app, container, action, force)
         return text_response("OK")
 
     return handle
@@ -124,7 +123,7 @@ def app_action(purge: bool) -> Handler:
         # the reference's 503 (its internal-inconsistency error) for an app it doesn't have
         missing = f"Application with ID {app_id} is not in the current state"
         app, _ = await _known_app(request, app_id, 503, missing)
-        await actions.restart_app(request.app[AGENT], app, force, purge=purge)
+        await actions.restart_app(request.app[CONTEXT], app, force, purge=purge)
         return text_response("OK")
 
     return handle
@@ -143,10 +142,10 @@ async def _known_app(
 
 
 async def state_status(request: web.Request) -> web.Response:
-    agent, scope = request.app[AGENT], scope_of(request)
-    current = await actions.current_state(agent)
-    base = agent.intake.base
-    views = [v for v in agent.status.container_apps() if scope.allows(v.app_id)]
+    ctx, scope = request.app[CONTEXT], scope_of(request)
+    current = await actions.current_state(ctx)
+    base = ctx.targets.base
+    views = [v for v in ctx.status.container_apps() if scope.allows(v.app_id)]
     first = min(views, key=lambda v: v.app_id) if views else None
     containers, images, progress = [], [], []
     if first is not None:
@@ -184,7 +183,7 @@ async def state_status(request: web.Request) -> web.Response:
                 }
             )
     return success(
-        appState="applied" if agent.reconciler.converged.is_set() else "applying",
+        appState="applied" if ctx.apply.converged.is_set() else "applying",
         overallDownloadProgress=sum(progress) / len(progress) if progress else None,
         containers=containers,
         images=images,
@@ -200,8 +199,8 @@ def _iso(created: str) -> str | None:
 
 
 async def container_id(request: web.Request) -> web.Response:
-    agent, scope = request.app[AGENT], scope_of(request)
-    current = await actions.current_state(agent)
+    ctx, scope = request.app[CONTEXT], scope_of(request)
+    current = await actions.current_state(ctx)
     allowed = [c for c in current.containers if scope.allows(c.app_id)]
     best = {name: c.id for name, c in best_by_service(allowed).items()}
     name = request.query.get("serviceName") or request.query.get("service")
@@ -221,7 +220,7 @@ async def version(_request: web.Request) -> web.Response:
 
 
 async def device_name(request: web.Request) -> web.Response:
-    base = request.app[AGENT].intake.base
+    base = request.app[CONTEXT].targets.base
     return success(deviceName=base.name if base is not None else "")
 
 
@@ -234,14 +233,14 @@ async def device_vpn(request: web.Request) -> web.Response:
 
 
 def _config_vars(request: web.Request) -> dict[str, str]:
-    base = request.app[AGENT].intake.base
+    base = request.app[CONTEXT].targets.base
     return dict(base.config) if base is not None else {}
 
 
 async def get_tags(request: web.Request) -> web.Response:
     """The cloud's tags with the ones set here and not yet sent laid over them; the last known
     ones when the cloud can't be reached (the reference answers 500 then)."""
-    return success(tags=await request.app[AGENT].tags.view())
+    return success(tags=await request.app[CONTEXT].tags.view())
 
 
 async def patch_tags(request: web.Request) -> web.Response:
@@ -255,7 +254,7 @@ async def patch_tags(request: web.Request) -> web.Response:
         if not key:  # ours: the cloud has no tag without a key, it would be retried forever
             raise ApiError(400, "Tag keys cannot be empty")
     try:
-        await request.app[AGENT].tags.set(body)
+        await request.app[CONTEXT].tags.set(body)
     except StoreError as exc:
         raise ApiError(503, f"could not persist the device's tags: {exc}") from exc
     return json_response({"status": "success"}, status=202)
@@ -264,21 +263,21 @@ async def patch_tags(request: web.Request) -> web.Response:
 async def cleanup_volumes(request: web.Request) -> web.Response:
     """Remove the agent's volumes that no target app references (only the caller's app's,
     for an app-scoped key — the reference would remove other apps' too)."""
-    agent, scope = request.app[AGENT], scope_of(request)
-    base = agent.intake.base
+    ctx, scope = request.app[CONTEXT], scope_of(request)
+    base = ctx.targets.base
     referenced: set[tuple[int, str]] = set()
     for app in base.apps.values() if base is not None else ():
         if app.release is not None:
             referenced |= {(app.id, name) for name in app.release.volumes}
     removed = []
-    for volume in (await actions.current_state(agent)).volumes:
+    for volume in (await actions.current_state(ctx)).volumes:
         if not scope.allows(volume.app_id):
             continue
         name = volume.name.split("_", 1)[1] if "_" in volume.name else volume.name
         if (volume.app_id, name) in referenced:
             continue
         try:
-            await agent.engine.remove_volume(volume.name)
+            await ctx.engine.remove_volume(volume.name)
             removed.append(volume.name)
         except (NotFound, Conflict):
             continue  # gone already, or still used by a container
@@ -287,7 +286,7 @@ async def cleanup_volumes(request: web.Request) -> web.Response:
     return success()
 
 
-def _update_window(verdict: Verdict, now: float) -> dict[str, Any]:
+def _update_window(verdict: WindowVerdict, now: float) -> dict[str, Any]:
     """The update window as the latest apply pass saw it (agent/reconcile/window_gate.py)."""
     opens = verdict.next_open
     return {
@@ -301,8 +300,8 @@ def _update_window(verdict: Verdict, now: float) -> dict[str, Any]:
 
 async def agent_status(request: web.Request) -> web.Response:
     """Ours: everything `device-agent status` shows, from the status board."""
-    agent, scope, now = request.app[AGENT], scope_of(request), time.time()
-    status = agent.status
+    ctx, scope, now = request.app[CONTEXT], scope_of(request), time.time()
+    status = ctx.status
 
     def age(t: float | None) -> float | None:
         return None if t is None else round(max(0.0, now - t), 1)
@@ -333,16 +332,16 @@ async def agent_status(request: web.Request) -> web.Response:
                 ],
             }
         )
-    base = agent.intake.base
+    base = ctx.targets.base
     return success(
         device={
-            "uuid": agent.config.uuid,
+            "uuid": ctx.settings.device_uuid,
             "agentVersion": __version__,
             "supervisorVersion": SUPERVISOR_COMPAT_VERSION,
             "name": base.name if base is not None else "",
             "status": status.overall_status(),
-            "localMode": agent.local_mode,
-            "converged": agent.reconciler.converged.is_set(),
+            "localMode": ctx.targets.local_mode,
+            "converged": ctx.apply.converged.is_set(),
             "heartbeat": {
                 "lastPoll": status.last_poll,
                 "ageSeconds": age(status.last_poll),
@@ -357,7 +356,7 @@ async def agent_status(request: web.Request) -> web.Response:
             "connectivity": device_status_body(await current_view(request)),
             "targetError": status.target_error,
             "configErrors": list(status.config_errors),
-            "updateWindow": _update_window(agent.reconciler.window, now),
+            "updateWindow": _update_window(ctx.apply.window, now),
         },
         apps=apps,
     )

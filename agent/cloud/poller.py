@@ -3,6 +3,9 @@ instant trigger. A successful poll is the device's heartbeat.
 
 The ETag and the last accepted target are persisted together, so a restart without network
 still applies the last target, and a restart with network gets a 304 instead of the body.
+
+Every poll's outcome is published (`PollDone`): the connectivity monitor judges the heartbeat
+by it, metrics count it, and state a failed write left unsaved (API keys) gets its retry.
 """
 
 from __future__ import annotations
@@ -19,14 +22,15 @@ import structlog
 
 from agent.cloud.client import CloudClient
 from agent.errors import CloudError, StoreError
+from agent.events.bus import Bus
+from agent.events.kinds import PollDone
+from agent.local.targets import TARGET_KEY
 from agent.model.source import TargetSource
 from agent.retry import Backoff, poll_jitter
 from agent.status.board import StatusBoard
 from agent.store import Store
 
 log = structlog.get_logger("agent.poller")
-
-STORE_KEY = "target"
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,7 @@ class Poller:
         accept: Callable[[Any, TargetSource], bool],
         interval_s: Callable[[], float],
         rng: random.Random | None = None,
+        bus: Bus | None = None,
     ) -> None:
         """`accept(body, source)` hands a fetched target to the agent; it returns False when
         the document is unusable (it is then neither persisted nor its ETag kept)."""
@@ -53,18 +58,17 @@ class Poller:
         self._accept = accept
         self._interval_s = interval_s
         self._rng = rng or random.Random()
+        self._bus = bus if bus is not None else Bus()
         self._trigger = asyncio.Event()
         self._failures = 0
         self.etag: str | None = None
         self._unsaved: SavedTarget | None = None  # accepted but not persisted yet (full disk)
-        # called after every poll: other state a failed write left unsaved gets its retry here
-        self.after_poll: list[Callable[[], None]] = []
         self.polls = 0
         self.last_outcome: str | None = None
         self.last_attempt_at: float | None = None  # unix time a poll last started (health)
 
     def load_saved(self) -> SavedTarget | None:
-        saved = self._store.get(STORE_KEY)
+        saved = self._store.get(TARGET_KEY)
         if not isinstance(saved, dict) or "body" not in saved:
             return None
         self.etag = saved.get("etag")
@@ -98,6 +102,7 @@ class Poller:
                 attempt=self._failures,
                 retry_in_s=round(delay, 1),
             )
+            self._bus.publish(PollDone(ok=False, error=str(exc)))
             return delay
         self._failures = 0
         self._status.mark_poll(True)
@@ -114,6 +119,7 @@ class Poller:
                 await self._persist(SavedTarget(fetch.etag, fetch.body), retry=False)
             else:
                 self.etag = None
+        self._bus.publish(PollDone(ok=True, new_target=fetch.changed))
         return interval + poll_jitter(interval, self._rng)
 
     async def _persist(self, target: SavedTarget, retry: bool) -> None:
@@ -121,7 +127,7 @@ class Poller:
         target is still applied, and the write is tried again after each poll until it
         succeeds: a restart must never fall back to an older target than the one applied."""
         try:
-            await self._store.put_async(STORE_KEY, {"etag": target.etag, "body": target.body})
+            await self._store.put_async(TARGET_KEY, {"etag": target.etag, "body": target.body})
         except StoreError as exc:
             if not retry:
                 log.error("target_persist_failed", error=str(exc), retry="after each poll")
@@ -139,5 +145,3 @@ class Poller:
                 await asyncio.wait_for(self._trigger.wait(), timeout=delay)
             # a heartbeat persisted at most once per poll keeps restarts honest
             self._status.persist_heartbeat()
-            for retry in self.after_poll:
-                retry()

@@ -7,6 +7,8 @@
   *acknowledged* one, nothing is dropped — failed changes are merged into the next attempt.
 - The acknowledged report is persisted, so a restart doesn't resend what the cloud has, and
   with nothing changing no PATCH is sent at all.
+- It wakes on the bus's `StatusChanged` (the board) and `DeviceFieldsChanged` (a rotated API
+  key), and publishes `ReportFailed`.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import structlog
 
 from agent.cloud.client import CloudClient
 from agent.errors import CloudError, StoreError
+from agent.events.bus import Bus
+from agent.events.kinds import DeviceFieldsChanged, ReportFailed, StatusChanged
 from agent.retry import Backoff
 from agent.status.board import AppView, ServiceView, StatusBoard, Transition
 from agent.store import Store
@@ -101,7 +105,9 @@ class Reporter:
         status: StatusBoard,
         sources: ReportSources,
         clock: Callable[[], float] = time.monotonic,
+        bus: Bus | None = None,
     ) -> None:
+        """`bus`: the agent's (a bus of its own, never heard from, when None)."""
         self._client = client
         self._store = store
         self._status = status
@@ -115,6 +121,10 @@ class Reporter:
         self._failures = 0
         self._backoff = Backoff(base_s=1.0, cap_s=60.0)
         self.reports_sent = 0
+        self._bus = bus if bus is not None else Bus()
+        self._changed = asyncio.Event()  # something to report may have changed
+        self._bus.subscribe(StatusChanged, lambda _: self._changed.set())
+        self._bus.subscribe(DeviceFieldsChanged, lambda _: self._changed.set())
 
     # --- building -----------------------------------------------------------------------------
 
@@ -178,6 +188,7 @@ class Reporter:
                 attempt=self._failures,
                 retry_in_s=round(delay, 1),
             )
+            self._bus.publish(ReportFailed(str(exc)))
             return delay
         self._failures = 0
         return wait
@@ -206,14 +217,14 @@ class Reporter:
 
     async def run(self) -> None:
         while True:
-            self._status.changed.clear()
+            self._changed.clear()
             wait = await self.tick()
             if self._failures and wait is not None:
                 await asyncio.sleep(wait)  # backing off: changes wait for the retry
                 continue
             timeout = IDLE_CHECK_S if wait is None else max(0.05, wait)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._status.changed.wait(), timeout=timeout)
+                await asyncio.wait_for(self._changed.wait(), timeout=timeout)
 
     async def flush(self, timeout: float = 5.0) -> None:
         """Best effort on shutdown: send pending transitions and state."""

@@ -1,7 +1,8 @@
 """The connectivity monitor: looks at the cloudlink tunnel on a timer and on netlink link events
 (the verdict is agent/connectivity/cloudlink.py's), judges the heartbeat from the poller's
 results, and derives the device status the dashboard shows — logged on every change
-(`device_status_changed`) and kept on the status board."""
+(`device_status_changed`) and published on the bus (`DeviceStatusChanged`). It looks again at
+once when a poll finishes or an update status changes (`PollDone`, `UpdateStatusChanged`)."""
 
 from __future__ import annotations
 
@@ -25,8 +26,10 @@ from agent.connectivity.cloudlink import (
     VpnKind,
     vpn_config,
 )
+from agent.events.bus import Bus
+from agent.events.kinds import DeviceStatusChanged, PollDone, UpdateStatusChanged
+from agent.model.device_status import Links, StatusView, derive
 from agent.status.board import StatusBoard
-from agent.status.device import Links, StatusView, derive
 
 log = structlog.get_logger("agent.connectivity")
 
@@ -66,7 +69,9 @@ class ConnectivityMonitor:
         connectivity_check: Callable[[], bool],
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] | None = None,
+        bus: Bus | None = None,
     ) -> None:
+        """`bus`: the agent's (a bus of its own, never heard from, when None)."""
         self._vpn = vpn
         self._status = status
         self._api = api_endpoint
@@ -79,6 +84,9 @@ class ConnectivityMonitor:
         self.view: ConnectivityView | None = None
         self.probes = 0
         self.cloudlink = Cloudlink(vpn, clock, self._mono)
+        self._bus = bus if bus is not None else Bus()
+        self._bus.subscribe(PollDone, lambda _: self.poke())
+        self._bus.subscribe(UpdateStatusChanged, lambda _: self.poke())
 
     def poke(self) -> None:
         """Re-derive now (a poll finished, a link changed)."""
@@ -136,7 +144,6 @@ class ConnectivityMonitor:
         )
         previous = self.view
         self.view = view
-        self._status.connectivity = view
         if previous is None or _gist(previous.view) != _gist(view.view):
             log.info(
                 "device_status_changed",
@@ -146,6 +153,7 @@ class ConnectivityMonitor:
                 heartbeat_ok=heartbeat_ok,
                 cloudlink_ok=cloudlink.ok,
             )
+            self._bus.publish(DeviceStatusChanged(view.view, heartbeat_ok, cloudlink.ok))
         return view
 
     async def run(self) -> None:

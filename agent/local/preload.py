@@ -23,20 +23,16 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import structlog
 
-from agent.cloud.poller import STORE_KEY as TARGET_KEY
 from agent.errors import EngineError, StoreError, TargetStateError
 from agent.local.intake import STORE_KEY as LOCAL_TARGET_KEY
-from agent.model import parse_target
+from agent.local.targets import TARGET_KEY
+from agent.model import CurrentState, parse_target
 from agent.model.target import raw_services
 from agent.store import Store
-
-if TYPE_CHECKING:
-    from agent.engine.docker import DockerEngine
-    from agent.reconcile.executor import ManagedImages
 
 log = structlog.get_logger("agent.preload")
 
@@ -143,7 +139,19 @@ def _images(apps: dict[str, Any]) -> frozenset[str]:
     return frozenset(i for i in images if isinstance(i, str) and i)
 
 
-async def adopt_images(engine: DockerEngine, managed: ManagedImages, refs: frozenset[str]) -> None:
+class _Engine(Protocol):
+    async def current_state(self, managed_image_ids: frozenset[str]) -> CurrentState: ...
+
+
+class _Managed(Protocol):
+    """The ids of the images the agent owns (agent/reconcile/executor.py ManagedImages)."""
+
+    @property
+    def ids(self) -> set[str]: ...
+    def add(self, image_id: str) -> None: ...
+
+
+async def adopt_images(engine: _Engine, managed: _Managed, refs: frozenset[str]) -> None:
     """The preloaded images the engine has become the agent's own, as the reference saves
     them: removed like any image it pulled once no target uses them. (One list call, in a
     worker thread, like every engine read of the apply loop.)"""

@@ -31,6 +31,8 @@ from agent.errors import (
     NotFound,
     PullError,
 )
+from agent.events.bus import Bus
+from agent.events.kinds import PullStarted, UpdateLockHeld
 from agent.locks import AgentLocks, LockHeld, clear_handover, holder_fields
 from agent.model import AppSpec, CurrentState, ServiceSpec
 from agent.model.current import (
@@ -165,10 +167,18 @@ def subject(step: Step) -> dict[str, str]:
 
 
 class Executor:
-    def __init__(self, engine: EnginePort, device: DeviceContext, images: ManagedImages) -> None:
+    def __init__(
+        self,
+        engine: EnginePort,
+        device: DeviceContext,
+        images: ManagedImages,
+        bus: Bus | None = None,
+    ) -> None:
+        """`bus`: the agent's, told of pulls and held locks (a bus of its own when None)."""
         self.engine = engine
         self.device = device
         self.images = images
+        self._bus = bus if bus is not None else Bus()
         self.supervisor_network: SupervisorNetwork | None = None  # set by the daemon
 
     async def run(
@@ -249,6 +259,7 @@ class Executor:
                 )
             except LockHeld as exc:
                 log.info("lock_held", **holder_fields(exc.holder))
+                self._bus.publish(UpdateLockHeld(exc.holder.app_id, exc.holder.service))
                 skipped[app_id] = exc
                 continue
             except OSError as exc:
@@ -299,6 +310,7 @@ class Executor:
             loop.call_soon_threadsafe(progress, step, percent, nbytes)
 
         log.info("pull_started", image=step.image, services=list(step.services))
+        self._bus.publish(PullStarted(step.image))
         try:
             image_id = await self.engine.pull(step.image, on_progress, cancel)
         except PullError as exc:

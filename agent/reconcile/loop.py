@@ -21,6 +21,8 @@ import structlog
 from agent.engine.adopt import Judgement, adopt
 from agent.engine.port import CONNECTED, EnginePort
 from agent.errors import AgentError, EngineError, InsufficientSpace
+from agent.events.bus import Bus
+from agent.events.kinds import DownloadProgress, UpdateLockHeld, UpdateLockReleased
 from agent.locks import (
     EntryKind,
     LockHolder,
@@ -63,8 +65,12 @@ class Reconciler:
         override_lock: Callable[[], bool],
         max_pull_attempts: int = 5,
         window: Callable[[], Verdict] | None = None,
+        bus: Bus | None = None,
     ) -> None:
+        """`bus`: the agent's, told of download progress and update locks (a bus of its own
+        when None)."""
         self._engine = engine
+        self._bus = bus if bus is not None else Bus()
         self._executor = executor
         self._status = status
         self._images = images
@@ -416,6 +422,7 @@ class Reconciler:
                 percent=percent,
                 bytes=nbytes,
             )
+        self._bus.publish(DownloadProgress(step.app_uuid, step.image, percent, nbytes))
         self._status.set_download_progress(step.app_uuid, step.services, percent)
 
     def _publish(
@@ -474,11 +481,13 @@ class Reconciler:
             if seen[app_id] != self._locks_seen.get(app_id):
                 for holder in holders:
                     log.info("lock_held", **holder_fields(holder))
+                    self._bus.publish(UpdateLockHeld(app_id, holder.service))
                     if holder.kind is not EntryKind.FILE:
                         # not a lock file but something at its name: held all the same
                         log.warning("lock_entry_unexpected", **holder_fields(holder))
         for app_id in self._locks_seen.keys() - seen.keys():
             log.info("lock_released", app_id=app_id)
+            self._bus.publish(UpdateLockReleased(app_id))
         self._locks_seen = seen
 
 

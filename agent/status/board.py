@@ -7,25 +7,26 @@ metrics all read it; none computes its own view.
 Every update-status transition is queued for the reporter in order — the dashboard's "update
 status duration" needs each one — and when a pass skips a stage (downloading straight to
 applying changes) the skipped stage is recorded too, so the cloud always sees the full chain.
+
+It tells the rest of the agent on the bus: `UpdateStatusChanged` for each step of the chain
+(metrics time the update; the connectivity monitor re-derives the device status),
+`StatusChanged` for any change the reporter should send.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 
+from agent.events.bus import Bus
+from agent.events.kinds import StatusChanged, UpdateStatusChanged
 from agent.model import ServiceStatus, UpdateStatus
 from agent.model.update_status import IN_PROGRESS
 from agent.store import LatestWriter, Store
-
-if TYPE_CHECKING:
-    from agent.connectivity.monitor import ConnectivityView
 
 log = structlog.get_logger("agent.status")
 
@@ -83,8 +84,10 @@ def expand_transition(old: UpdateStatus | None, new: UpdateStatus) -> list[Updat
 
 
 class StatusBoard:
-    def __init__(self, store: Store, clock: Any = time.time) -> None:
+    def __init__(self, store: Store, bus: Bus | None = None, clock: Any = time.time) -> None:
+        """`bus`: where changes are published (a bus of its own when nobody listens)."""
         self._store = store
+        self._bus = bus if bus is not None else Bus()
         self._clock = clock
         self.apps: dict[str, AppView] = {}
         self.last_poll: float | None = None  # the heartbeat: last successful target fetch
@@ -94,12 +97,7 @@ class StatusBoard:
         self.target_error: str | None = None
         self.config_errors: list[str] = []
         self.transitions: deque[Transition] = deque()
-        self.connectivity: ConnectivityView | None = None  # set by the connectivity monitor
-        # told of every poll outcome and update-status change (the connectivity monitor,
-        # whose device status depends on both); not of download progress
-        self.listeners: list[Callable[[], None]] = []
         self._seq = 0
-        self.changed = asyncio.Event()
         self._writer = LatestWriter(
             store, STORE_KEY, lambda exc: log.error("status_persist_failed", error=str(exc))
         )
@@ -152,12 +150,8 @@ class StatusBoard:
         """Wait until the latest status is on disk (shutdown)."""
         await self._writer.flush()
 
-    def _tell_listeners(self) -> None:
-        for listener in self.listeners:
-            listener()
-
     def _notify(self) -> None:
-        self.changed.set()
+        self._bus.publish(StatusChanged())
 
     # --- writers ------------------------------------------------------------------------------
 
@@ -222,6 +216,7 @@ class StatusBoard:
             return
         old = view.update_status if same_release else None
         now = self._clock()
+        published: list[UpdateStatusChanged] = []
         for step in expand_transition(old, status):
             self._seq += 1
             self.transitions.append(Transition(app_uuid, release_uuid, step, now, self._seq))
@@ -234,6 +229,9 @@ class StatusBoard:
                 status=step.value,
                 since=now,
                 reason=reason,
+            )
+            published.append(
+                UpdateStatusChanged(app_uuid, release_uuid, step, view.update_status, now)
             )
             view = replace(view, update_status=step)
         current = view.current_release_uuid
@@ -250,8 +248,9 @@ class StatusBoard:
             services=services,
         )
         self._persist()
+        for event in published:  # once the board shows the new status
+            self._bus.publish(event)
         self._notify()
-        self._tell_listeners()
 
     def set_reason(self, app_uuid: str, reason: str | None) -> None:
         """Why the app is where it is (e.g. an apply pass failed), its status unchanged."""
@@ -310,7 +309,6 @@ class StatusBoard:
             self.last_poll_error = None
         else:
             self.last_poll_error = error
-        self._tell_listeners()
         self._notify()
 
     def mark_report(self, ok: bool, error: str | None = None) -> None:

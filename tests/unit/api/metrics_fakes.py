@@ -1,4 +1,4 @@
-"""An agent as the metrics endpoint reads it: one app downloading behind a lock, a cloudlink
+"""The API context as the metrics endpoint reads it: one app downloading behind a lock, a cloudlink
 without a handshake, a closed update window."""
 
 import time
@@ -7,9 +7,9 @@ from types import SimpleNamespace
 from agent.connectivity.cloudlink import VpnKind
 from agent.connectivity.monitor import CloudlinkView, ConnectivityView
 from agent.model import UpdateStatus
+from agent.model.device_status import Links, derive
 from agent.reconcile.window_gate import Verdict
 from agent.status.board import AppView, ServiceView
-from agent.status.device import Links, derive
 
 
 def fake_agent():
@@ -34,7 +34,7 @@ def fake_agent():
     )
     return SimpleNamespace(
         status=SimpleNamespace(apps={"a1": app}, last_poll=None, last_report=1.0),
-        reconciler=SimpleNamespace(
+        apply=SimpleNamespace(
             last_plan=plan,
             converged=SimpleNamespace(is_set=lambda: False),
             window=Verdict(hold="waiting for the update window", next_open=time.time() + 3600),
@@ -42,5 +42,5 @@ def fake_agent():
         poller=SimpleNamespace(polls=7),
         reporter=SimpleNamespace(reports_sent=3),
         connectivity=SimpleNamespace(view=view),
-        local_mode=False,
+        targets=SimpleNamespace(local_mode=False),
     )

@@ -7,16 +7,12 @@ import pytest
 from aiohttp import web
 
 from agent.api.access import ROUTES, Access, check_table, registered
-from agent.api.context import HostActions
-from agent.api.metrics import AgentMetrics
-from agent.api.server import make_app
-from testbed.hoststandin import RecordingHost
-from tests.unit.api.fakes import fake_agent, run
+from tests.unit.api.fakes import build_app, fake_agent, run
 
 
 def built_app(tmp_path):
-    agent, _ = fake_agent(tmp_path)
-    return make_app(agent, HostActions(RecordingHost(tmp_path / "host.jsonl")), AgentMetrics(agent))
+    ctx, _ = fake_agent(tmp_path)
+    return build_app(ctx, tmp_path)
 
 
 def test_every_route_of_the_app_has_exactly_one_entry(tmp_path):

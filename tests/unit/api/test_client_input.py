@@ -17,10 +17,7 @@ from structlog.testing import capture_logs
 
 from agent.api import server
 from agent.api.common import decimal
-from agent.api.context import HostActions
-from agent.api.metrics import AgentMetrics
-from testbed.hoststandin import RecordingHost
-from tests.unit.api.fakes import ApiTestServer, fake_agent, run
+from tests.unit.api.fakes import ApiTestServer, build_app, fake_agent, run
 
 
 @given(st.text(max_size=20))
@@ -117,9 +114,7 @@ def test_key_bytes_that_are_not_utf8_are_just_a_wrong_key(tmp_path):
 def test_a_bug_is_a_json_500_logged_once_per_kind(tmp_path, monkeypatch):
     monkeypatch.setattr(server, "_SEEN_ERRORS", {})
     agent, _ = fake_agent(tmp_path)
-    app = server.make_app(
-        agent, HostActions(RecordingHost(tmp_path / "host.jsonl")), AgentMetrics(agent)
-    )
+    app = build_app(agent, tmp_path)
 
     async def broken(_request):
         raise KeyError("boom")

@@ -16,12 +16,10 @@ from aiohttp.test_utils import TestClient
 from structlog.testing import capture_logs
 
 from agent.api import loghub, streams
-from agent.api.context import HostActions
 from agent.api.metrics import AgentMetrics
-from agent.api.server import make_app
+from agent.events.bus import Bus
 from agent.model.current import ContainerState, ContainerStatus, CurrentState
-from testbed.hoststandin import RecordingHost
-from tests.unit.api.fakes import ApiTestServer, fake_agent
+from tests.unit.api.fakes import ApiTestServer, build_app, fake_context
 from tests.unit.api.metrics_fakes import fake_agent as metrics_agent
 
 LINES = 60_000
@@ -82,9 +80,8 @@ class LogEngine:
 
 
 def run(tmp_path: Path, engine: LogEngine, check) -> None:
-    agent, _ = fake_agent(tmp_path)
-    agent.engine = engine
-    app = make_app(agent, HostActions(RecordingHost(tmp_path / "host.jsonl")), AgentMetrics(agent))
+    agent = fake_context(tmp_path, engine=engine)
+    app = build_app(agent, tmp_path)
 
     async def go():
         async with TestClient(ApiTestServer(app)) as client:
@@ -153,7 +150,7 @@ def test_a_client_that_never_reads_costs_a_bounded_queue_and_drops_are_counted(t
                 elif not line["isSystem"]:
                     received += 1
         assert received + dropped == LINES and dropped > 0
-        scraped = AgentMetrics(metrics_agent()).render().decode()  # what /metrics serves
+        scraped = AgentMetrics(metrics_agent(), Bus()).render().decode()  # what /metrics serves
         counted = next(
             float(line.split()[1])
             for line in scraped.splitlines()

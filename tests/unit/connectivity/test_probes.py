@@ -4,8 +4,8 @@ from agent.connectivity.monitor import ConnectivityMonitor, vpn_config
 from agent.connectivity.openvpn import parse_state
 from agent.connectivity.wireguard import WireGuardState, parse_uapi
 from agent.errors import ConfigError
+from agent.model.device_status import DeviceStatus
 from agent.status.board import StatusBoard
-from agent.status.device import DeviceStatus
 from agent.store import Store
 
 UAPI = """private_key=aa

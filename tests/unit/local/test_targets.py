@@ -12,13 +12,9 @@ from agent.model import TargetState
 from agent.model.contracts import DeviceContract
 from agent.model.source import TargetSource
 from agent.store import Store
-from tests.unit.local.test_intake import UUID, app
+from tests.unit.local.documents import UUID, app, doc
 
 CONTRACT = DeviceContract(supervisor_version="17.0.0", device_type="generic", device_arch="amd64")
-
-
-def doc(apps: dict[str, Any], config: dict[str, str] | None = None) -> dict[str, Any]:
-    return {UUID: {"name": "d", "config": config or {}, "apps": apps}}
 
 
 def make(tmp_path, local_mode=False, adjust=lambda body: body):

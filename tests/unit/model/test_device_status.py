@@ -1,8 +1,8 @@
 import pytest
 
-from agent.status.device import DeviceStatus as D
-from agent.status.device import LegacyStatus as L
-from agent.status.device import Links, derive
+from agent.model.device_status import DeviceStatus as D
+from agent.model.device_status import LegacyStatus as L
+from agent.model.device_status import Links, derive
 
 
 @pytest.mark.parametrize(
