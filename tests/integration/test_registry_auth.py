@@ -4,7 +4,6 @@ as balena's supervisor pulls them; a key the registry refuses aborts the release
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import tempfile
 from collections.abc import Iterator
@@ -59,19 +58,16 @@ def _target(release_uuid: str, release_id: int, image: PublishedImage) -> dict:
     return demo_target(release_uuid, release_id, {"main": main})
 
 
-def test_the_registry_itself_wants_credentials(auth_registry, private):
+async def test_the_registry_itself_wants_credentials(auth_registry, private):
     """The test bed is what it claims: no anonymous reads, and the size lookup the agent does
     before a pull reads the real registry with the pull's credentials (and only with them)."""
     v1 = private[0]
     auth_registry.set_users(_users(auth_registry, d_dev="right-key"))
     host = auth_registry.address
-
-    def size(auth: RegistryAuth | None) -> int | None:
-        return asyncio.run(download_size(v1.ref_by_digest, auth))
-
-    assert size(RegistryAuth(host, "d_dev", "right-key")) == v1.size
-    assert size(RegistryAuth(host, "d_dev", "wrong-key")) is None
-    assert size(None) is None
+    ref = v1.ref_by_digest
+    assert await download_size(ref, RegistryAuth(host, "d_dev", "right-key")) == v1.size
+    assert await download_size(ref, RegistryAuth(host, "d_dev", "wrong-key")) is None
+    assert await download_size(ref, None) is None
 
 
 def test_private_images_pull_with_the_device_key_and_a_refused_key_aborts(
