@@ -301,7 +301,12 @@ class Agent:
         await self.supervisor.drain(SHUTDOWN_GRACE_S)
         with contextlib.suppress(TimeoutError):  # the latest status and images on disk
             await asyncio.wait_for(
-                asyncio.gather(self.status.flush(), self.images.flush(), self.rollback.flush()),
+                asyncio.gather(
+                    self.status.flush(),
+                    self.images.flush(),
+                    self.rollback.flush(),
+                    self.keys.drain(),  # a key regenerated just before the stop
+                ),
                 SHUTDOWN_GRACE_S,
             )
         await self.reporter.flush(timeout=2.0)

@@ -11,6 +11,8 @@ Two kinds of numbers:
 
 from __future__ import annotations
 
+import asyncio
+import importlib
 import math
 import time
 from collections.abc import Iterator
@@ -40,6 +42,14 @@ class AgentMetrics:
         self.flows = Flows()
         self.flows.subscribe(bus)
 
+    async def scrape(self) -> bytes:
+        """`render` for GET /metrics. The first scrape loads prometheus_client (and the log
+        hub's module) in a worker thread: importing them on the event loop blocked it for over
+        100 ms. The numbers are read on the loop, where they change."""
+        if self._registry is None:
+            await asyncio.to_thread(_load_scrape_modules)
+        return self.render()
+
     def render(self) -> bytes:
         from prometheus_client.exposition import generate_latest
 
@@ -52,6 +62,20 @@ class AgentMetrics:
             self._registry.register(FlowFamilies(self.flows, lambda: STATS.lines))
             self._registry.register(_Levels(self._ctx))
         return generate_latest(self._registry)
+
+
+_SCRAPE_MODULES = (
+    "prometheus_client.exposition",
+    "prometheus_client.registry",
+    "prometheus_client.core",
+    "prometheus_client.utils",
+    "agent.api.loghub",
+)
+
+
+def _load_scrape_modules() -> None:
+    for name in _SCRAPE_MODULES:
+        importlib.import_module(name)
 
 
 class _Levels:

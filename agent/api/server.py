@@ -149,7 +149,7 @@ def make_app(ctx: ApiContext, host: HostActions, metrics: AgentMetrics) -> web.A
     app[HOST] = host
 
     async def prometheus(request: web.Request) -> web.Response:
-        return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+        return web.Response(body=await metrics.scrape(), headers={"Content-Type": CONTENT_TYPE})
 
     v1.add_routes(app)
     v2.add_routes(app)
