@@ -9,9 +9,10 @@ in use, a created container that isn't running, a stop that exits 0.
 
 It runs in the test's own event loop (no threads, no sleeps unless a test holds a pull). A test
 can make a pull fail (`fail_pull`), hold it until released (`hold_pull`), crash a container
-(`crash`), stop a container change halfway (`gate`), or take the whole engine down (`die`) and
-bring it back (`revive`). `calls` records every change made to it, in order, as (action,
-object) pairs.
+(`crash`), set what a healthcheck says (`health_on_start`, `set_health`), act as a service
+does when started (`on_start`), stop a container change halfway (`gate`), or take the whole
+engine down (`die`) and bring it back (`revive`). `calls` records every change made to it, in
+order, as (action, object) pairs.
 
 Ids come from the planner simulator's scheme (tests/unit/reconcile/sim.py `image_id_for`), so
 the factories' engine objects and this engine's agree.
@@ -33,7 +34,7 @@ from agent.engine.port import CONNECTED
 from agent.errors import Conflict, EngineUnavailable, NotFound, PullError
 from agent.model import CurrentState, ImageState, normalize_image_ref
 from agent.model.compose_options import IpamPool
-from agent.model.current import LABEL_SUPERVISED
+from agent.model.current import LABEL_SUPERVISED, ContainerState
 from tests.unit.reconcile.sim import EXIT_LABEL, image_id_for
 
 
@@ -48,12 +49,16 @@ class FakeContainer:
     state: str = "created"  # created | running | exited
     exit_code: int | None = None
     healthcheck: bool = False
+    health: str = "healthy"  # with a healthcheck: starting | healthy | unhealthy
+    dies: int = 0  # `die` events so far
+    started_at: str = "0001-01-01T00:00:00Z"  # as an inspect shows one never started
 
     def raw(self) -> dict[str, Any]:
         """As GET /containers/json lists it."""
+        shown = {"starting": "health: starting"}.get(self.health, self.health)
         status = {
             "created": "Created",
-            "running": "Up 2 seconds" + (" (healthy)" if self.healthcheck else ""),
+            "running": "Up 2 seconds" + (f" ({shown})" if self.healthcheck else ""),
             "exited": f"Exited ({self.exit_code}) 1 second ago",
         }[self.state]
         return {
@@ -88,7 +93,7 @@ class Gate:
 
 @dataclass
 class FakeEngine:
-    containers: dict[str, FakeContainer] = field(default_factory=dict)
+    by_id: dict[str, FakeContainer] = field(default_factory=dict)  # the containers
     images: dict[str, set[str]] = field(default_factory=dict)  # id -> normalized refs
     volumes: dict[str, dict[str, str]] = field(default_factory=dict)  # name -> labels
     networks: dict[str, dict[str, str]] = field(default_factory=dict)  # name -> labels
@@ -98,6 +103,8 @@ class FakeEngine:
     _rules: dict[str, PullRule] = field(default_factory=dict)
     _gates: list[Gate] = field(default_factory=list)
     _streams: list[asyncio.Queue[str | None]] = field(default_factory=list)
+    _health_on_start: dict[str, str] = field(default_factory=dict)  # name prefix -> health
+    _on_start: list[tuple[str, Callable[[FakeContainer], None]]] = field(default_factory=list)
     _seq: Iterator[int] = field(default_factory=lambda: itertools.count(1))
 
     # --- what a test does to it -------------------------------------------------------------
@@ -123,9 +130,25 @@ class FakeEngine:
 
     def crash(self, name_prefix: str, exit_code: int = 1) -> None:
         """The running container whose name starts with `name_prefix` exits on its own."""
-        c = next(c for c in self.containers.values() if c.name.startswith(name_prefix))
+        c = next(c for c in self.by_id.values() if c.name.startswith(name_prefix))
         c.state, c.exit_code = "exited", exit_code
-        self._event("die")
+        self._died(c)
+
+    def health_on_start(self, name_prefix: str, health: str) -> None:
+        """Containers (with a healthcheck) whose name starts with `name_prefix` report `health`
+        (starting, unhealthy) once started, instead of healthy at once."""
+        self._health_on_start[name_prefix] = health
+
+    def set_health(self, name_prefix: str, health: str) -> None:
+        """The healthcheck of the container whose name starts with `name_prefix` now says
+        `health`."""
+        c = next(c for c in self.by_id.values() if c.name.startswith(name_prefix))
+        c.health = health
+
+    def on_start(self, name_prefix: str, action: Callable[[FakeContainer], None]) -> None:
+        """Run `action` (as the service would, e.g. write handover-complete) each time a
+        container whose name starts with `name_prefix` is started."""
+        self._on_start.append((name_prefix, action))
 
     def die(self) -> None:
         """The engine goes away: every call fails, the event streams end."""
@@ -140,7 +163,7 @@ class FakeEngine:
         """service name -> release uuid of the running containers (from the labels/name)."""
         return {
             c.service_name: c.release_uuid
-            for c in (_container_state(x.raw()) for x in self.containers.values())
+            for c in (_container_state(x.raw()) for x in self.by_id.values())
             if c is not None and c.running
         }
 
@@ -152,7 +175,7 @@ class FakeEngine:
 
     async def current_state(self, managed_image_ids: frozenset[str]) -> CurrentState:
         self._alive()
-        states = (_container_state(c.raw()) for c in self.containers.values())
+        states = (_container_state(c.raw()) for c in self.by_id.values())
         return CurrentState(
             containers=tuple(c for c in states if c is not None),
             images=tuple(
@@ -167,6 +190,36 @@ class FakeEngine:
                 for n, labels in self.networks.items()
             ),
         )
+
+    async def containers(self) -> tuple[ContainerState, ...]:
+        self._alive()
+        states = (_container_state(c.raw()) for c in self.by_id.values())
+        return tuple(c for c in states if c is not None)
+
+    async def inspect_container(self, container_id: str) -> dict[str, Any] | None:
+        self._alive()
+        c = self.by_id.get(container_id)
+        if c is None:
+            return None
+        health = {"Health": {"Status": c.health}} if c.healthcheck else {}
+        return {
+            "State": {
+                "Status": c.state,
+                "ExitCode": c.exit_code or 0,
+                "StartedAt": c.started_at,
+                **health,
+            },
+            "RestartCount": 0,
+            "Config": {"Healthcheck": {"Test": ["CMD", "true"]}} if c.healthcheck else {},
+        }
+
+    def last_exit_code(self, container_id: str) -> int | None:
+        c = self.by_id.get(container_id)
+        return c.exit_code if c is not None and c.dies else None
+
+    def die_count(self, container_id: str) -> int:
+        c = self.by_id.get(container_id)
+        return c.dies if c is not None else 0
 
     async def container_events(self) -> AsyncIterator[str]:
         self._alive()
@@ -222,7 +275,7 @@ class FakeEngine:
         self._alive()
         if image_id not in self.images:
             raise NotFound(f"remove image {image_id[:19]}: no such image")
-        users = [c.name for c in self.containers.values() if c.image_id == image_id]
+        users = [c.name for c in self.by_id.values() if c.image_id == image_id]
         if users:
             raise Conflict(f"remove image {image_id[:19]}: in use by {users}")
         del self.images[image_id]
@@ -261,7 +314,7 @@ class FakeEngine:
 
     async def create_container(self, spec: ContainerSpec, network_mode: str | None) -> str:
         await self._pass_gate("create", spec.name)
-        if any(c.name == spec.name for c in self.containers.values()):
+        if any(c.name == spec.name for c in self.by_id.values()):
             raise Conflict(f"create container {spec.name}: the name is already in use")
         norm = normalize_image_ref(spec.image)
         image_id = next((i for i, refs in self.images.items() if norm in refs), None)
@@ -277,7 +330,7 @@ class FakeEngine:
             created=int(time.time()),  # as dockerd lists it: unix seconds
             healthcheck=bool(spec.create.get("healthcheck")),
         )
-        self.containers[container.id] = container
+        self.by_id[container.id] = container
         self.calls.append(("create", spec.name))
         return container.id
 
@@ -287,11 +340,17 @@ class FakeEngine:
         self.calls.append(("start", c.name))
         if c.state == "running":
             return
+        c.started_at = "2026-12-04T00:00:00Z"
         if EXIT_LABEL in c.labels:  # a one-shot: it has run and exited by now
             c.state, c.exit_code = "exited", int(c.labels[EXIT_LABEL])
-            self._event("die")
+            self._died(c)
             return
         c.state, c.exit_code = "running", None
+        prefix = next((p for p in self._health_on_start if c.name.startswith(p)), None)
+        c.health = self._health_on_start[prefix] if prefix is not None else "healthy"
+        for prefix, action in self._on_start:
+            if c.name.startswith(prefix):
+                action(c)
 
     async def stop(self, container_id: str, timeout: int | None = None) -> None:
         await self._pass_gate("stop", self._name(container_id))
@@ -299,24 +358,24 @@ class FakeEngine:
         self.calls.append(("stop", c.name))
         if c.state == "running":
             c.state, c.exit_code = "exited", 0
-            self._event("die")
+            self._died(c)
 
     async def kill_and_remove(self, container_id: str, timeout: int | None = None) -> None:
         await self._pass_gate("kill", self._name(container_id))
-        c = self.containers.get(container_id)
+        c = self.by_id.get(container_id)
         if c is None:
             return
         self.calls.append(("kill", c.name))
         if c.state == "running":
             c.state, c.exit_code = "exited", 137
-            self._event("die")
-        del self.containers[container_id]
+            self._died(c)
+        del self.by_id[container_id]
         self._event("destroy")
 
     async def rename(self, container_id: str, name: str) -> None:
         await self._pass_gate("rename", self._name(container_id))
         c = self._container(container_id, "rename container")
-        if any(x.name == name and x is not c for x in self.containers.values()):
+        if any(x.name == name and x is not c for x in self.by_id.values()):
             raise Conflict(f"rename container: the name {name} is already in use")
         self.calls.append(("rename", f"{c.name} -> {name}"))
         c.name = name
@@ -328,7 +387,7 @@ class FakeEngine:
             raise EngineUnavailable("engine unavailable: connection refused")
 
     def _name(self, container_id: str) -> str:
-        c = self.containers.get(container_id)
+        c = self.by_id.get(container_id)
         return c.name if c is not None else ""
 
     async def _pass_gate(self, action: str, name: str) -> None:
@@ -346,10 +405,14 @@ class FakeEngine:
 
     def _container(self, container_id: str, what: str) -> FakeContainer:
         self._alive()
-        c = self.containers.get(container_id)
+        c = self.by_id.get(container_id)
         if c is None:
             raise NotFound(f"{what}: no such container {container_id[:12]}")
         return c
+
+    def _died(self, c: FakeContainer) -> None:
+        c.dies += 1
+        self._event("die")
 
     def _event(self, action: str) -> None:
         for queue in self._streams:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from agent.model import TargetState, normalize_image_ref
 from tests.fakes.rig import Rig
@@ -16,6 +17,20 @@ def two_services(rel: str, rid: int, tag: str) -> TargetState:
         "web": svc(f"reg.test/web:{tag}", composition={"depends_on": ["db"]}),
     }
     return target({"a1": app(1, release(rel, services, rid=rid, volumes={"data": {}}))})
+
+
+def web_only(
+    rel: str,
+    rid: int,
+    tag: str,
+    strategy: str | None = None,
+    labels: dict[str, str] | None = None,
+    **composition: Any,
+) -> TargetState:
+    """One service, web, at reg.test/web:`tag`, with that update strategy (label)."""
+    labels = {**(labels or {}), **({"io.balena.update.strategy": strategy} if strategy else {})}
+    web = svc(f"reg.test/web:{tag}", labels=labels, composition=composition)
+    return target({"a1": app(1, release(rel, {"web": web}, rid=rid))})
 
 
 R1 = two_services("r1", 1, "1")
@@ -44,3 +59,22 @@ async def r2_with_web_pull_held(rig: Rig) -> asyncio.Event:
     rig.deploy(R2)
     await rig.until(lambda: WEB2 in rig.engine.pulling, "web:2 pulling")
     return release_web
+
+
+def main_aux(rel: str, rid: int, tag: str) -> TargetState:
+    """The fault suite's release (tests/faults/scenario.py): main (download-then-kill, named
+    volume `data`) and aux (hand-over), both at `tag`."""
+    handover = {
+        "io.balena.update.strategy": "hand-over",
+        "io.balena.update.handover-timeout": "30000",
+    }
+    services = {
+        "main": svc(
+            f"reg.test/main:{tag}",
+            id=1,
+            image_id=rid * 10 + 1,
+            composition={"volumes": ["data:/data"]},
+        ),
+        "aux": svc(f"reg.test/aux:{tag}", id=2, image_id=rid * 10 + 2, labels=handover),
+    }
+    return target({"a1": app(1, release(rel, services, rid=rid, volumes={"data": {}}))})

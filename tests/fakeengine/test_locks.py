@@ -1,0 +1,49 @@
+"""Update locks on the in-memory engine: the legacy lock name holds an update as the current one
+does, and the fleet's override-lock setting lets it through, removing the apps' lock files.
+(The app's lock held and released: tests/fakeengine/test_apply.py.)"""
+
+from __future__ import annotations
+
+import asyncio
+
+from structlog.testing import capture_logs
+
+from agent.model import UpdateStatus
+from tests.fakes.releases import R2, on_r1
+from tests.fakes.rig import Rig
+
+
+async def test_the_legacy_resin_lock_name_holds_the_update_until_removed(tmp_path) -> None:
+    async with Rig(tmp_path) as rig:
+        await on_r1(rig)
+        # /tmp/resin/resin-updates.lock in the container: the same host directory
+        lock = rig.lock_dir / "1" / "db" / "resin-updates.lock"
+        lock.write_text("")
+        rig.deploy(R2)
+        await rig.until(lambda: rig.status("a1") is UpdateStatus.DOWNLOADED, "downloaded")
+        await asyncio.sleep(0.05)
+        view = rig.board.app("a1")
+        assert view is not None and view.reason == "update lock held by db"
+        assert rig.engine.running() == {"db": "r1", "web": "r1"}  # the whole app holds
+        assert not [c for c in rig.engine.calls if c[0] in {"kill", "stop", "create"}]
+        lock.unlink()
+        await rig.converged()
+        assert rig.engine.running() == {"db": "r2", "web": "r2"}
+
+
+async def test_override_lock_proceeds_and_removes_the_lock_files(tmp_path) -> None:
+    with capture_logs() as logs:
+        async with Rig(tmp_path) as rig:
+            await on_r1(rig)
+            lock = rig.lock_dir / "1" / "web" / "updates.lock"
+            lock.write_text("")
+            rig.deploy(R2)
+            await rig.until(lambda: (v := rig.board.app("a1")) and v.reason, "held")
+            assert rig.status("a1") is UpdateStatus.DOWNLOADED
+            rig.override_lock = True  # BALENA_SUPERVISOR_OVERRIDE_LOCK=1 arrives
+            rig.reconciler.wake()
+            await rig.converged()
+            assert rig.engine.running() == {"db": "r2", "web": "r2"}
+            assert list(rig.lock_dir.rglob("*.lock")) == []
+    overridden = [e for e in logs if e["event"] == "lock_overridden"]
+    assert overridden and overridden[0]["service"] == "web"
