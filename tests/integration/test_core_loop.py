@@ -78,26 +78,6 @@ def test_sigkill_during_download_then_restart_converges(device, images, slow_reg
     assert history.count("done") == 1
 
 
-def test_registry_stopped_mid_pull_then_restored(device, images, slow_registry, registry):
-    device.agent.write_config(maxPullAttempts=50)
-    deploy_first(device, images)
-    slow_registry.set_rate(2 * MIB)
-    start = slow_registry.bytes_down
-    device.cloud.set_target(device.uuid, release(images, "r2", 2, images.main_v2))
-    wait_status(device, "r2", "downloading")
-    wait_bytes_down(slow_registry, start, 2 * MIB)  # of 24
-    registry.stop()
-    # the engine retries the broken layer download itself for a while; either way the
-    # running release keeps serving and the new one stays in `downloading`
-    time.sleep(6)
-    assert device.update_status(APP) == ("r2", "downloading")
-    assert [c.status for c in device.containers()] == ["running", "running"]
-    registry.start()
-    slow_registry.set_rate(None)
-    wait_status(device, "r2", "done", timeout=120)
-    assert_converged(device, "r2")
-
-
 def test_restart_without_cloud_recreates_removed_service(device, images):
     deploy_first(device, images)
     assert device.agent.stop() == 0
@@ -154,20 +134,6 @@ def test_malformed_targets_leave_running_apps_alone(device, images):
     assert not has_image(device, images.main_v3)
 
 
-def test_release_whose_image_never_pulls_is_aborted_then_recovers(device, images):
-    device.agent.write_config(maxPullAttempts=3)
-    ids = deploy_first(device, images)
-    ghost = images.main_v1.split("@")[0].replace("app/main", "app/ghost") + ":missing"
-    device.cloud.set_target(device.uuid, release(images, "r4", 4, ghost))
-    wait_status(device, "r4", "aborted", timeout=60)
-    aborted = device.agent.wait_for_event("release_aborted", 5)
-    assert "3 failed pulls" in aborted["reason"]
-    assert {n: cs[0].id for n, cs in device.by_service().items()} == ids
-    device.cloud.set_target(device.uuid, release(images, "r5", 5, images.main_v3))
-    wait_status(device, "r5", "done")
-    assert_converged(device, "r5")
-
-
 def test_idle_device_sends_one_conditional_get_per_interval_and_no_report(device, images):
     deploy_first(device, images)
     time.sleep(3)  # let the last service-status report go out
@@ -179,24 +145,6 @@ def test_idle_device_sends_one_conditional_get_per_interval_and_no_report(device
     assert statuses and set(statuses) == {304}
     # 1 s interval + up to 10 % jitter: 7 to 8 polls in 8 s
     assert 6 <= len(statuses) <= 9, statuses
-
-
-def test_newer_target_cancels_the_download_in_flight(device, images, slow_registry):
-    deploy_first(device, images)
-    slow_registry.set_rate(1 * MIB)  # r2's 24 MiB would take ~24 s
-    start = slow_registry.bytes_down
-    device.cloud.set_target(device.uuid, release(images, "r2", 2, images.main_v2))
-    wait_status(device, "r2", "downloading")
-    wait_bytes_down(slow_registry, start, 2 * MIB)
-    t0 = time.monotonic()
-    device.cloud.set_target(device.uuid, release(images, "r3", 3, images.main_v3))
-    device.agent.wait_for_event("target_changed_mid_apply", 15)
-    slow_registry.set_rate(None)
-    wait_status(device, "r3", "done", timeout=60)
-    assert time.monotonic() - t0 < 20, "r3 waited for r2's download"
-    assert_converged(device, "r3")
-    assert device.history(APP, "r2") == ["downloading"]
-    assert not has_image(device, images.main_v2), "the abandoned pull still completed"
 
 
 def test_fleet_config_vars_take_effect_and_bad_ones_are_reported(device, images):

@@ -1,4 +1,6 @@
-"""Update locks on the real engine: apps hold them from inside their containers."""
+"""Update locks on the real engine: an app holds one from inside its container (the real bind
+mount), and the agent killed while holding its own finds them stale on restart. The legacy
+lock name and the override setting are in the fake-engine tier (tests/fakeengine/test_locks.py)."""
 
 from __future__ import annotations
 
@@ -40,27 +42,6 @@ def held_update_then_release(dev: Device, images: Images, lock_path: str) -> Non
 
 def test_lock_held_from_inside_a_container_holds_the_update(device, images):
     held_update_then_release(device, images, "/tmp/balena/updates.lock")
-
-
-def test_legacy_resin_lock_path_is_honoured(device, images):
-    held_update_then_release(device, images, "/tmp/resin/resin-updates.lock")
-
-
-def test_override_lock_proceeds_and_removes_the_lock_files(device, images):
-    before = deploy_first(device, images)
-    exec_ok(device, "main", "touch /tmp/balena/updates.lock")
-    device.cloud.set_target(device.uuid, release(images, "r2", 2, images.main_v3))
-    wait_status(device, "r2", "downloaded")
-    forced = release(
-        images, "r2", 2, images.main_v3, config={"BALENA_SUPERVISOR_OVERRIDE_LOCK": "1"}
-    )
-    device.cloud.set_target(device.uuid, forced)
-    wait_status(device, "r2", "done", timeout=30)
-    overridden = device.agent.wait_for_event("lock_overridden", 5)
-    assert overridden["service"] == "main"
-    assert ids(device)["main"] != before["main"]
-    lock_dir = device.agent.lock_dir
-    assert not list(lock_dir.rglob("*.lock")), list(lock_dir.rglob("*.lock"))
 
 
 def test_agent_killed_while_holding_its_own_locks_clears_them_on_restart(device, images):
