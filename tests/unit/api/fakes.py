@@ -189,12 +189,9 @@ class ApiTestServer(TestServer):
         return web.AppRunner(self.app, **runner_options())
 
 
-def run(tmp_path, check, local_mode=False, strict=False):
+async def serve(tmp_path, check, local_mode=False, strict=False):
     ctx, updates = fake_agent(tmp_path, local_mode, strict)
     app = build_app(ctx, tmp_path)
 
-    async def go():
-        async with TestClient(ApiTestServer(app)) as client:
-            await check(client, ctx, updates)
-
-    asyncio.run(go())
+    async with TestClient(ApiTestServer(app)) as client:
+        await check(client, ctx, updates)

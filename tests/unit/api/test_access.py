@@ -7,7 +7,7 @@ import pytest
 from aiohttp import web
 
 from agent.api.access import ROUTES, Access, check_table, registered
-from tests.unit.api.fakes import build_app, fake_agent, run
+from tests.unit.api.fakes import build_app, fake_agent, serve
 
 
 def built_app(tmp_path):
@@ -57,7 +57,7 @@ def _path(template: str, app_id: int) -> str:
 
 
 @pytest.mark.parametrize("strict", [False, True])
-def test_an_app_key_is_held_to_the_table(tmp_path, strict):
+async def test_an_app_key_is_held_to_the_table(tmp_path, strict):
     """App 5's key: 403 on the agent's own device routes (and, strict, on balena's device
     routes; else through to the handler), 401 on app 6's routes (path or body), and through
     to the handler (here: the engine is down, 503) on its own app's routes."""
@@ -90,4 +90,4 @@ def test_an_app_key_is_held_to_the_table(tmp_path, strict):
         device = {"Authorization": f"Bearer {agent.keys.global_key}"}
         assert (await client.get("/v2/device/status", headers=device)).status not in (401, 403)
 
-    run(tmp_path, check, strict=strict)
+    await serve(tmp_path, check, strict=strict)

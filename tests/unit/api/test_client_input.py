@@ -17,7 +17,7 @@ from structlog.testing import capture_logs
 
 from agent.api import server
 from agent.api.common import decimal
-from tests.unit.api.fakes import ApiTestServer, build_app, fake_agent, run
+from tests.unit.api.fakes import ApiTestServer, build_app, fake_agent, serve
 
 
 @given(st.text(max_size=20))
@@ -34,7 +34,7 @@ async def _json(answer):
     return await answer.json()
 
 
-def test_unicode_digits_in_an_app_id_are_a_bad_request(tmp_path):
+async def test_unicode_digits_in_an_app_id_are_a_bad_request(tmp_path):
     async def check(client, agent, _updates):
         key = {"Authorization": f"Bearer {agent.keys.global_key}"}
         for method, path, body in (
@@ -51,10 +51,10 @@ def test_unicode_digits_in_an_app_id_are_a_bad_request(tmp_path):
             assert body["status"] == "failed"
             assert "Invalid app id" in body["message"] or "integer" in body["message"]
 
-    run(tmp_path, check)
+    await serve(tmp_path, check)
 
 
-def test_json_nested_past_the_parsers_stack_is_a_bad_request(tmp_path):
+async def test_json_nested_past_the_parsers_stack_is_a_bad_request(tmp_path):
     async def check(client, agent, updates):
         key = {
             "Authorization": f"Bearer {agent.keys.global_key}",
@@ -78,7 +78,7 @@ def test_json_nested_past_the_parsers_stack_is_a_bad_request(tmp_path):
         assert answer.status == 400
         assert updates == []
 
-    run(tmp_path, check)
+    await serve(tmp_path, check)
 
 
 def _raw_get(port: int, request: bytes) -> bytes:
@@ -90,7 +90,7 @@ def _raw_get(port: int, request: bytes) -> bytes:
         return out
 
 
-def test_key_bytes_that_are_not_utf8_are_just_a_wrong_key(tmp_path):
+async def test_key_bytes_that_are_not_utf8_are_just_a_wrong_key(tmp_path):
     async def check(client, _agent, _updates):
         port = client.server.port
         with capture_logs() as logged:
@@ -108,10 +108,10 @@ def test_key_bytes_that_are_not_utf8_are_just_a_wrong_key(tmp_path):
                 assert body == b'{"status":"failed","message":"Unauthorized: invalid API key"}'
         assert not [e for e in logged if e["event"] == "api_error"]
 
-    run(tmp_path, check)
+    await serve(tmp_path, check)
 
 
-def test_a_bug_is_a_json_500_logged_once_per_kind(tmp_path, monkeypatch):
+async def test_a_bug_is_a_json_500_logged_once_per_kind(tmp_path, monkeypatch):
     monkeypatch.setattr(server, "_SEEN_ERRORS", {})
     agent, _ = fake_agent(tmp_path)
     app = build_app(agent, tmp_path)
@@ -121,20 +121,17 @@ def test_a_bug_is_a_json_500_logged_once_per_kind(tmp_path, monkeypatch):
 
     app.router.add_get("/v2/broken", broken)  # a route with a bug (no table entry: any key)
 
-    async def go():
-        async with TestClient(ApiTestServer(app)) as client:
-            key = {"Authorization": f"Bearer {agent.keys.global_key}"}
-            with capture_logs() as logged:
-                for _ in range(5):
-                    answer = await client.get("/v2/broken", headers=key)
-                    assert answer.status == 500
-                    body = await _json(answer)
-                    assert body["status"] == "failed" and "internal error" in body["message"]
-            errors = [e for e in logged if e["event"] == "api_error"]
-            assert len(errors) == 1 and errors[0]["error"] == "KeyError"
-            assert server._SEEN_ERRORS == {("KeyError", "/v2/broken"): 5}
-
-    asyncio.run(go())
+    async with TestClient(ApiTestServer(app)) as client:
+        key = {"Authorization": f"Bearer {agent.keys.global_key}"}
+        with capture_logs() as logged:
+            for _ in range(5):
+                answer = await client.get("/v2/broken", headers=key)
+                assert answer.status == 500
+                body = await _json(answer)
+                assert body["status"] == "failed" and "internal error" in body["message"]
+        errors = [e for e in logged if e["event"] == "api_error"]
+        assert len(errors) == 1 and errors[0]["error"] == "KeyError"
+        assert server._SEEN_ERRORS == {("KeyError", "/v2/broken"): 5}
 
 
 def _raw(port: int, head: bytes, body: bytes = b"", pause: float = 0.0) -> bytes:
@@ -153,7 +150,7 @@ def _raw(port: int, head: bytes, body: bytes = b"", pause: float = 0.0) -> bytes
         return out
 
 
-def test_compressed_bodies_are_refused_at_once(tmp_path):
+async def test_compressed_bodies_are_refused_at_once(tmp_path):
     """aiohttp would inflate them on the loop, and a bad deflate body that arrives after its
     headers left the handler waiting forever; the API refuses them with a 415 instead."""
 
@@ -180,10 +177,10 @@ def test_compressed_bodies_are_refused_at_once(tmp_path):
             assert answer["status"] == "failed" and "compressed" in answer["message"]
         assert updates == []
 
-    run(tmp_path, check)
+    await serve(tmp_path, check)
 
 
-def test_requests_the_http_parser_refuses_are_logged_once_per_kind(tmp_path):
+async def test_requests_the_http_parser_refuses_are_logged_once_per_kind(tmp_path):
     async def check(client, _agent, _updates):
         with capture_logs() as logged:
             for i in range(5):
@@ -196,4 +193,4 @@ def test_requests_the_http_parser_refuses_are_logged_once_per_kind(tmp_path):
         bad = [e for e in logged if e["event"] == "api_bad_http_request"]
         assert len(bad) == 1 and bad[0]["kind"] == "BadHttpMessage"
 
-    run(tmp_path, check)
+    await serve(tmp_path, check)

@@ -1,7 +1,6 @@
 """API handlers in process, against stand-ins of the API's ports (agent/api/ports.py): what a
 client of each route sees, and what the route asks of the agent's parts. No agent, no engine."""
 
-import asyncio
 from types import SimpleNamespace
 from typing import Any
 
@@ -24,19 +23,16 @@ class ImagesEngine(FakeEngine):
         return f"sha256:{len(self.asked)}"
 
 
-def serve(tmp_path, check, **ctx_args: Any) -> None:
+async def serve(tmp_path, check, **ctx_args: Any) -> None:
     ctx = fake_context(tmp_path, **ctx_args)
     app = build_app(ctx, tmp_path)
 
-    async def go():
-        async with TestClient(ApiTestServer(app)) as client:
-            key = {"Authorization": f"Bearer {ctx.keys.global_key}"}
-            await check(SimpleNamespace(client=client, ctx=ctx, key=key))
-
-    asyncio.run(go())
+    async with TestClient(ApiTestServer(app)) as client:
+        key = {"Authorization": f"Bearer {ctx.keys.global_key}"}
+        await check(SimpleNamespace(client=client, ctx=ctx, key=key))
 
 
-def test_healthy_answers_what_the_health_check_says(tmp_path):
+async def test_healthy_answers_what_the_health_check_says(tmp_path):
     async def healthy(t):
         answer = await t.client.get("/v1/healthy")
         assert (answer.status, await answer.text()) == (200, "OK")
@@ -45,31 +41,31 @@ def test_healthy_answers_what_the_health_check_says(tmp_path):
         answer = await t.client.get("/v1/healthy")
         assert (answer.status, await answer.text()) == (500, "Unhealthy")
 
-    serve(tmp_path, healthy)
-    serve(tmp_path, stuck, health=(False, "apply loop stuck: no pass for 700s"))
+    await serve(tmp_path, healthy)
+    await serve(tmp_path, stuck, health=(False, "apply loop stuck: no pass for 700s"))
 
 
-def test_update_goes_to_the_trigger_and_answers_whether_it_acted(tmp_path):
+async def test_update_goes_to_the_trigger_and_answers_whether_it_acted(tmp_path):
     async def check(t):
         forced = await t.client.post("/v1/update", json={"force": True}, headers=t.key)
         ignored = await t.client.post("/v1/update", json={}, headers=t.key)
         assert (forced.status, ignored.status) == (204, 202)
         assert t.ctx.updates.requests == [True, False]
 
-    serve(tmp_path, check)
+    await serve(tmp_path, check)
 
 
-def test_a_local_target_is_refused_outside_local_mode(tmp_path):
+async def test_a_local_target_is_refused_outside_local_mode(tmp_path):
     async def check(t):
         answer = await t.client.post("/v2/local/target-state", json=cli_body(), headers=t.key)
         assert answer.status == 400
         assert "local mode" in (await answer.json())["message"]
         assert t.ctx.targets.posted == [] and t.ctx.apply.wakes == []
 
-    serve(tmp_path, check)
+    await serve(tmp_path, check)
 
 
-def test_a_local_target_is_pinned_to_the_devices_images_and_applied(tmp_path):
+async def test_a_local_target_is_pinned_to_the_devices_images_and_applied(tmp_path):
     engine = ImagesEngine()
 
     async def check(t):
@@ -82,10 +78,10 @@ def test_a_local_target_is_pinned_to_the_devices_images_and_applied(tmp_path):
         shown = await (await t.client.get("/v2/local/target-state")).json()
         assert shown["state"]["local"]["apps"] == posted[UUID]["apps"]
 
-    serve(tmp_path, check, local_mode=True, engine=engine)
+    await serve(tmp_path, check, local_mode=True, engine=engine)
 
 
-def test_a_refused_local_target_answers_the_reason(tmp_path):
+async def test_a_refused_local_target_answers_the_reason(tmp_path):
     async def check(t):
         t.ctx.targets.refuse = "app localapp: service web: no image"
         answer = await t.client.post("/v2/local/target-state", json=cli_body())
@@ -93,10 +89,10 @@ def test_a_refused_local_target_answers_the_reason(tmp_path):
         assert (await answer.json())["message"] == "app localapp: service web: no image"
         assert t.ctx.apply.wakes == []
 
-    serve(tmp_path, check, local_mode=True, engine=ImagesEngine())
+    await serve(tmp_path, check, local_mode=True, engine=ImagesEngine())
 
 
-def test_device_info_and_name_come_from_the_settings_and_the_target(tmp_path):
+async def test_device_info_and_name_come_from_the_settings_and_the_target(tmp_path):
     async def check(t):
         info = await (await t.client.get("/v2/local/device-info", headers=t.key)).json()
         assert info["info"] == {"arch": "amd64", "deviceType": "generic-amd64"}
@@ -106,10 +102,10 @@ def test_device_info_and_name_come_from_the_settings_and_the_target(tmp_path):
         named = await (await t.client.get("/v2/device/name", headers=t.key)).json()
         assert named["deviceName"] == "kitchen"
 
-    serve(tmp_path, check)
+    await serve(tmp_path, check)
 
 
-def test_rotating_the_device_key_is_reported(tmp_path):
+async def test_rotating_the_device_key_is_reported(tmp_path):
     rotated: list[bool] = []
 
     async def check(t):
@@ -123,10 +119,10 @@ def test_rotating_the_device_key_is_reported(tmp_path):
         assert (await t.client.post("/v1/regenerate-api-key", headers=app_key)).status == 200
         assert rotated == [True]
 
-    serve(tmp_path, check, key_rotated=lambda: rotated.append(True))
+    await serve(tmp_path, check, key_rotated=lambda: rotated.append(True))
 
 
-def test_applications_state_shows_the_status_board_in_the_keys_scope(tmp_path):
+async def test_applications_state_shows_the_status_board_in_the_keys_scope(tmp_path):
     def view(app_id: int, uuid: str) -> AppView:
         return AppView(
             app_uuid=uuid,
@@ -149,13 +145,13 @@ def test_applications_state_shows_the_status_board_in_the_keys_scope(tmp_path):
         own = await (await t.client.get("/v2/applications/state", headers=app_key)).json()
         assert sorted(own) == ["app5"]
 
-    serve(tmp_path, check)
+    await serve(tmp_path, check)
 
 
-def test_engine_down_is_a_503_with_the_reason(tmp_path):
+async def test_engine_down_is_a_503_with_the_reason(tmp_path):
     async def check(t):
         answer = await t.client.get("/v2/containerId", headers=t.key)
         assert answer.status == 503
         assert "engine not reachable" in (await answer.json())["message"]
 
-    serve(tmp_path, check)
+    await serve(tmp_path, check)

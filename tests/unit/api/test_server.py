@@ -1,9 +1,9 @@
 """The API's middlewares (auth, errors, limits) with a stand-in agent, no engine."""
 
-from tests.unit.api.fakes import run
+from tests.unit.api.fakes import serve
 
 
-def test_only_ping_and_healthy_are_open(tmp_path):
+async def test_only_ping_and_healthy_are_open(tmp_path):
     async def check(client, agent, _updates):
         assert (await (await client.get("/ping")).text()) == "OK"
         assert (await client.get("/v1/healthy")).status == 200
@@ -23,19 +23,19 @@ def test_only_ping_and_healthy_are_open(tmp_path):
             await client.get("/v2/version", headers={"Authorization": "Bearer nope"})
         ).status == 401
 
-    run(tmp_path, check)
+    await serve(tmp_path, check)
 
 
-def test_local_mode_is_open(tmp_path):
+async def test_local_mode_is_open(tmp_path):
     async def check(client, _agent, updates):
         assert (await client.get("/v2/version")).status == 200
         assert (await client.post("/v1/update", json={"force": True})).status == 204
         assert updates == [True]
 
-    run(tmp_path, check, local_mode=True)
+    await serve(tmp_path, check, local_mode=True)
 
 
-def test_scopes_and_update_answers(tmp_path):
+async def test_scopes_and_update_answers(tmp_path):
     async def check(client, agent, updates):
         app_key = {"Authorization": f"Bearer {agent.keys.app_keys[5]}"}
         device_key = {"Authorization": f"Bearer {agent.keys.global_key}"}
@@ -49,10 +49,10 @@ def test_scopes_and_update_answers(tmp_path):
         other = await client.post("/v1/restart", json={"appId": 6}, headers=app_key)
         assert other.status == 401
 
-    run(tmp_path, check)
+    await serve(tmp_path, check)
 
 
-def test_strict_api_keys_keep_app_keys_off_device_routes(tmp_path):
+async def test_strict_api_keys_keep_app_keys_off_device_routes(tmp_path):
     async def check(client, agent, updates):
         app_key = {"Authorization": f"Bearer {agent.keys.app_keys[5]}"}
         for method, path in (
@@ -67,10 +67,10 @@ def test_strict_api_keys_keep_app_keys_off_device_routes(tmp_path):
         assert (await client.post("/v1/restart", json={"appId": 6}, headers=app_key)).status == 401
         assert updates == []
 
-    run(tmp_path, check, strict=True)
+    await serve(tmp_path, check, strict=True)
 
 
-def test_errors_are_json_with_honest_codes(tmp_path):
+async def test_errors_are_json_with_honest_codes(tmp_path):
     async def check(client, agent, _updates):
         key = {"Authorization": f"Bearer {agent.keys.global_key}"}
         missing = await client.get("/v2/nope", headers=key)
@@ -85,4 +85,4 @@ def test_errors_are_json_with_honest_codes(tmp_path):
         form = await client.post("/v1/update", data={"force": "true"}, headers=key)
         assert form.status == 204
 
-    run(tmp_path, check)
+    await serve(tmp_path, check)

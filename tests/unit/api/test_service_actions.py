@@ -3,7 +3,6 @@ thing; anything else is refused with a clear 400 and never starts a container.""
 
 from __future__ import annotations
 
-import asyncio
 from types import SimpleNamespace
 
 import pytest
@@ -35,26 +34,26 @@ CONTAINER = container(
 APP = AppRef(1, "app", "app", None)
 
 
-def act(action: object) -> list[tuple[str, str]]:
+async def act(action: object) -> list[tuple[str, str]]:
     engine = Engine()
     agent = SimpleNamespace(engine=engine)
     # forced: no update lock is looked at, only the action itself decides
-    asyncio.run(service_action(agent, APP, CONTAINER, action, force=True))  # type: ignore[arg-type]
+    await service_action(agent, APP, CONTAINER, action, force=True)  # type: ignore[arg-type]
     return engine.calls
 
 
 @pytest.mark.parametrize("action", list(ServiceAction))
-def test_each_service_action_does_its_own_engine_call(action):
-    assert act(action) == [(action.value, "c1")]
-    assert act(action.value) == [(action.value, "c1")]  # the wire string is the same action
+async def test_each_service_action_does_its_own_engine_call(action):
+    assert (await act(action)) == [(action.value, "c1")]
+    assert (await act(action.value)) == [(action.value, "c1")]  # the wire string is the same action
 
 
 @pytest.mark.parametrize("action", ["destroy", "", "Start", "kill"])
-def test_an_unknown_service_action_is_refused_and_starts_nothing(action):
+async def test_an_unknown_service_action_is_refused_and_starts_nothing(action):
     engine = Engine()
     agent = SimpleNamespace(engine=engine)
     with pytest.raises(ApiError) as caught:
-        asyncio.run(service_action(agent, APP, CONTAINER, action, force=True))  # type: ignore[arg-type]
+        await service_action(agent, APP, CONTAINER, action, force=True)  # type: ignore[arg-type]
     assert caught.value.status == 400 and "unknown service action" in str(caught.value.message)
     assert engine.calls == []
 

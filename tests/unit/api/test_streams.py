@@ -79,15 +79,12 @@ class LogEngine:
             self.open -= 1
 
 
-def run(tmp_path: Path, engine: LogEngine, check) -> None:
+async def serve(tmp_path: Path, engine: LogEngine, check) -> None:
     agent = fake_context(tmp_path, engine=engine)
     app = build_app(agent, tmp_path)
 
-    async def go():
-        async with TestClient(ApiTestServer(app)) as client:
-            await check(client, agent, app)
-
-    asyncio.run(go())
+    async with TestClient(ApiTestServer(app)) as client:
+        await check(client, agent, app)
 
 
 async def wait_for(predicate, timeout: float = 10.0) -> None:
@@ -108,7 +105,7 @@ def never_reading_client(port: int, key: str) -> socket.socket:
     return sock
 
 
-def test_a_client_that_never_reads_costs_a_bounded_queue_and_drops_are_counted(tmp_path):
+async def test_a_client_that_never_reads_costs_a_bounded_queue_and_drops_are_counted(tmp_path):
     engine = LogEngine([container("c1")], LINES)
 
     async def check(client, agent, app):
@@ -160,10 +157,10 @@ def test_a_client_that_never_reads_costs_a_bounded_queue_and_drops_are_counted(t
         sock.close()
         await wait_for(lambda: app[streams.LOG_HUB].streams == 0 and engine.open == 0, 5)
 
-    run(tmp_path, engine, check)
+    await serve(tmp_path, engine, check)
 
 
-def test_streams_share_one_follower_per_container_and_the_next_one_is_refused(tmp_path):
+async def test_streams_share_one_follower_per_container_and_the_next_one_is_refused(tmp_path):
     engine = LogEngine([container("c1"), container("c2", service="aux")], 3)
 
     async def check(client, agent, app):
@@ -197,10 +194,10 @@ def test_streams_share_one_follower_per_container_and_the_next_one_is_refused(tm
         # gone clients: handlers cancelled, followers stopped
         await wait_for(lambda: app[streams.LOG_HUB].streams == 0 and engine.open == 0, 5)
 
-    run(tmp_path, engine, check)
+    await serve(tmp_path, engine, check)
 
 
-def test_an_app_key_streams_only_its_own_services(tmp_path):
+async def test_an_app_key_streams_only_its_own_services(tmp_path):
     engine = LogEngine([container("mine1"), container("theirs", app_id=6)], 2)
 
     async def check(client, agent, app):
@@ -216,7 +213,7 @@ def test_an_app_key_streams_only_its_own_services(tmp_path):
         assert engine.open == 1
         response.close()
 
-    run(tmp_path, engine, check)
+    await serve(tmp_path, engine, check)
 
 
 FAKE_JOURNALCTL = """#!/bin/sh
@@ -247,7 +244,7 @@ def alive(pid: int) -> bool:
     return True
 
 
-def test_journalctl_is_killed_and_reaped_when_its_client_goes(tmp_path, monkeypatch):
+async def test_journalctl_is_killed_and_reaped_when_its_client_goes(tmp_path, monkeypatch):
     pids_file = fake_journalctl(tmp_path, monkeypatch)
     engine = LogEngine([], 0)
 
@@ -274,7 +271,7 @@ def test_journalctl_is_killed_and_reaped_when_its_client_goes(tmp_path, monkeypa
         assert len(pids) == 5 * streams.MAX_JOURNAL_STREAMS
         assert not [p for p in pids if alive(p)]
 
-    run(tmp_path, engine, check)
+    await serve(tmp_path, engine, check)
 
 
 class BuggyEngine(LogEngine):
@@ -282,7 +279,7 @@ class BuggyEngine(LogEngine):
         raise RuntimeError("a bug in listing containers")
 
 
-def test_a_bug_in_the_scan_is_logged_once_and_the_stream_stays(tmp_path):
+async def test_a_bug_in_the_scan_is_logged_once_and_the_stream_stays(tmp_path):
     engine = BuggyEngine([], 0)
 
     async def check(client, agent, app):
@@ -297,10 +294,10 @@ def test_a_bug_in_the_scan_is_logged_once_and_the_stream_stays(tmp_path):
         failed = [e for e in logged if e["event"] == "log_hub_scan_failed"]
         assert len(failed) == 1
 
-    run(tmp_path, engine, check)
+    await serve(tmp_path, engine, check)
 
 
-def test_streams_end_at_once_when_the_agent_stops(tmp_path):
+async def test_streams_end_at_once_when_the_agent_stops(tmp_path):
     engine = LogEngine([container("c1")], 1)
 
     async def check(client, agent, app):
@@ -313,4 +310,4 @@ def test_streams_end_at_once_when_the_agent_stops(tmp_path):
         assert response.content.at_eof() and time.monotonic() - started < 1
         await wait_for(lambda: engine.open == 0, 2)
 
-    run(tmp_path, engine, check)
+    await serve(tmp_path, engine, check)
