@@ -34,7 +34,7 @@ from agent.engine.features import read_host_facts
 from agent.engine.registry import RegistryCredentials
 from agent.engine.supnet import SupervisorNetwork, supervisor_network_config
 from agent.events.bus import Bus
-from agent.events.kinds import DeviceFieldsChanged, PollDone
+from agent.events.kinds import DeviceFieldsChanged, FleetConfigChanged, PollDone
 from agent.healthcheck import HealthCheck
 from agent.host import make_host
 from agent.local.fleetvars import FleetVars
@@ -66,7 +66,7 @@ class Agent:
         self.store = Store(config.data_dir)
         self.bus = Bus()  # what components tell each other (agent/events/)
         self.status = StatusBoard(self.store, self.bus)
-        self.fleet = FleetVars(config.poll_interval_ms, self.status, config.local_mode)
+        self.fleet = FleetVars(config.poll_interval_ms, self.status, config.local_mode, self.bus)
         self.engine = DockerEngine(config.docker_host, credentials=RegistryCredentials.of(config))
         # the bridge supervisor-api services reach the local API through (engine/supnet.py)
         self.supervisor_network = SupervisorNetwork(
@@ -164,7 +164,8 @@ class Agent:
             config.data_dir,
             enabled=lambda: self.fleet.current.log_control and not self.fleet.local_mode,
         )
-        self.fleet.on_change.append(lambda _new: self.cloud_logs.poke())  # SUPERVISOR_LOG_CONTROL
+        # SUPERVISOR_LOG_CONTROL may have changed
+        self.bus.subscribe(FleetConfigChanged, lambda _: self.cloud_logs.poke())
         # every long-lived task, restarted if it ever ends (agent/supervise.py)
         self.supervisor = Supervisor()
         health = HealthCheck(

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import ClassVar
 
+from agent.config import FleetConfig
 from agent.model.device_status import StatusView
 from agent.model.update_status import UpdateStatus
 
@@ -18,6 +19,7 @@ class Event(StrEnum):
     REPORT_FAILED = "report_failed"
     DEVICE_FIELDS_CHANGED = "device_fields_changed"
     DEVICE_STATUS_CHANGED = "device_status_changed"
+    FLEET_CONFIG_CHANGED = "fleet_config_changed"
     PULL_STARTED = "pull_started"
     DOWNLOAD_PROGRESS = "download_progress"
     UPDATE_LOCK_HELD = "update_lock_held"
@@ -79,6 +81,14 @@ class DeviceStatusChanged:
 
 
 @dataclass(frozen=True)
+class FleetConfigChanged:
+    """The fleet's config vars in force changed (e.g. SUPERVISOR_LOG_CONTROL flipped)."""
+
+    EVENT: ClassVar[Event] = Event.FLEET_CONFIG_CHANGED
+    config: FleetConfig
+
+
+@dataclass(frozen=True)
 class PullStarted:
     """An image pull (or a retry of it) begins: its download starts from zero bytes."""
 
@@ -117,6 +127,7 @@ Payload = (
     | ReportFailed
     | DeviceFieldsChanged
     | DeviceStatusChanged
+    | FleetConfigChanged
     | PullStarted
     | DownloadProgress
     | UpdateLockHeld

@@ -1,16 +1,18 @@
 """The fleet's config vars in force: the target's `config` folded into a `FleetConfig`
 (agent/config.py parses them). One holder, read by everyone through `current`; a change is
-logged once and told to `on_change` subscribers (e.g. the cloud-log channel, whose
+logged once and published on the bus (`FleetConfigChanged`: e.g. the cloud-log channel, whose
 SUPERVISOR_LOG_CONTROL may have flipped)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Protocol
 
 import structlog
 
 from agent.config import FleetConfig, apply_config_vars
+from agent.events.bus import Bus
+from agent.events.kinds import FleetConfigChanged
 
 log = structlog.get_logger("agent.local")
 
@@ -23,14 +25,19 @@ class ConfigErrors(Protocol):
 
 class FleetVars:
     def __init__(
-        self, default_interval_ms: int, errors: ConfigErrors, local_mode: bool = False
+        self,
+        default_interval_ms: int,
+        errors: ConfigErrors,
+        local_mode: bool = False,
+        bus: Bus | None = None,
     ) -> None:
-        """`local_mode`: config.json's `localMode`, which a config var can't switch off."""
+        """`local_mode`: config.json's `localMode`, which a config var can't switch off;
+        `bus`: the agent's (a bus of its own, heard by nobody, when None)."""
         self._default_interval_ms = default_interval_ms
         self._errors = errors
         self._config_local_mode = local_mode
         self.current = FleetConfig(poll_interval_ms=default_interval_ms)
-        self.on_change: list[Callable[[FleetConfig], None]] = []
+        self._bus = bus if bus is not None else Bus()
 
     @property
     def local_mode(self) -> bool:
@@ -52,5 +59,4 @@ class FleetVars:
             return
         old, self.current = self.current, new
         log.info("config_changed", **{k: v for k, v in vars(new).items() if getattr(old, k) != v})
-        for subscriber in list(self.on_change):
-            subscriber(new)
+        self._bus.publish(FleetConfigChanged(new))

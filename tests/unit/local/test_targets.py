@@ -5,6 +5,8 @@ from types import SimpleNamespace
 from typing import Any
 
 from agent.config import FleetConfig
+from agent.events.bus import Bus
+from agent.events.kinds import FleetConfigChanged
 from agent.local.fleetvars import FleetVars
 from agent.local.intake import TargetIntake
 from agent.local.targets import TARGET_KEY, TargetService
@@ -22,7 +24,8 @@ def make(tmp_path, local_mode=False, adjust=lambda body: body):
     board = SimpleNamespace(target_error=None, config_errors=[])
     applied: list[TargetState] = []
     new_apps: list[set[int]] = []
-    fleet = FleetVars(900_000, board, local_mode=local_mode)
+    bus = Bus()
+    fleet = FleetVars(900_000, board, local_mode=local_mode, bus=bus)
     service = TargetService(
         UUID,
         CONTRACT,
@@ -34,7 +37,13 @@ def make(tmp_path, local_mode=False, adjust=lambda body: body):
         new_apps=new_apps.append,
     )
     return SimpleNamespace(
-        service=service, board=board, applied=applied, new_apps=new_apps, fleet=fleet, store=store
+        service=service,
+        board=board,
+        applied=applied,
+        new_apps=new_apps,
+        fleet=fleet,
+        store=store,
+        bus=bus,
     )
 
 
@@ -59,7 +68,7 @@ def test_a_malformed_document_is_refused_whole_and_shown(tmp_path):
 def test_a_bad_config_var_is_shown_and_keeps_the_previous_value(tmp_path):
     t = make(tmp_path)
     changes: list[FleetConfig] = []
-    t.fleet.on_change.append(changes.append)
+    t.bus.subscribe(FleetConfigChanged, lambda e: changes.append(e.config))
     t.service.accept(doc({}, {"BALENA_SUPERVISOR_POLL_INTERVAL": "60000"}), TargetSource.CLOUD)
     t.service.accept(doc({}, {"BALENA_SUPERVISOR_POLL_INTERVAL": "soon"}), TargetSource.CLOUD)
     assert t.fleet.current.poll_interval_ms == 60_000
