@@ -17,6 +17,7 @@ from tests.helpers import wait_until
 from tests.integration.conftest import Device, Images
 from tests.integration.demo_app import (
     APP,
+    CONFIG,
     EXIT_1,
     LOOP,
     crash_at,
@@ -112,7 +113,11 @@ def test_unhealthy_service_is_rolled_back(device: Device, images: Images) -> Non
 def test_sigkill_mid_rollback_converges(device: Device, images: Images) -> None:
     deploy_good(device, images)
     device.agent.stop()
-    device.cloud.set_target(device.uuid, target("r2", 2, images.main_v3, EXIT_1))
+    r2 = target("r2", 2, images.main_v3, EXIT_1)
+    # a probation long enough for the engine's restart backoff (0.1 s doubling) to restart it
+    # more than 3 times however loaded the machine: in 3 s a slow run saw 3 and passed r2
+    r2["config"] = {**CONFIG, "BALENA_DEVICE_AGENT_PROBATION_S": "10"}
+    device.cloud.set_target(device.uuid, r2)
     # as the rollback starts: the decision is on disk, nothing of it done (the fake-engine tier
     # kills it at each of its steps too); a step count would depend on how r2's apply was split
     crash_at(device, "rollback_started:1")
