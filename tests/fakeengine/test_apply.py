@@ -11,7 +11,15 @@ from structlog.testing import capture_logs
 
 from agent.events.kinds import StatusChanged
 from agent.model import UpdateStatus, normalize_image_ref
-from tests.fakes.releases import R2, WEB2, index, on_r1, r2_with_web_pull_held, two_services
+from tests.fakes.releases import (
+    R1_DB,
+    R2,
+    WEB2,
+    index,
+    on_r1,
+    r2_with_web_pull_held,
+    two_services,
+)
 from tests.fakes.rig import Rig
 from tests.unit.reconcile.factories import app, release, svc, target
 
@@ -161,3 +169,33 @@ async def test_an_app_rejected_for_a_bad_release_leaves_the_running_one_alone(
         assert set(rig.engine.by_id) == before
         assert rig.engine.running() == {"db": "r1", "web": "r1"}
         assert rig.engine.calls == []  # nothing pulled, nothing touched
+
+
+async def test_an_unchanged_service_is_carried_over_by_a_rename_and_a_removed_one_goes(
+    tmp_path: Path,
+) -> None:
+    async with Rig(tmp_path) as rig:
+        await on_r1(rig)
+        db_id = next(i for i, c in rig.engine.by_id.items() if c.name.startswith("db_"))
+        only_db = target({"a1": app(1, release("r3", {"db": R1_DB}, rid=3, volumes={"data": {}}))})
+        rig.deploy(only_db)
+        await rig.converged()
+        assert rig.engine.running() == {"db": "r3"}
+        assert list(rig.engine.by_id) == [db_id]  # the same container, not restarted
+        assert rig.engine.by_id[db_id].name == "db_1_3_r3"
+        assert ("kill", "db_1_1_r1") not in rig.engine.calls
+        assert ("kill", "web_1_1_r1") in rig.engine.calls
+        assert "data" in {n.split("_", 1)[1] for n in rig.engine.volumes}  # the volume stays
+
+
+async def test_a_container_removed_by_hand_is_recreated_at_once_from_the_engines_events(
+    tmp_path: Path,
+) -> None:
+    """The engine's `destroy` wakes the loop: it does not wait for its 300 s recheck."""
+    async with Rig(tmp_path) as rig:
+        await on_r1(rig)
+        web_id = next(i for i, c in rig.engine.by_id.items() if c.name.startswith("web_"))
+        rig.engine.remove_by_hand("web_")
+        await rig.until(lambda: rig.engine.running().get("web") == "r1", "web recreated")
+        assert web_id not in rig.engine.by_id
+        assert ("kill", "db_1_1_r1") not in rig.engine.calls  # db left alone

@@ -9,10 +9,10 @@ in use, a created container that isn't running, a stop that exits 0.
 
 It runs in the test's own event loop (no threads, no sleeps unless a test holds a pull). A test
 can make a pull fail (`fail_pull`), hold it until released (`hold_pull`), crash a container
-(`crash`), set what a healthcheck says (`health_on_start`, `set_health`), act as a service
-does when started (`on_start`), stop a container change halfway (`gate`), or take the whole
-engine down (`die`) and bring it back (`revive`). `calls` records every change made to it, in
-order, as (action, object) pairs.
+(`crash`) or remove one (`remove_by_hand`), set what a healthcheck says (`health_on_start`,
+`set_health`), act as a service does when started (`on_start`), stop a container change
+halfway (`gate`), or take the whole engine down (`die`) and bring it back (`revive`). `calls`
+records every change made to it, in order, as (action, object) pairs.
 
 Ids come from the planner simulator's scheme (tests/unit/reconcile/sim.py `image_id_for`), so
 the factories' engine objects and this engine's agree.
@@ -133,6 +133,15 @@ class FakeEngine:
         c = next(c for c in self.by_id.values() if c.name.startswith(name_prefix))
         c.state, c.exit_code = "exited", exit_code
         self._died(c)
+
+    def remove_by_hand(self, name_prefix: str) -> None:
+        """Someone removes the container whose name starts with `name_prefix` (docker rm -f)."""
+        c = next(c for c in self.by_id.values() if c.name.startswith(name_prefix))
+        if c.state == "running":
+            c.state, c.exit_code = "exited", 137
+            self._died(c)
+        del self.by_id[c.id]
+        self._event("destroy")
 
     def health_on_start(self, name_prefix: str, health: str) -> None:
         """Containers (with a healthcheck) whose name starts with `name_prefix` report `health`

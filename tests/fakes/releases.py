@@ -10,10 +10,18 @@ from tests.fakes.rig import Rig
 from tests.unit.reconcile.factories import app, release, svc, target
 
 
+def db(tag: str) -> dict[str, Any]:
+    """db at reg.test/db:`tag`, with the named volume `data`."""
+    return svc(f"reg.test/db:{tag}", composition={"volumes": ["data:/var/lib/db"]})
+
+
+R1_DB = db("1")
+
+
 def two_services(rel: str, rid: int, tag: str) -> TargetState:
     """db with a volume, web depending on db; both images at `tag`."""
     services = {
-        "db": svc(f"reg.test/db:{tag}", composition={"volumes": ["data:/var/lib/db"]}),
+        "db": db(tag),
         "web": svc(f"reg.test/web:{tag}", composition={"depends_on": ["db"]}),
     }
     return target({"a1": app(1, release(rel, services, rid=rid, volumes={"data": {}}))})
