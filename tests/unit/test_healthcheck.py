@@ -64,3 +64,23 @@ def test_an_idle_loop_with_a_target_must_keep_passing():
 def test_poll_is_checked_before_apply():
     ok, reason = check(last_poll_attempt=NOW - 10_000, apply_busy_since=NOW - 10_000)
     assert not ok and reason.startswith("poll loop")
+
+
+def test_health_check_reads_the_running_parts():
+    """`HealthCheck` (what /v1/healthy calls) feeds loop_health from the poller, the apply loop
+    and the status board: a long pass is fine while an app downloads, stuck otherwise."""
+    from types import SimpleNamespace
+
+    from agent.healthcheck import REQUIRED_TASKS, HealthCheck
+    from agent.model import UpdateStatus
+
+    tasks = SimpleNamespace(given_up={}, names=lambda: set(REQUIRED_TASKS))
+    poller = SimpleNamespace(last_attempt_at=NOW - 1)
+    apply = SimpleNamespace(last_pass_at=NOW - 1, busy_since=NOW - 5000, target=object())
+    app = SimpleNamespace(update_status=UpdateStatus.DOWNLOADING)
+    status = SimpleNamespace(apps={"a": app})
+    health = HealthCheck(tasks, poller, apply, status, lambda: 900.0, 59.0)
+    assert health(NOW) == (True, "ok")
+    app.update_status = UpdateStatus.DOWNLOADED
+    ok, reason = health(NOW)
+    assert not ok and reason.startswith("apply loop stuck: one pass running for 5000s")
