@@ -132,6 +132,7 @@ class Device:
 _KEEPS_IMAGES = tuple(
     f"tests/integration/test_{name}.py"
     for name in (
+        "api",
         "api_actions",
         "api_docs_examples",
         "api_hostconfig",
@@ -145,10 +146,14 @@ _KEEPS_IMAGES = tuple(
         "contracts",
         "device_tags",
         "feature_labels",
+        "host_apps",
         "large_target",
         "local_mode",
+        "provisioning",
         "state_files",
         "supervisor_network",
+        "takeover",
+        "target_validation",
     )
 )
 
