@@ -348,6 +348,8 @@ class Rollback:
         if to is not None:
             log.info("rollback_started", app_uuid=uuid, release=release, to=to)
             self._retarget()
+        else:
+            self._reconciler.wake()  # a pass shows the release aborted (and stops restarting it)
 
     # --- the planner's and the reconciler's inputs ---------------------------------------------
 

@@ -38,6 +38,15 @@ def deploy_good(dev: Device, images: Images) -> str:
     return wait_running(dev, "r1")
 
 
+def exiting_r2(images: Images) -> dict[str, Any]:
+    """r2, whose service exits 1 at once. Its probation is long enough for the engine's restart
+    backoff (0.1 s doubling) to restart it more than 3 times however loaded the machine: in 3 s
+    a slow run saw 3 restarts and passed r2."""
+    r2 = target("r2", 2, images.main_v3, EXIT_1)
+    r2["config"] = {**CONFIG, "BALENA_DEVICE_AGENT_PROBATION_S": "10"}
+    return r2
+
+
 def reported_running(dev: Device) -> str | None:
     """The release the device last reported running for the app."""
     current = dev.state()["current"]
@@ -57,7 +66,7 @@ def test_exiting_release_rolled_back_aborted_not_reapplied_until_forced(
     device: Device, images: Images
 ) -> None:
     deploy_good(device, images)
-    device.cloud.set_target(device.uuid, target("r2", 2, images.main_v3, EXIT_1))
+    device.cloud.set_target(device.uuid, exiting_r2(images))
     wait_status(device, "r2", "aborted", timeout=60)
     aborted = device.agent.wait_for_event("release_aborted", 5, release="r2")
     assert aborted["reason"].startswith("rolled back: main exited "), aborted
@@ -113,11 +122,7 @@ def test_unhealthy_service_is_rolled_back(device: Device, images: Images) -> Non
 def test_sigkill_mid_rollback_converges(device: Device, images: Images) -> None:
     deploy_good(device, images)
     device.agent.stop()
-    r2 = target("r2", 2, images.main_v3, EXIT_1)
-    # a probation long enough for the engine's restart backoff (0.1 s doubling) to restart it
-    # more than 3 times however loaded the machine: in 3 s a slow run saw 3 and passed r2
-    r2["config"] = {**CONFIG, "BALENA_DEVICE_AGENT_PROBATION_S": "10"}
-    device.cloud.set_target(device.uuid, r2)
+    device.cloud.set_target(device.uuid, exiting_r2(images))
     # as the rollback starts: the decision is on disk, nothing of it done (the fake-engine tier
     # kills it at each of its steps too); a step count would depend on how r2's apply was split
     crash_at(device, "rollback_started:1")
