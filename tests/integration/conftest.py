@@ -149,11 +149,13 @@ _KEEPS_IMAGES = tuple(
         "host_apps",
         "large_target",
         "local_mode",
+        "lock_dir_entries",
         "provisioning",
         "state_files",
         "supervisor_network",
         "takeover",
         "target_validation",
+        "update_windows",
     )
 )
 

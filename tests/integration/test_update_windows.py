@@ -8,6 +8,8 @@ import re
 import time
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from tests.helpers import wait_until
 from tests.integration.conftest import Device, Images
 from tests.integration.demo_app import APP, APP_ID, cli, ids, release, wait_status
@@ -70,6 +72,7 @@ def assert_held(dev: Device, before: dict[str, str], reason: re.Pattern[str] | s
     assert f'device_agent_update_window_waiting{{app="demo",app_uuid="{APP}"}} 1.0' in metrics
 
 
+@pytest.mark.fresh_images  # r2's history starts with "downloading"
 def test_a_window_in_the_future_holds_at_downloaded_and_force_applies_now(device, images):
     window = far_window()
     before = start_on_r1(device, images, window)
