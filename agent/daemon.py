@@ -103,6 +103,7 @@ class Agent:
             config.uuid,
             retarget=lambda: self.targets.accept(self.rollback.last_body, TargetSource.ROLLBACK),
             active=lambda: not self.fleet.local_mode,
+            bus=self.bus,
         )
         self.targets = TargetService(
             config.uuid,
@@ -113,6 +114,7 @@ class Agent:
             self.status,
             adjust=self.rollback.adjust,
             new_apps=self.keys.ensure_apps,
+            bus=self.bus,
         )
         self.client = CloudClient(
             config.api_endpoint, config.uuid, config.device_api_key, config.api_timeout_s
@@ -163,6 +165,7 @@ class Agent:
             lambda: (self.config.api_endpoint, self.config.uuid, self.config.device_api_key),
             config.data_dir,
             enabled=lambda: self.fleet.current.log_control and not self.fleet.local_mode,
+            bus=self.bus,
         )
         # SUPERVISOR_LOG_CONTROL may have changed
         self.bus.subscribe(FleetConfigChanged, lambda _: self.cloud_logs.poke())
@@ -237,6 +240,7 @@ class Agent:
             device_fields=self._device_fields,
             key_rotated=lambda: self.bus.publish(DeviceFieldsChanged()),  # report `api_secret`
             override_lock=lambda: self.fleet.current.override_lock,
+            bus=self.bus,
         )
 
     # --- life cycle ---------------------------------------------------------------------------
@@ -307,6 +311,7 @@ class Agent:
                     self.images.flush(),
                     self.rollback.flush(),
                     self.keys.drain(),  # a key regenerated just before the stop
+                    self.intake.flush(),  # a local target posted just before the stop
                 ),
                 SHUTDOWN_GRACE_S,
             )

@@ -143,8 +143,9 @@ class LatestWriter:
     """Keeps one key on disk up to date with the latest value, off the event loop: `write`
     returns at once and the value is written by a background task through `put_async`;
     values written while a write is in flight are coalesced (only the latest is written
-    next). Without a running loop (start-up, tests) `write` writes in place. A failed write
-    goes to `on_error`. `flush` waits until the latest value is on disk (shutdown)."""
+    next). `delete` removes the key in the same order. Without a running loop (start-up,
+    tests) both act in place. A failed write goes to `on_error`. `flush` waits until the latest
+    value is on disk (shutdown)."""
 
     def __init__(
         self,
@@ -172,15 +173,30 @@ class LatestWriter:
             else:
                 self._on_written()
             return
-        self._pending[:] = [_encode(value)]
+        self._queue(loop, _encode(value))
+
+    def delete(self) -> None:
+        """Remove the key (after any write still waiting: the last call wins)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._store.delete(self._key)
+            return
+        self._queue(loop, _DELETE)
+
+    def _queue(self, loop: asyncio.AbstractEventLoop, item: bytes | object) -> None:
+        self._pending[:] = [item]
         if self._task is None or self._task.done():
             self._task = loop.create_task(self._drain(), name=f"store-{self._key}")
 
     async def _drain(self) -> None:
         while self._pending:
-            data = self._pending.pop()
+            item = self._pending.pop()
+            if item is _DELETE:
+                await asyncio.to_thread(self._store.delete, self._key)
+                continue
             try:
-                await self._store.put_async(self._key, _Encoded(data))
+                await self._store.put_async(self._key, _Encoded(item))
             except StoreError as exc:
                 self._on_error(exc)
             else:
@@ -189,6 +205,9 @@ class LatestWriter:
     async def flush(self) -> None:
         while self._task is not None and not self._task.done():
             await asyncio.shield(self._task)
+
+
+_DELETE = object()  # queued by LatestWriter.delete
 
 
 class _Encoded(bytes):

@@ -16,10 +16,9 @@ from typing import Any
 
 import structlog
 
-from agent.errors import StoreError
 from agent.model import AppSpec, TargetState
 from agent.model.source import TargetSource
-from agent.store import Store
+from agent.store import LatestWriter, Store
 
 log = structlog.get_logger("agent.local")
 
@@ -30,6 +29,9 @@ LOCAL_MODE_VARS = ("BALENA_SUPERVISOR_LOCAL_MODE", "RESIN_SUPERVISOR_LOCAL_MODE"
 class TargetIntake:
     def __init__(self, store: Store, apply: Callable[[TargetState], None]) -> None:
         self._store = store
+        self._saved = LatestWriter(  # the posted local target, written off the event loop
+            store, STORE_KEY, lambda exc: log.error("local_target_persist_failed", error=str(exc))
+        )
         self._apply = apply
         self.cloud: TargetState | None = None
         self.local: TargetState | None = None
@@ -40,6 +42,10 @@ class TargetIntake:
 
     def saved_local(self) -> Any:
         return self._store.get(STORE_KEY)
+
+    async def flush(self) -> None:
+        """Wait until the posted local target is on disk (shutdown)."""
+        await self._saved.flush()
 
     def local_config_vars(self, target: TargetState) -> dict[str, str]:
         """A local target's config vars, except local mode itself, which stays as the cloud
@@ -59,10 +65,7 @@ class TargetIntake:
         if source == TargetSource.LOCAL:
             self.local = target
             if body is not None:
-                try:
-                    self._store.put(STORE_KEY, body)
-                except StoreError as exc:
-                    log.error("local_target_persist_failed", error=str(exc))
+                self._saved.write(body)
         else:
             self.cloud = target
             if local_mode:
@@ -70,7 +73,7 @@ class TargetIntake:
         if left and self.local is not None:
             log.info("local_mode_left", dropped_apps=sorted(self.local.apps))
             self.local = None
-            self._store.delete(STORE_KEY)
+            self._saved.delete()
         self.push()
 
     @property

@@ -1,5 +1,8 @@
+import threading
+
 from agent.local.intake import TargetIntake
 from agent.model import TargetState, parse_target
+from agent.model.source import TargetSource
 from agent.store import Store
 
 UUID = "dev1"
@@ -92,3 +95,39 @@ def test_an_emptied_app_has_no_services_until_restored(tmp_path):
     assert applied[-1].apps["a"].release.services == {}
     intake.empty_app("a", False)
     assert applied[-1] == newer
+
+
+class _WatchedStore(Store):
+    """Records which thread writes or deletes."""
+
+    def __init__(self, root) -> None:
+        super().__init__(root)
+        self.threads: list[int] = []
+
+    def put(self, key, value) -> None:
+        self.threads.append(threading.get_ident())
+        super().put(key, value)
+
+    def delete(self, key) -> None:
+        self.threads.append(threading.get_ident())
+        super().delete(key)
+
+
+async def test_the_local_target_is_saved_and_dropped_off_the_event_loop_in_order(tmp_path):
+    """A local target posted and local mode left at once: the write and the removal happen in
+    worker threads, the removal last (the dropped target doesn't come back after a restart)."""
+    store = _WatchedStore(tmp_path)
+    intake = TargetIntake(store, lambda _target: None)
+    cloud, _ = target({}, {"BALENA_SUPERVISOR_LOCAL_MODE": "1"})
+    intake.accept(cloud, TargetSource.CLOUD, local_mode=True)
+    local, body = target({"l": app(2)})
+    intake.accept(local, TargetSource.LOCAL, local_mode=True, body=body)
+    await intake.flush()
+    assert intake.saved_local() == body
+    intake.accept(local, TargetSource.LOCAL, local_mode=True, body=body)
+    intake.accept(
+        target({"a": app(1)})[0], TargetSource.CLOUD, local_mode=False
+    )  # before it's written
+    await intake.flush()
+    assert Store(tmp_path).get("local-target") is None
+    assert store.threads and threading.get_ident() not in store.threads
