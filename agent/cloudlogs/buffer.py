@@ -131,6 +131,23 @@ class LogBuffer:
             self._drop({old.key: Tally(1, old.ts_ms, old.ts_ms)})
         self.ready.set()
 
+    def put_all(self, entries: list[Entry]) -> None:
+        """`put` for a batch (a follower's lines of one tick): one size count, one overflow
+        check, one wake-up of the sender."""
+        if not entries:
+            return
+        self._mem.extend(entries)
+        self._mem_size += sum([len(e[0]) for e in entries])
+        if self._mem_size > self.mem_bytes:
+            if self._pressure is not None:
+                self._pressure.set()
+            limit = self.mem_bytes * (2 if self.spill_dir is not None else 1)
+            while self._mem_size > limit and self._mem:
+                old = self._mem.popleft()
+                self._mem_size -= len(old.line)
+                self._drop({old.key: Tally(1, old.ts_ms, old.ts_ms)})
+        self.ready.set()
+
     def _drop(self, tallies: dict[str, Tally]) -> None:
         for key, t in tallies.items():
             self._drops.setdefault(key, Tally()).add(t.lines, t.first_ms, t.last_ms)
@@ -178,6 +195,18 @@ class LogBuffer:
         tallies, self._drops = self._drops, {}
         return system_entry(drop_message(tallies, why), int(time.time() * 1000), error=True)
 
+    @property
+    def pending(self) -> bool:
+        """Lines (or a drop notice) wait to be sent."""
+        return bool(self._front or self._loaded or self._mem or self._segments or self._drops)
+
+    def take_now(self, max_bytes: int) -> list[Entry] | None:
+        """`take` without a wait, when no segment must be read first and no spill is under way
+        (the usual case: the lines of a tick, all in memory); else None: call `take`."""
+        if self._lock.locked() or (self._segments and not self._front and not self._loaded):
+            return None
+        return self._take(max_bytes)
+
     async def take(self, max_bytes: int) -> list[Entry]:
         """The oldest lines, up to `max_bytes` (at least one when there is any), removed."""
         async with self._lock:
@@ -189,20 +218,23 @@ class LogBuffer:
                 self._disk_size -= seg.nbytes
                 self._loaded.extend(entries)
                 self._unlink.append(seg.path)
-            out: list[Entry] = []
-            size = 0
-            for source in (self._front, self._loaded, self._mem):
-                while source and (not out or size + len(source[0].line) <= max_bytes):
-                    e = source.popleft()
-                    out.append(e)
-                    size += len(e.line)
-                    if source is self._mem:
-                        self._mem_size -= len(e.line)
-                if source or (source is self._loaded and self._segments):
-                    break  # older lines are left: never skip ahead of them
-            if not (self._front or self._loaded or self._segments or self._mem):
-                self.ready.clear()
-            return out
+            return self._take(max_bytes)
+
+    def _take(self, max_bytes: int) -> list[Entry]:
+        out: list[Entry] = []
+        size = 0
+        for source in (self._front, self._loaded, self._mem):
+            while source and (not out or size + len(source[0].line) <= max_bytes):
+                e = source.popleft()
+                out.append(e)
+                size += len(e.line)
+                if source is self._mem:
+                    self._mem_size -= len(e.line)
+            if source or (source is self._loaded and self._segments):
+                break  # older lines are left: never skip ahead of them
+        if not (self._front or self._loaded or self._segments or self._mem):
+            self.ready.clear()
+        return out
 
     def requeue(self, entries: list[Entry]) -> None:
         """Lines taken but not delivered (a request that failed): first in line again, in

@@ -23,7 +23,7 @@ import structlog
 
 from agent.cloudlogs.buffer import LogBuffer
 from agent.cloudlogs.ratelimit import RateLimiter
-from agent.cloudlogs.wire import FLUSH_S, Entry, encode
+from agent.cloudlogs.wire import FLUSH_S, container_entries
 from agent.engine.docker import DockerEngine
 from agent.engine.logframes import container_starts, is_tty, log_frames, supervised_containers
 from agent.errors import EngineError
@@ -118,23 +118,24 @@ class Followers:
         # stdout and stderr apart and may write a later-stamped stderr line first (a service
         # printing to both at once), so "older than the last line" is no test of "seen".
         floor = last = since_ns or 0
-        allow, put, clock = self._limiter.allow, self._buffer.put, self._clock
+        limiter, put, clock = self._limiter, self._buffer.put_all, self._clock
         try:
             async for batch in log_frames(
                 self._engine, c.id, since_ns, True, self._tty.get(c.id, False), pace=self._pace
             ):
-                now = clock()
-                for frame in batch:
-                    if frame.ns <= floor:
-                        continue
-                    if frame.ns > last:
-                        last = frame.ns  # where a re-opened stream resumes
-                    ts_ms = frame.ns // 1_000_000
-                    if allow(key, now, ts_ms):
-                        line = encode(frame.text, ts_ms, service_id=service_id, stderr=frame.stderr)
-                        put(Entry(line, key, ts_ms, c.id, frame.ns))
-                    elif self._wake is not None:
+                # a batch at once (the lines of a tick): this runs for every line shipped
+                fresh = [f for f in batch if f[0] > floor] if floor else batch
+                if not fresh:
+                    continue
+                last = max(last, max(fresh)[0])  # where a re-opened stream resumes
+                passed = limiter.admit(key, clock(), len(fresh))
+                if passed < len(fresh):
+                    first_ms, last_ms = fresh[passed].ns // 1_000_000, fresh[-1].ns // 1_000_000
+                    limiter.dropped(key, len(fresh) - passed, first_ms, last_ms)
+                    fresh = fresh[:passed]
+                    if self._wake is not None:
                         self._wake.set()
+                put(container_entries(fresh, key, c.id, service_id))
                 self.last[c.id] = last
         except EngineError:
             pass  # gone meanwhile, or the engine went away: a later scan follows again

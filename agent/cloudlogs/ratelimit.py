@@ -26,20 +26,30 @@ class RateLimiter:
         self.dropped_total = 0
 
     def allow(self, key: str, now: float, ts_ms: int) -> bool:
+        if self.admit(key, now, 1):
+            return True
+        self.dropped(key, 1, ts_ms, ts_ms)
+        return False
+
+    def admit(self, key: str, now: float, lines: int) -> int:
+        """How many of `lines` read at `now` pass (the first ones: a line takes a token); the
+        caller tells `dropped` about the rest."""
         b = self._buckets.get(key)
         if b is None:
             b = self._buckets[key] = _Bucket(self.burst, now)
         b.tokens = min(self.burst, b.tokens + (now - b.at) * self.rate)
         b.at = now
-        if b.tokens >= 1.0:
-            b.tokens -= 1.0
-            return True
+        passed = min(lines, int(b.tokens))
+        b.tokens -= passed
+        return passed
+
+    def dropped(self, key: str, lines: int, first_ms: int, last_ms: int) -> None:
+        b = self._buckets[key]
         if not b.dropped:
-            b.first_ms = ts_ms
-        b.dropped += 1
-        b.last_ms = ts_ms
-        self.dropped_total += 1
-        return False
+            b.first_ms = first_ms
+        b.dropped += lines
+        b.last_ms = last_ms
+        self.dropped_total += lines
 
     def notice(self, key: str, now: float) -> tuple[int, int, int] | None:
         """(lines dropped, first ms, last ms) since the last notice, at most once per

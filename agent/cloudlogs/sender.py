@@ -22,10 +22,8 @@ line written.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import random
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
@@ -42,7 +40,7 @@ log = structlog.get_logger("agent.cloudlogs")
 
 MIN_COOLDOWN_S = 5.0
 MAX_COOLDOWN_S = 300.0
-REQUEST_MAX_S = 10.0
+REQUEST_MAX_S = 30.0
 MAX_BATCH_BYTES = 256 * 1024  # one gzip flush and one chunk of the body
 TICK_MAX_BYTES = 1024 * 1024  # NDJSON sent a tick at most (a backlog never holds the loop long)
 ANSWER_TIMEOUT_S = 30.0
@@ -96,6 +94,9 @@ class Sender:
         async with aiohttp.ClientSession(timeout=timeout) as session:
             while True:
                 await self._buffer.ready.wait()
+                if not self._buffer.pending:  # woken by a request's deadline (_body)
+                    self._buffer.ready.clear()
+                    continue
                 if await self._request(session):
                     failures = 0
                     continue
@@ -136,44 +137,54 @@ class Sender:
     ) -> AsyncIterator[bytes]:
         self.connected = True
         loop = asyncio.get_running_loop()
-        deadline = time.monotonic() + REQUEST_MAX_S
-        last_slot = -1
+        buffer = self._buffer
+        deadline = loop.time() + REQUEST_MAX_S
+        # one timer a request, not one a wait: at the deadline it wakes a wait for lines (the
+        # sender's run() then sees that nothing is pending); the loop below ends the request
+        expire = loop.call_at(deadline, buffer.ready.set)
+        last_slot = None  # the request's first lines go out at once: they waited for a tick
         held = 0  # bytes of `inflight`: at the buffer's memory bound the request ends
-        while (left := deadline - time.monotonic()) > 0 and held < self._buffer.mem_bytes:
-            if not self._buffer.ready.is_set():  # no timer while lines keep coming
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(left):  # no task per wait, unlike wait_for
-                        await self._buffer.ready.wait()
-            # the reference's throttled sync flush: at most one per `flush_s` slot, on the grid
-            # the followers read on (logloop.py), so their lines go out in the same wake-up;
-            # a line put between two ticks (a system line) waits for the next one
-            now, period = loop.time(), self._flush_s
-            slot = math.floor(now / period)
-            if slot == last_slot or now - slot * period > ON_TICK_S:
-                tick = next_tick(now, period)
-                await sleep_until(tick)
-                slot = round(tick / period)
-            last_slot = slot
-            if ended:  # the answer came while this waited: the request is over, take nothing
-                return
-            sent = 0  # all that waits goes out on this tick, up to TICK_MAX_BYTES
-            while sent < TICK_MAX_BYTES and held < self._buffer.mem_bytes:
-                batch = await self._buffer.take(min(MAX_BATCH_BYTES, self._buffer.mem_bytes - held))
-                notice = self._buffer.take_drop_notice()  # after what was kept (resent too)
-                if notice is not None:
-                    batch.append(notice)
-                if ended:  # the answer came during take(): these are the oldest lines
-                    # waiting (inflight was requeued first, at the head), so back at the head
-                    self._buffer.requeue(batch)
+        try:
+            while loop.time() < deadline and held < buffer.mem_bytes:
+                if not buffer.ready.is_set():  # no timer while lines keep coming
+                    await buffer.ready.wait()
+                    if loop.time() >= deadline:
+                        break
+                # the reference's throttled sync flush: at most one per `flush_s` slot, on the
+                # grid the followers read on (logloop.py), so their lines go out in the same
+                # wake-up; a line put between two ticks (a system line) waits for the next one
+                now, period = loop.time(), self._flush_s
+                slot = math.floor(now / period)
+                if last_slot is not None and (slot == last_slot or now - slot * period > ON_TICK_S):
+                    tick = next_tick(now, period)
+                    await sleep_until(tick)
+                    slot = round(tick / period)
+                last_slot = slot
+                if ended:  # the answer came while this waited: the request is over, take nothing
                     return
-                if not batch:
-                    break
-                inflight.extend(batch)
-                self._on_write(batch)
-                chunk = gz.batch([e.line for e in batch])
-                sent += gz.last_raw_bytes
-                held += gz.last_raw_bytes
-                yield chunk
-                if not self._buffer.ready.is_set():
-                    break  # nothing left (take() clears it)
+                sent = 0  # all that waits goes out on this tick, up to TICK_MAX_BYTES
+                while sent < TICK_MAX_BYTES and held < buffer.mem_bytes:
+                    room = min(MAX_BATCH_BYTES, buffer.mem_bytes - held)
+                    batch = buffer.take_now(room)
+                    if batch is None:  # a segment to read from disk, or a spill under way
+                        batch = await buffer.take(room)
+                    notice = buffer.take_drop_notice()  # after what was kept (resent too)
+                    if notice is not None:
+                        batch.append(notice)
+                    if ended:  # the answer came during take(): these are the oldest lines
+                        # waiting (inflight was requeued first, at the head), so back at the head
+                        buffer.requeue(batch)
+                        return
+                    if not batch:
+                        break
+                    inflight.extend(batch)
+                    self._on_write(batch)
+                    chunk = gz.batch([e.line for e in batch])
+                    sent += gz.last_raw_bytes
+                    held += gz.last_raw_bytes
+                    yield chunk
+                    if not buffer.ready.is_set():
+                        break  # nothing left (take() clears it)
+        finally:
+            expire.cancel()
         yield gz.end()

@@ -19,8 +19,11 @@
 from __future__ import annotations
 
 import zlib
+from collections.abc import Sequence
 from json.encoder import encode_basestring
 from typing import NamedTuple
+
+from agent.engine.logwire import LogFrame
 
 PATH = "/device/v2/{uuid}/log-stream"
 CONTENT_TYPE = "application/x-ndjson"
@@ -66,6 +69,24 @@ def encode(
     if service_id is not None and not system:
         text += ',"serviceId":' + str(int(service_id))
     return (text + "}\n").encode(errors="replace")
+
+
+def container_entries(
+    frames: Sequence[LogFrame], key: str, container: str, service_id: int | None
+) -> list[Entry]:
+    """A container's lines as `encode` writes them, a batch at once: the fields after the
+    message and timestamp are the same for every line of the container (stdout or stderr), so
+    they are written once, and a line is one f-string (this runs for every line shipped)."""
+    sid = "" if service_id is None else f',"serviceId":{int(service_id)}'
+    tails = (sid + "}\n", ',"isStdErr":true' + sid + "}\n")
+    esc, new, out = encode_basestring, tuple.__new__, []
+    for ns, stderr, text in frames:
+        if len(text) > MAX_MESSAGE_CHARS:
+            text = truncate(text)
+        ts_ms = ns // 1_000_000
+        line = f'{{"message":{esc(text)},"timestamp":{ts_ms}{tails[stderr]}'
+        out.append(new(Entry, (line.encode("utf-8", "replace"), key, ts_ms, container, ns)))
+    return out
 
 
 def system_entry(message: str, ts_ms: int, error: bool = False) -> Entry:

@@ -26,6 +26,8 @@ class LogFrame(NamedTuple):
 
 
 _SECONDS_CACHE: dict[bytes, int] = {}  # "YYYY-MM-DDTHH:MM:SS" -> epoch s (lines share it)
+_NS_CACHE: dict[bytes, int] = {}  # the same, in ns (FrameSplitter's fast path)
+_new_frame = tuple.__new__  # a LogFrame without its Python-level __new__ (one per line)
 
 
 def parse_stamp(stamp: bytes) -> int | None:
@@ -33,15 +35,39 @@ def parse_stamp(stamp: bytes) -> int | None:
     head, _, frac = stamp.rstrip(b"Z").partition(b".")
     whole = _SECONDS_CACHE.get(head)
     if whole is None:
-        try:
-            whole = int(datetime.fromisoformat(head.decode("ascii") + "+00:00").timestamp())
-        except (UnicodeDecodeError, ValueError):
-            return None
+        whole = utc_seconds(head)  # once a second of log: arithmetic, not datetime (cold code)
+        if whole is None:
+            try:
+                whole = int(datetime.fromisoformat(head.decode("ascii") + "+00:00").timestamp())
+            except (UnicodeDecodeError, ValueError):
+                return None
         if len(_SECONDS_CACHE) > 64:
             _SECONDS_CACHE.clear()
+            _NS_CACHE.clear()
         _SECONDS_CACHE[head] = whole
+        _NS_CACHE[bytes(head)] = whole * 1_000_000_000
     digits = (frac + b"000000000")[:9]
     return whole * 1_000_000_000 + (int(digits) if digits.isdigit() else 0)
+
+
+def utc_seconds(head: bytes) -> int | None:
+    """`YYYY-MM-DDTHH:MM:SS` (UTC) → seconds since the epoch; None for any other shape."""
+    if len(head) != 19 or head[4:5] + head[7:8] + head[10:11] + head[13:14] + head[16:17] != (
+        b"--T::"
+    ):
+        return None
+    fields = (head[0:4], head[5:7], head[8:10], head[11:13], head[14:16], head[17:19])
+    if not b"".join(fields).isdigit():
+        return None
+    y, m, d, hh, mm, ss = map(int, fields)
+    if not (1 <= m <= 12 and 1 <= d <= 31 and hh < 24 and mm < 60 and ss < 61):
+        return None
+    # days since 1970-01-01 of a proleptic Gregorian date (the "days from civil" algorithm)
+    y -= m <= 2
+    era, yoe = divmod(y, 400)
+    doy = (153 * (m - 3 if m > 2 else m + 9) + 2) // 5 + d - 1
+    days = era * 146_097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719_468
+    return days * 86_400 + hh * 3_600 + mm * 60 + ss
 
 
 def next_tick(now: float, period: float) -> float:
@@ -64,10 +90,22 @@ class FrameSplitter:
     def feed(self, stderr: bool, data: bytes, out: list[LogFrame]) -> None:
         buf = self._pending[stderr] + data
         *complete, self._pending[stderr] = buf.split(b"\n")
+        seconds, new, append = _NS_CACHE, _new_frame, out.append
         for raw in complete:
-            frame = _frame(raw, stderr)
+            # the engine's stamp has a fixed shape (RFC3339NanoFixed: 9 digits, "Z"): its whole
+            # second looked up (lines share it), the nanoseconds read as they stand
+            if raw[29:31] == b"Z " and raw[19:20] == b".":
+                whole = seconds.get(raw[:19])
+                digits = raw[20:29]
+                if whole is not None and digits.isdigit():
+                    text = raw[31:].decode("utf-8", "replace")
+                    if text[-1:] == "\r":
+                        text = text.rstrip("\r")
+                    append(new(LogFrame, (whole + int(digits), stderr, text)))
+                    continue
+            frame = _frame(raw, stderr)  # any other shape, and a second not seen yet
             if frame is not None:
-                out.append(frame)
+                append(frame)
 
     def rest(self) -> list[LogFrame]:
         out = [_frame(rest, stderr) for stderr, rest in self._pending.items() if rest]
@@ -149,7 +187,10 @@ class ChunkDecoder:
             end = buf.find(b"\r\n", pos)
             if end < 0:
                 break
-            size = int(buf[pos:end].split(b";")[0].strip() or b"0", 16)
+            try:
+                size = int(buf[pos:end], 16)  # the engine's: bare hex digits
+            except ValueError:  # a chunk extension (";name=value"), or an empty size
+                size = int(buf[pos:end].split(b";")[0].strip() or b"0", 16)
             pos = end + 2
             self.count += 1
             if size == 0:

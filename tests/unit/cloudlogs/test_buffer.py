@@ -106,3 +106,37 @@ async def test_a_failed_request_puts_its_lines_back_first(tmp_path: Path):
     buf.requeue(first)
     assert numbers(await drain(buf)) == list(range(11))
     assert not buf.ready.is_set()
+
+
+async def test_a_batch_put_keeps_the_bound_and_the_order_of_lines_put_one_by_one(tmp_path: Path):
+    one, batch = LogBuffer(4096, 0, None), LogBuffer(4096, 0, None)
+    entries = [entry(i) for i in range(100)]
+    for e in entries:
+        one.put(e)
+    for k in range(0, 100, 30):
+        batch.put_all(entries[k : k + 30])
+    assert batch.memory_bytes == one.memory_bytes <= 4096
+    assert numbers(await drain(batch)) == numbers(await drain(one))
+    a, b = batch.take_drop_notice(), one.take_drop_notice()
+    assert (
+        a is not None
+        and b is not None
+        and json.loads(a.line)["message"] == json.loads(b.line)["message"].replace("\n", "")
+    )
+
+
+async def test_take_now_leaves_a_segment_on_disk_to_take(tmp_path: Path):
+    buf = LogBuffer(mem_bytes=2048, disk_bytes=1 << 20, spill_dir=tmp_path)
+    for i in range(60):
+        buf.put(entry(i))
+        await buf.spill()  # past the memory bound: the oldest to disk
+    segments, waited, got = len(files(tmp_path)), 0, list[Entry]()
+    assert segments >= 2
+    while buf.pending:
+        batch = buf.take_now(1 << 20)
+        if batch is None:  # the oldest lines are on disk: take() reads them, with a wait
+            waited += 1
+            batch = await buf.take(1 << 20)
+        got += batch
+    assert numbers(got) == list(range(60))
+    assert waited == segments  # memory needed no wait

@@ -12,6 +12,8 @@ from agent.cloudlogs import sender as sender_module
 from agent.cloudlogs.buffer import LogBuffer
 from agent.cloudlogs.sender import MAX_BATCH_BYTES, TICK_MAX_BYTES, Sender
 from agent.cloudlogs.wire import Entry, GzipStream, system_entry
+from agent.engine.logloop import sleep_until
+from agent.engine.logwire import next_tick
 
 
 async def test_a_backlog_of_several_batches_goes_out_on_one_tick_in_order(
@@ -88,3 +90,36 @@ async def test_a_request_answered_while_its_body_waited_takes_no_lines_and_keeps
         return await buffer.take(1 << 20)
 
     assert (await main()) == lines
+
+
+async def test_a_new_requests_waiting_lines_go_out_at_once_not_a_tick_later(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """A request opened after a tick (its set-up takes a while on a busy device) sends the
+    lines read on that tick at once; they used to wait for the next tick, a second more."""
+    monkeypatch.setattr(sender_module, "REQUEST_MAX_S", 0.5)
+    loop = asyncio.get_running_loop()
+    flush_s = 2.0
+    await sleep_until(next_tick(loop.time(), flush_s) + 0.3)  # well past a tick, far from one
+    buffer = LogBuffer(1 << 20, 0, None)
+    buffer.put(system_entry("read on the last tick", 1))
+    sender = Sender("http://cloud.invalid", "uuid", "key", buffer, lambda _b: None, flush_s)
+    t0 = loop.time()
+    body = sender._body(GzipStream(), [], [])
+    await anext(body)
+    assert loop.time() - t0 < 0.2
+    async for _ in body:  # to the request's end
+        pass
+
+
+async def test_the_deadline_ends_a_waiting_request_and_starts_no_empty_one():
+    buffer = LogBuffer(1 << 20, 0, None)
+    buffer.put(system_entry("one line", 1))
+    sender = Sender("http://cloud.invalid", "uuid", "key", buffer, lambda _b: None, 0.1)
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sender_module, "REQUEST_MAX_S", 0.4)
+        chunks = [chunk async for chunk in sender._body(GzipStream(), [], [])]
+    assert len(chunks) == 2 and 0.35 < loop.time() - t0 < 1.0  # the line, then the end
+    assert buffer.ready.is_set() and not buffer.pending  # run() opens no request for this

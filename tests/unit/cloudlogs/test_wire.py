@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import json
 import zlib
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from agent.cloudlogs.wire import MAX_MESSAGE_CHARS, GzipStream, encode, system_entry
+from agent.cloudlogs.wire import (
+    MAX_MESSAGE_CHARS,
+    GzipStream,
+    container_entries,
+    encode,
+    system_entry,
+)
 from agent.engine.logwire import (
     ChunkDecoder,
     FrameSplitter,
@@ -15,6 +22,7 @@ from agent.engine.logwire import (
     parse_stamp,
     since_param,
     split_frames,
+    utc_seconds,
 )
 
 
@@ -112,3 +120,44 @@ def test_the_hand_written_encoder_is_valid_json_for_awkward_text():
         obj = json.loads(encode(text, 7, service_id=3, stderr=True))
         assert obj["serviceId"] == 3 and obj["isStdErr"] is True and obj["timestamp"] == 7
         assert obj["message"] == text.encode(errors="replace").decode() or text == "\ud800"
+
+
+def test_a_batch_of_container_lines_is_written_as_encode_writes_each_line():
+    texts = ["hello", 'a"b\\c', "tab\there", "é ü 漢字 🙂", "", "x" * (MAX_MESSAGE_CHARS + 5)]
+    frames = [LogFrame(1714557600_123456789 + i, i % 2 == 1, t) for i, t in enumerate(texts)]
+    for service_id in (7, None):
+        entries = container_entries(frames, "main", "c1", service_id)
+        assert [e.line for e in entries] == [
+            encode(f.text, f.ns // 1_000_000, service_id=service_id, stderr=f.stderr)
+            for f in frames
+        ]
+        assert [(e.key, e.container, e.ns, e.ts_ms) for e in entries] == [
+            ("main", "c1", f.ns, f.ns // 1_000_000) for f in frames
+        ]
+
+
+def test_the_engine_stamp_fast_path_reads_what_the_general_parser_reads():
+    stamps = [
+        b"2024-05-01T10:00:00.000000001Z",  # a second not seen before: the general parser
+        b"2024-05-01T10:00:00.999999999Z",  # the same second: the fast path
+        b"2024-05-01T10:00:01.5Z",  # RFC 3339 with its zeros trimmed: the general parser
+        b"2024-05-01T10:00:01.000000042Z",
+    ]
+    data = b"".join(s + b" msg " + str(i).encode() + b"\r\n" for i, s in enumerate(stamps))
+    out: list[LogFrame] = []
+    FrameSplitter().feed(True, data + b"not a stamp\n", out)
+    assert out == [
+        LogFrame(parse_stamp(s), True, f"msg {i}")  # type: ignore[arg-type]
+        for i, s in enumerate(stamps)
+    ]
+
+
+def test_utc_seconds_are_the_calendars():
+    start = datetime(1970, 1, 1, tzinfo=UTC)
+    for days in range(0, 60_000, 7):  # 1970 to 2134, leap years and centuries included
+        for seconds in (0, 86_399):
+            when = start + timedelta(days=days, seconds=seconds)
+            head = when.strftime("%Y-%m-%dT%H:%M:%S").encode()
+            assert utc_seconds(head) == int(when.timestamp()), head
+    for bad in (b"2024-13-01T00:00:00", b"2024-05-01 10:00:00", b"2024-05-01T10:00:0x", b"1"):
+        assert utc_seconds(bad) is None
