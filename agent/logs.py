@@ -10,13 +10,10 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, MutableMapping
 from typing import Any, TextIO
 
 import structlog
 
-EventSink = Callable[[MutableMapping[str, Any]], None]
-_SINKS: list[EventSink] = []
 # structlog processors run on every event before it is written (a seam for tests:
 # testbed/testhooks.py hooks its crash points here, before `configure`; empty on a device)
 EXTRA_PROCESSORS: list[Any] = []
@@ -105,25 +102,6 @@ def flush() -> None:
         _WRITER.flush()
 
 
-def add_sink(sink: EventSink) -> None:
-    """Also hand every logged event (a dict with its stable `event` name) to `sink`: only for
-    turning the agent's log into log lines elsewhere (the dashboard's system messages,
-    `/v2/local/logs`). Components tell each other through the bus (agent/events/), never this."""
-    _SINKS.append(sink)
-
-
-def remove_sink(sink: EventSink) -> None:
-    if sink in _SINKS:
-        _SINKS.remove(sink)
-
-
-def _to_sinks(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> Any:
-    for sink in list(_SINKS):
-        with contextlib.suppress(Exception):  # a broken sink must never break logging
-            sink(event)
-    return event
-
-
 def configure(fmt: str = "auto", level: str = "info") -> None:
     """`fmt`: json | console | auto (console when stderr is a terminal)."""
     use_console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
@@ -144,7 +122,6 @@ def configure(fmt: str = "auto", level: str = "info") -> None:
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             *hooks,
-            _to_sinks,
             structlog.processors.format_exc_info,
             renderer,
         ],

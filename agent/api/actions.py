@@ -23,6 +23,7 @@ from aiohttp import web
 from agent.api.common import ApiError, require_app_scope
 from agent.api.ports import CONTEXT, ApiContext
 from agent.errors import NotFound
+from agent.events.kinds import AppActionTaken, ServiceActionTaken
 from agent.locks import AgentLocks, LockHeld, held_locks
 from agent.model import AppSpec, ContainerState, CurrentState
 from agent.model.current import best_by_service
@@ -161,6 +162,7 @@ async def service_action(
             log.error("lock_take_failed", app_id=app.id, error=str(exc))
             raise ApiError(503, f"could not take the update lock: {exc}") from exc
     log.info("service_action", action=action, app_id=app.id, service=container.service_name)
+    ctx.bus.publish(ServiceActionTaken(action.value, app.id, container.service_name))
     try:
         match action:
             case ServiceAction.RESTART:
@@ -185,6 +187,7 @@ async def restart_app(ctx: ApiContext, app: AppRef, force: bool, purge: bool = F
         raise ApiError(423, LOCKED)
     what = "purge" if purge else "restart"
     log.info("app_action", action=what, app_id=app.id, app=app.name, force=force)
+    ctx.bus.publish(AppActionTaken(what, app.id, app.name, force))
     ctx.targets.empty_app(app.uuid, True)
     ctx.apply.wake(force=force)
     try:

@@ -15,19 +15,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, MutableMapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from agent import logs
 from agent.api import actions
 from agent.api.common import ApiError
+from agent.api.syslines import KINDS, local_line
 from agent.errors import EngineError
+from agent.events.kinds import Payload
 from agent.model import ContainerState
 
 if TYPE_CHECKING:
@@ -40,18 +40,6 @@ MAX_QUEUED_LINES = 1000
 MAX_QUEUED_BYTES = 512 * 1024
 DROP_LOG_EVERY_S = 10.0
 RESCAN_S = 1.0
-# agent events a developer watching `balena push` output wants to see
-SYSTEM_EVENTS = {
-    "target_accepted": "target state accepted",
-    "update_status_changed": "update status",
-    "pull_started": "downloading image",
-    "pull_done": "downloaded image",
-    "pull_failed": "download failed",
-    "step_started": "",
-    "step_failed": "failed",
-    "app_action": "app action",
-    "service_action": "service action",
-}
 
 
 @dataclass
@@ -138,8 +126,7 @@ class LogHub:
         self._wake = asyncio.Event()
         self._seen: set[str] = set()  # containers seen by an earlier scan
         self._last_at: dict[str, float] = {}  # container -> time of the last line followed
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_thread = 0
+        self._unsubscribe: list[Callable[[], None]] = []
         self._failed = False  # a bug was logged (once)
 
     @property
@@ -154,8 +141,7 @@ class LogHub:
         if len(self._subs) >= MAX_STREAMS:
             raise ApiError(429, f"too many log streams open (at most {MAX_STREAMS}); retry later")
         if not self._subs:
-            self._loop, self._loop_thread = asyncio.get_running_loop(), threading.get_ident()
-            logs.add_sink(self._system)
+            self._unsubscribe = [self._ctx.bus.subscribe(k, self._system) for k in KINDS]
             self._scanner = asyncio.create_task(self._scan_loop(), name="log-hub-scan")
         self._subs.add(sub)
         self._wake.set()
@@ -166,7 +152,9 @@ class LogHub:
         if self._subs:
             self._wake.set()  # followers nobody wants any more stop at the next scan
             return
-        logs.remove_sink(self._system)
+        for stop in self._unsubscribe:
+            stop()
+        self._unsubscribe = []
         for task in [*self._followers.values(), *([self._scanner] if self._scanner else [])]:
             task.cancel()
         self._followers.clear()
@@ -179,29 +167,13 @@ class LogHub:
             sub.close()
             self.unsubscribe(sub)
 
-    def _system(self, event: MutableMapping[str, Any]) -> None:
-        """A logging sink: may be called from any thread."""
-        name = event.get("event")
-        if name not in SYSTEM_EVENTS:
+    def _system(self, event: Payload) -> None:
+        """A bus handler (on the event loop's thread): the agent's own line, to every client
+        that wants them."""
+        message = local_line(event)
+        if message is None:
             return
-        details = " ".join(
-            f"{k}={v}" for k, v in event.items() if k not in ("event", "level", "timestamp")
-        )
-        prefix = SYSTEM_EVENTS[name]
-        line = encode(
-            {
-                "message": f"{prefix}: {details}" if prefix else details,
-                "timestamp": int(time.time() * 1000),
-                "isSystem": True,
-            }
-        )
-        if threading.get_ident() == self._loop_thread:
-            self._offer_system(line)
-        elif self._loop is not None:
-            with contextlib.suppress(RuntimeError):  # the loop is closed
-                self._loop.call_soon_threadsafe(self._offer_system, line)
-
-    def _offer_system(self, line: bytes) -> None:
+        line = encode({"message": message, "timestamp": int(time.time() * 1000), "isSystem": True})
         for sub in self._subs:
             if sub.system:
                 sub.offer(line)

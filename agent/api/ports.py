@@ -19,6 +19,7 @@ from aiohttp import web
 
 from agent.api.keys import ApiKeys
 from agent.connectivity.monitor import ConnectivityView
+from agent.events.bus import Bus
 from agent.host import HostControl
 from agent.model import CurrentState, TargetState
 from agent.status.board import AppView
@@ -167,6 +168,7 @@ class ApiContext:
     device_fields: Callable[[], dict[str, Any]]  # what the cloud is told about the device
     key_rotated: Callable[[], None]  # the global key changed: report it
     override_lock: Callable[[], bool]  # the fleet's SUPERVISOR_OVERRIDE_LOCK
+    bus: Bus  # the agent's: the API's actions published, the agent's own log lines heard
 
 
 CONTEXT: web.AppKey[ApiContext] = web.AppKey("context")

@@ -8,25 +8,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 import time
-from collections.abc import Callable, Mapping, MutableMapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-from agent import logs
 from agent.cloudlogs import spill
 from agent.cloudlogs.buffer import LogBuffer
 from agent.cloudlogs.followers import Followers
 from agent.cloudlogs.positions import Positions
 from agent.cloudlogs.ratelimit import RateLimiter
 from agent.cloudlogs.sender import Sender
-from agent.cloudlogs.system import system_message
+from agent.cloudlogs.system import KINDS, system_message
 from agent.cloudlogs.wire import FLUSH_S, MIN_FLUSH_S, Entry, system_entry
 from agent.engine.docker import DockerEngine
+from agent.events.bus import Bus
+from agent.events.kinds import Payload
 
 log = structlog.get_logger("agent.cloudlogs")
 
@@ -77,8 +77,11 @@ class CloudLogs:
         cloud: Callable[[], tuple[str, str, str]],  # endpoint, uuid, key (once registered)
         data_dir: Path,
         enabled: Callable[[], bool],
+        bus: Bus,
     ) -> None:
+        """`bus`: the agent's; its events become the dashboard's system lines (system.py)."""
         self._engine = engine
+        self._bus = bus
         self._data_dir = data_dir
         self.settings = settings
         self._enabled = enabled
@@ -93,23 +96,18 @@ class CloudLogs:
         self.sender: Sender | None = None
         self.followers: Followers | None = None
         self._on = False
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_thread = 0
         self._announced = False
 
     # --- the agent's own lines ---------------------------------------------------------------
 
-    def sink(self, event: MutableMapping[str, Any]) -> None:
-        """A logging sink (agent/logs.py): may be called from any thread."""
-        found = system_message(event)
-        if found is None or not self._on:
+    def system(self, event: Payload) -> None:
+        """A bus handler (on the event loop's thread): the event's system line, if it has one
+        and the stream is on."""
+        if not self._on:
             return
-        entry = system_entry(found[0], int(time.time() * 1000), error=found[1])
-        if threading.get_ident() == self._loop_thread:
-            self.buffer.put(entry)
-        elif self._loop is not None:
-            with contextlib.suppress(RuntimeError):  # the loop is closed
-                self._loop.call_soon_threadsafe(self.buffer.put, entry)
+        found = system_message(event)
+        if found is not None:
+            self.buffer.put(system_entry(found[0], int(time.time() * 1000), error=found[1]))
 
     # --- positions ----------------------------------------------------------------------------
 
@@ -137,8 +135,7 @@ class CloudLogs:
         self.sender = Sender(
             *self._cloud(), self.buffer, self._written, flush_s=self.settings.flush_s
         )
-        self._loop, self._loop_thread = asyncio.get_running_loop(), threading.get_ident()
-        logs.add_sink(self.sink)
+        unsubscribe = [self._bus.subscribe(kind, self.system) for kind in KINDS]
         positions, started_ns = dict(self.positions.values), self.positions.started_ns
         try:
             while True:
@@ -148,7 +145,8 @@ class CloudLogs:
                 positions, started_ns = {}, time.time_ns()
         finally:
             self._on = False
-            logs.remove_sink(self.sink)
+            for stop in unsubscribe:
+                stop()
 
     def poke(self) -> None:
         """The config changed (SUPERVISOR_LOG_CONTROL may have): look now."""

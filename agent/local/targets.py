@@ -15,6 +15,8 @@ from typing import Any, Protocol
 import structlog
 
 from agent.errors import TargetStateError
+from agent.events.bus import Bus
+from agent.events.kinds import AppRejected, ContractServicesNotRun, TargetAccepted
 from agent.local.fleetvars import FleetVars
 from agent.local.intake import TargetIntake
 from agent.model import TargetState, parse_target
@@ -44,10 +46,13 @@ class TargetService:
         errors: TargetErrors,
         adjust: Callable[[Any], Any] = lambda body: body,
         new_apps: Callable[[set[int]], None] = lambda _ids: None,
+        bus: Bus | None = None,
     ) -> None:
         """`adjust(body)`: the cloud's document with rolled back apps on their previous release
         (agent/reconcile/rollback.py); `new_apps(ids)`: the apps of an accepted target (their
-        API keys are made)."""
+        API keys are made); `bus`: the agent's, told of accepted targets and rejected apps (a
+        bus of its own when None)."""
+        self._bus = bus if bus is not None else Bus()
         self._uuid = device_uuid
         self._contract = contract
         self._store = store
@@ -85,12 +90,13 @@ class TargetService:
         target = checked.target
         for app_name, services in checked.not_run.items():
             log.warning("contract_services_not_run", app=app_name, services=list(services))
-        _log_rejections(target)
+            self._bus.publish(ContractServicesNotRun(app_name, tuple(services)))
+        self._rejections(target)
         local = source == TargetSource.LOCAL
         self._fleet.apply(self._intake.local_config_vars(target) if local else target.config)
-        log.info(
-            "target_accepted", source=source, apps=sorted(a.name for a in target.apps.values())
-        )
+        names = sorted(a.name for a in target.apps.values())
+        log.info("target_accepted", source=source, apps=names)
+        self._bus.publish(TargetAccepted(str(source), tuple(names)))
         self._new_apps({app.id for app in target.apps.values()})
         self._intake.accept(target, source, self.local_mode, body if local else None)
         return True
@@ -125,6 +131,12 @@ class TargetService:
             saved = (self._store.get(TARGET_KEY) or {}).get("body")
         entry = saved.get(self._uuid) if isinstance(saved, dict) else None
         return entry if isinstance(entry, dict) else None
+
+    def _rejections(self, target: TargetState) -> None:
+        _log_rejections(target)
+        for app in target.apps.values():
+            if app.rejection:
+                self._bus.publish(AppRejected(app.name, app.uuid, app.release_uuid, app.rejection))
 
 
 def _log_rejections(target: TargetState) -> None:

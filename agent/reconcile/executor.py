@@ -32,7 +32,16 @@ from agent.errors import (
     PullError,
 )
 from agent.events.bus import Bus
-from agent.events.kinds import PullStarted, UpdateLockHeld
+from agent.events.kinds import (
+    ImageDownloaded,
+    InsufficientDisk,
+    PullFailed,
+    PullStarted,
+    StepDone,
+    StepFailed,
+    StepStarted,
+    UpdateLockHeld,
+)
 from agent.locks import AgentLocks, LockHeld, clear_handover, holder_fields
 from agent.model import AppSpec, CurrentState, ServiceSpec
 from agent.model.current import (
@@ -42,6 +51,7 @@ from agent.model.current import (
     network_engine_name,
     volume_engine_name,
 )
+from agent.model.step_kind import StepKind
 from agent.reconcile.steps import (
     CreateNetwork,
     CreateVolume,
@@ -146,6 +156,32 @@ def describe(step: Step) -> str:
             assert_never(step)
 
 
+def target(step: Step) -> str:
+    """What a step acts on, as the system lines name it when they have no service and image."""
+    match step:
+        case Pull(image=image):
+            return image
+        case (
+            Kill(container=c)
+            | StartContainer(container=c)
+            | StopContainer(container=c)
+            | UpdateMetadata(container=c)
+        ):
+            return c.name
+        case Start(service=s):
+            return s.name
+        case CreateVolume(volume=v, app=a):
+            return volume_engine_name(a.id, v.name)
+        case CreateNetwork(network=n, app=a):
+            return network_engine_name(a.id, n.name)
+        case RemoveNetwork(name=name):
+            return name
+        case RemoveImage(refs=refs):
+            return ", ".join(refs) or "untagged"
+        case _:
+            assert_never(step)
+
+
 def subject(step: Step) -> dict[str, str]:
     """The service and image a step acts on, for the cloud's system lines (the reference names
     a service "<service name> <image>", src/logging/index.ts objectNameForLogs)."""
@@ -236,6 +272,7 @@ class Executor:
                     error=str(exc),
                     **subject(step),
                 )
+                self._bus.publish(StepFailed(*_step_fields(step), error=str(exc)))
                 return StepFailure(step, exc)
         return None
 
@@ -259,7 +296,8 @@ class Executor:
                 )
             except LockHeld as exc:
                 log.info("lock_held", **holder_fields(exc.holder))
-                self._bus.publish(UpdateLockHeld(exc.holder.app_id, exc.holder.service))
+                holder = exc.holder
+                self._bus.publish(UpdateLockHeld(holder.app_id, holder.service, str(holder.path)))
                 skipped[app_id] = exc
                 continue
             except OSError as exc:
@@ -298,6 +336,7 @@ class Executor:
                     free_bytes=room.free,
                     path=room.path,
                 )
+                self._bus.publish(InsufficientDisk(pull.image, size, room.free, room.path))
                 refused[pull] = InsufficientSpace(message)
             else:
                 committed += size
@@ -310,17 +349,20 @@ class Executor:
             loop.call_soon_threadsafe(progress, step, percent, nbytes)
 
         log.info("pull_started", image=step.image, services=list(step.services))
-        self._bus.publish(PullStarted(step.image))
+        self._bus.publish(PullStarted(step.image, step.services))
         try:
             image_id = await self.engine.pull(step.image, on_progress, cancel)
         except PullError as exc:
             log.error("pull_failed", image=step.image, error=str(exc))
+            self._bus.publish(PullFailed(step.image, str(exc)))
             raise
         self.images.add(image_id)
         log.info("pull_done", image=step.image, image_id=image_id[:19])
+        self._bus.publish(ImageDownloaded(step.image, image_id))
 
     async def _apply(self, step: Step, current: CurrentState) -> None:
         log.info("step_started", step=describe(step), kind=step.kind.value, **subject(step))
+        self._bus.publish(StepStarted(*_step_fields(step)))
         match step:
             case CreateVolume(app=app, volume=vol):
                 labels = {**vol.labels, LABEL_APP_ID: str(app.id), LABEL_APP_UUID: app.uuid}
@@ -369,6 +411,7 @@ class Executor:
             case _:
                 assert_never(step)
         log.info("step_done", step=describe(step), kind=step.kind.value, **subject(step))
+        self._bus.publish(StepDone(*_step_fields(step)))
 
     async def _start(self, app: AppSpec, service: ServiceSpec, current: CurrentState) -> None:
         assert app.release is not None
@@ -426,6 +469,12 @@ class Executor:
             # still used by something we don't own: stop managing it rather than retry forever
             log.warning("image_in_use_kept", image_id=image_id[:19], error=str(exc))
         self.images.discard(image_id)
+
+
+def _step_fields(step: Step) -> tuple[StepKind, str, str, str | None, str | None]:
+    """A step event's fields: kind, description, target, service, image."""
+    named = subject(step)
+    return step.kind, describe(step), target(step), named.get("service"), named.get("image")
 
 
 def _make_lock_dir(path: Path) -> None:

@@ -22,7 +22,13 @@ from agent.engine.adopt import Judgement, adopt
 from agent.engine.port import CONNECTED, EnginePort
 from agent.errors import AgentError, EngineError, InsufficientSpace
 from agent.events.bus import Bus
-from agent.events.kinds import DownloadProgress, UpdateLockHeld, UpdateLockReleased
+from agent.events.kinds import (
+    DownloadProgress,
+    ReleaseAborted,
+    UpdateLockHeld,
+    UpdateLockOverridden,
+    UpdateLockReleased,
+)
 from agent.locks import (
     EntryKind,
     LockHolder,
@@ -373,6 +379,9 @@ class Reconciler:
         for app_id in sorted(touched & locks.keys()):
             for holder in await asyncio.to_thread(remove_app_locks, self._lock_dir, app_id):
                 log.warning("lock_overridden", **holder_fields(holder))
+                self._bus.publish(
+                    UpdateLockOverridden(holder.app_id, holder.service, str(holder.path))
+                )
 
     async def _wait_for_file_change(self, timeout: float, tick: float) -> None:
         """Wait up to `timeout` for a wake-up or a change of the lock and hand-over files
@@ -409,6 +418,7 @@ class Reconciler:
             reason = f"gave up after {count} failed pulls: {error}"
             self.aborted[release] = reason
             log.error("release_aborted", app=app.name, release=release, reason=reason)
+            self._bus.publish(ReleaseAborted(app.name, release, reason))
 
     def _on_progress(self, step: Pull, percent: int, nbytes: int) -> None:
         previous = self._progress.get(step.image, -1)
@@ -481,7 +491,7 @@ class Reconciler:
             if seen[app_id] != self._locks_seen.get(app_id):
                 for holder in holders:
                     log.info("lock_held", **holder_fields(holder))
-                    self._bus.publish(UpdateLockHeld(app_id, holder.service))
+                    self._bus.publish(UpdateLockHeld(app_id, holder.service, str(holder.path)))
                     if holder.kind is not EntryKind.FILE:
                         # not a lock file but something at its name: held all the same
                         log.warning("lock_entry_unexpected", **holder_fields(holder))

@@ -37,6 +37,8 @@ import structlog
 
 from agent.engine.port import ProbationEngine
 from agent.errors import EngineError
+from agent.events.bus import Bus
+from agent.events.kinds import ReleaseAborted
 from agent.model import UpdateStatus, normalize_image_ref
 from agent.reconcile.loop import Reconciler
 from agent.reconcile.probation import (
@@ -102,7 +104,10 @@ class Rollback:
         retarget: Callable[[], object],
         active: Callable[[], bool] = lambda: True,
         clock: Callable[[], float] = time.time,
+        bus: Bus | None = None,
     ) -> None:
+        """`bus`: the agent's, told of an aborted release (a bus of its own when None)."""
+        self._bus = bus if bus is not None else Bus()
         self.active = active  # False in local mode: its releases are not judged
         self._engine = engine
         self._status = status
@@ -345,6 +350,7 @@ class Rollback:
             reason=reason,
             rollback_to=to,
         )
+        self._bus.publish(ReleaseAborted(view.name if view else uuid, release, reason, to))
         if to is not None:
             log.info("rollback_started", app_uuid=uuid, release=release, to=to)
             self._retarget()

@@ -9,25 +9,10 @@ a restart the next pass simply starts from what the engine has.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import ClassVar, assert_never
 
 from agent.model import AppSpec, ContainerState, NetworkSpec, ServiceSpec, UpdateStatus, VolumeSpec
-
-
-class StepKind(StrEnum):
-    """What a step does, as its log events name it (`kind`)."""
-
-    PULL = "pull"
-    REMOVE_IMAGE = "remove-image"
-    CREATE_VOLUME = "create-volume"
-    CREATE_NETWORK = "create-network"
-    REMOVE_NETWORK = "remove-network"
-    KILL = "kill"
-    START = "start"
-    START_CONTAINER = "start-container"
-    STOP_CONTAINER = "stop-container"
-    UPDATE_METADATA = "update-metadata"
+from agent.model.step_kind import StepKind
 
 
 @dataclass(frozen=True)

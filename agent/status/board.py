@@ -231,7 +231,9 @@ class StatusBoard:
                 reason=reason,
             )
             published.append(
-                UpdateStatusChanged(app_uuid, release_uuid, step, view.update_status, now)
+                UpdateStatusChanged(
+                    app_uuid, release_uuid, step, view.update_status, now, view.name, reason
+                )
             )
             view = replace(view, update_status=step)
         current = view.current_release_uuid

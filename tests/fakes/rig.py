@@ -65,6 +65,7 @@ class Rig:
                 self.reconciler,
                 DEVICE,
                 retarget=lambda: self.accept(self._rollback().last_body),
+                bus=self.bus,
             )
         self._tasks: list[asyncio.Task[None]] = []
         self._crashed = False

@@ -165,6 +165,7 @@ def fake_context(
         "device_fields": lambda: {"api_port": 48484, "os_version": "balenaOS 6.0.0"},
         "key_rotated": lambda: None,
         "override_lock": lambda: False,
+        "bus": Bus(),
     }
     fields.update(parts)
     return ApiContext(**fields)

@@ -9,6 +9,8 @@ import pytest
 
 from agent.api.actions import AppRef, ServiceAction, service_action
 from agent.api.common import ApiError
+from agent.events.bus import Bus
+from agent.events.kinds import ServiceActionTaken
 from agent.host import HostAction, logind_method
 from agent.model import ContainerStatus
 from tests.unit.reconcile.factories import container
@@ -34,9 +36,13 @@ CONTAINER = container(
 APP = AppRef(1, "app", "app", None)
 
 
-async def act(action: object) -> list[tuple[str, str]]:
+async def act(
+    action: object, told: list[ServiceActionTaken] | None = None
+) -> list[tuple[str, str]]:
     engine = Engine()
-    agent = SimpleNamespace(engine=engine)
+    bus = Bus()
+    bus.subscribe(ServiceActionTaken, (told if told is not None else []).append)
+    agent = SimpleNamespace(engine=engine, bus=bus)
     # forced: no update lock is looked at, only the action itself decides
     await service_action(agent, APP, CONTAINER, action, force=True)  # type: ignore[arg-type]
     return engine.calls
@@ -44,14 +50,17 @@ async def act(action: object) -> list[tuple[str, str]]:
 
 @pytest.mark.parametrize("action", list(ServiceAction))
 async def test_each_service_action_does_its_own_engine_call(action):
-    assert (await act(action)) == [(action.value, "c1")]
+    told: list[ServiceActionTaken] = []
+    assert (await act(action, told)) == [(action.value, "c1")]
     assert (await act(action.value)) == [(action.value, "c1")]  # the wire string is the same action
+    # and says so on the bus (a line in /v2/local/logs)
+    assert told == [ServiceActionTaken(action.value, 1, "web")]
 
 
 @pytest.mark.parametrize("action", ["destroy", "", "Start", "kill"])
 async def test_an_unknown_service_action_is_refused_and_starts_nothing(action):
     engine = Engine()
-    agent = SimpleNamespace(engine=engine)
+    agent = SimpleNamespace(engine=engine, bus=Bus())
     with pytest.raises(ApiError) as caught:
         await service_action(agent, APP, CONTAINER, action, force=True)  # type: ignore[arg-type]
     assert caught.value.status == 400 and "unknown service action" in str(caught.value.message)

@@ -6,7 +6,13 @@ from typing import Any
 
 from agent.config import FleetConfig
 from agent.events.bus import Bus
-from agent.events.kinds import FleetConfigChanged
+from agent.events.kinds import (
+    AppRejected,
+    ContractServicesNotRun,
+    FleetConfigChanged,
+    Payload,
+    TargetAccepted,
+)
 from agent.local.fleetvars import FleetVars
 from agent.local.intake import TargetIntake
 from agent.local.targets import TARGET_KEY, TargetService
@@ -35,6 +41,7 @@ def make(tmp_path, local_mode=False, adjust=lambda body: body):
         board,
         adjust=adjust,
         new_apps=new_apps.append,
+        bus=bus,
     )
     return SimpleNamespace(
         service=service,
@@ -119,3 +126,24 @@ def test_restore_applies_the_persisted_then_the_saved_local_target(tmp_path):
     again.service.restore(doc({"a": app(1)}))
     assert set(again.applied[-1].apps) == {"l"}
     assert again.service.local_mode
+
+
+def test_an_accepted_target_its_rejected_apps_and_services_not_run_are_told_on_the_bus(tmp_path):
+    t = make(tmp_path)
+    told: list[Payload] = []
+    for kind in (TargetAccepted, AppRejected, ContractServicesNotRun):
+        t.bus.subscribe(kind, told.append)
+    unmet = {"type": "sw.container", "requires": [{"type": "hw.device-type", "slug": "rpi3"}]}
+    a, b = app(1, services=("main", "opt")), app(2, release="r9")
+    a["releases"]["r1"]["services"]["opt"].update(
+        contract=unmet, labels={"io.balena.features.optional": "1"}
+    )
+    b["releases"]["r9"]["services"]["main"]["contract"] = unmet
+    assert t.service.accept(doc({"a": a, "b": b}), TargetSource.CLOUD)
+    assert told == [
+        ContractServicesNotRun("app1", ("opt",)),
+        AppRejected("app2", "b", "r9", "app app2: services with unmet requirements: main"),
+        TargetAccepted("cloud", ("app1", "app2")),
+    ]
+    assert not t.service.accept({UUID: {"apps": "nope"}}, TargetSource.CLOUD)
+    assert len(told) == 3  # a refused document is not accepted

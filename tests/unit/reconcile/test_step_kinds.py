@@ -8,8 +8,9 @@ from typing import get_args
 
 import pytest
 
+from agent.model.step_kind import StepKind
 from agent.reconcile.executor import describe, subject
-from agent.reconcile.steps import Step, StepKind, step_app_id, step_service
+from agent.reconcile.steps import Step, step_app_id, step_service
 
 
 def test_every_step_type_has_its_own_kind():
