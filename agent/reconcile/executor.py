@@ -51,7 +51,7 @@ from agent.model.current import (
     network_engine_name,
     volume_engine_name,
 )
-from agent.model.step_kind import StepKind
+from agent.reconcile.stepnames import describe, step_fields, subject
 from agent.reconcile.steps import (
     CreateNetwork,
     CreateVolume,
@@ -130,78 +130,6 @@ class ManagedImages:
         await self._writer.flush()
 
 
-def describe(step: Step) -> str:
-    match step:
-        case Pull(image=image):
-            return f"pull {image}"
-        case Kill(container=c):
-            return f"kill {c.name}"
-        case Start(service=s, app=a):
-            return f"start {a.name}/{s.name}"
-        case StartContainer(container=c):
-            return f"start {c.name}"
-        case StopContainer(container=c):
-            return f"stop {c.name}"
-        case UpdateMetadata(container=c, app=a):
-            return f"carry {c.name} into release {a.release_uuid}"
-        case CreateVolume(volume=v, app=a):
-            return f"create volume {volume_engine_name(a.id, v.name)}"
-        case CreateNetwork(network=n, app=a):
-            return f"create network {network_engine_name(a.id, n.name)}"
-        case RemoveNetwork(name=name):
-            return f"remove network {name}"
-        case RemoveImage(image_id=image_id, refs=refs):
-            return f"remove image {image_id[:19]} ({', '.join(refs) or 'untagged'})"
-        case _:
-            assert_never(step)
-
-
-def target(step: Step) -> str:
-    """What a step acts on, as the system lines name it when they have no service and image."""
-    match step:
-        case Pull(image=image):
-            return image
-        case (
-            Kill(container=c)
-            | StartContainer(container=c)
-            | StopContainer(container=c)
-            | UpdateMetadata(container=c)
-        ):
-            return c.name
-        case Start(service=s):
-            return s.name
-        case CreateVolume(volume=v, app=a):
-            return volume_engine_name(a.id, v.name)
-        case CreateNetwork(network=n, app=a):
-            return network_engine_name(a.id, n.name)
-        case RemoveNetwork(name=name):
-            return name
-        case RemoveImage(refs=refs):
-            return ", ".join(refs) or "untagged"
-        case _:
-            assert_never(step)
-
-
-def subject(step: Step) -> dict[str, str]:
-    """The service and image a step acts on, for the cloud's system lines (the reference names
-    a service "<service name> <image>", src/logging/index.ts objectNameForLogs)."""
-    match step:
-        case Kill(container=c) | StartContainer(container=c) | StopContainer(container=c):
-            return {"service": c.service_name, "image": c.image_docker_id or c.image}
-        case (
-            Pull()
-            | RemoveImage()
-            | CreateVolume()
-            | CreateNetwork()
-            | RemoveNetwork()
-            | Start()
-            | UpdateMetadata()
-        ):
-            return {}
-        case _:
-            assert_never(step)
-
-
 class Executor:
     def __init__(
         self,
@@ -272,7 +200,7 @@ class Executor:
                     error=str(exc),
                     **subject(step),
                 )
-                self._bus.publish(StepFailed(*_step_fields(step), error=str(exc)))
+                self._bus.publish(StepFailed(*step_fields(step), error=str(exc)))
                 return StepFailure(step, exc)
         return None
 
@@ -362,7 +290,7 @@ class Executor:
 
     async def _apply(self, step: Step, current: CurrentState) -> None:
         log.info("step_started", step=describe(step), kind=step.kind.value, **subject(step))
-        self._bus.publish(StepStarted(*_step_fields(step)))
+        self._bus.publish(StepStarted(*step_fields(step)))
         match step:
             case CreateVolume(app=app, volume=vol):
                 labels = {**vol.labels, LABEL_APP_ID: str(app.id), LABEL_APP_UUID: app.uuid}
@@ -411,7 +339,7 @@ class Executor:
             case _:
                 assert_never(step)
         log.info("step_done", step=describe(step), kind=step.kind.value, **subject(step))
-        self._bus.publish(StepDone(*_step_fields(step)))
+        self._bus.publish(StepDone(*step_fields(step)))
 
     async def _start(self, app: AppSpec, service: ServiceSpec, current: CurrentState) -> None:
         assert app.release is not None
@@ -469,12 +397,6 @@ class Executor:
             # still used by something we don't own: stop managing it rather than retry forever
             log.warning("image_in_use_kept", image_id=image_id[:19], error=str(exc))
         self.images.discard(image_id)
-
-
-def _step_fields(step: Step) -> tuple[StepKind, str, str, str | None, str | None]:
-    """A step event's fields: kind, description, target, service, image."""
-    named = subject(step)
-    return step.kind, describe(step), target(step), named.get("service"), named.get("image")
 
 
 def _make_lock_dir(path: Path) -> None:

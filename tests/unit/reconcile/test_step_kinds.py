@@ -9,7 +9,7 @@ from typing import get_args
 import pytest
 
 from agent.model.step_kind import StepKind
-from agent.reconcile.executor import describe, subject
+from agent.reconcile.stepnames import describe, subject
 from agent.reconcile.steps import Step, step_app_id, step_service
 
 
