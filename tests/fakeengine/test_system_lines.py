@@ -103,12 +103,13 @@ async def test_an_update_held_by_a_lock_then_applied_tells_each_step(tmp_path: P
 
 
 async def test_a_download_given_up_says_each_failure_and_the_abort(tmp_path: Path) -> None:
-    async with Rig(tmp_path, max_pull_attempts=2) as rig:
-        lines = Lines(rig)
-        await on_r1(rig)
-        rig.engine.fail_pull("reg.test/web:2", "manifest for reg.test/web:2 not found")
-        rig.deploy(R2)
-        await rig.until(lambda: rig.status("a1") is UpdateStatus.ABORTED, "aborted")
+    with capture_logs() as logs:
+        async with Rig(tmp_path, max_pull_attempts=2) as rig:
+            lines = Lines(rig)
+            await on_r1(rig)
+            rig.engine.fail_pull("reg.test/web:2", "manifest for reg.test/web:2 not found")
+            rig.deploy(R2)
+            await rig.until(lambda: rig.status("a1") is UpdateStatus.ABORTED, "aborted")
     error = f"{WEB2}: manifest for reg.test/web:2 not found"
     failed = (f"Failed to download image '{WEB2}' due to '{error}'", True)
     assert lines.cloud.count(failed) == 2
@@ -120,6 +121,10 @@ async def test_a_download_given_up_says_each_failure_and_the_abort(tmp_path: Pat
         )
     ]
     assert f"download failed: image={WEB2} error={error}" in lines.local
+    # the abort's reason too, as the log event reads
+    assert lines.local == [line for e in logs if (line := from_log_event(e)) is not None]
+    assert " status=aborted " in lines.local[-1]
+    assert lines.local[-1].endswith(f" reason=gave up after 2 failed pulls: {error}")
 
 
 async def test_a_release_rolled_back_says_why(
