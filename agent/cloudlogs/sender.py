@@ -45,6 +45,7 @@ MAX_BATCH_BYTES = 256 * 1024  # one gzip flush and one chunk of the body
 TICK_MAX_BYTES = 1024 * 1024  # NDJSON sent a tick at most (a backlog never holds the loop long)
 ANSWER_TIMEOUT_S = 30.0
 ON_TICK_S = 0.03  # woken this soon after a tick: by the lines read on it, flush now
+AFTER_TICK_S = 1e-6  # the flush's timer: after the followers' on the same tick, in one wake-up
 
 
 def cooldown(failures: int, rand: Callable[[], float] = random.random) -> float:
@@ -144,21 +145,32 @@ class Sender:
         expire = loop.call_at(deadline, buffer.ready.set)
         last_slot = None  # the request's first lines go out at once: they waited for a tick
         held = 0  # bytes of `inflight`: at the buffer's memory bound the request ends
+        streaming = False  # the last tick had lines: the next one most likely has too
         try:
             while loop.time() < deadline and held < buffer.mem_bytes:
-                if not buffer.ready.is_set():  # no timer while lines keep coming
-                    await buffer.ready.wait()
-                    if loop.time() >= deadline:
-                        break
                 # the reference's throttled sync flush: at most one per `flush_s` slot, on the
-                # grid the followers read on (logloop.py), so their lines go out in the same
-                # wake-up; a line put between two ticks (a system line) waits for the next one
-                now, period = loop.time(), self._flush_s
-                slot = math.floor(now / period)
-                if last_slot is not None and (slot == last_slot or now - slot * period > ON_TICK_S):
-                    tick = next_tick(now, period)
-                    await sleep_until(tick)
+                # grid the followers read on (logloop.py), just after their reads (their timers
+                # come first in the same wake-up, and this task's turn after theirs), so their
+                # lines go out in the same wake-up; a line put between two ticks (a system
+                # line) waits for the next one
+                period = self._flush_s
+                if streaming:  # straight to the next tick: no wait for `ready`, no loop pass
+                    tick = next_tick(loop.time(), period)
+                    await sleep_until(tick + AFTER_TICK_S)
                     slot = round(tick / period)
+                else:
+                    if not buffer.ready.is_set():
+                        await buffer.ready.wait()
+                        if loop.time() >= deadline:
+                            break
+                    now = loop.time()
+                    slot = math.floor(now / period)
+                    if last_slot is not None and (
+                        slot == last_slot or now - slot * period > ON_TICK_S
+                    ):
+                        tick = next_tick(now, period)
+                        await sleep_until(tick + AFTER_TICK_S)
+                        slot = round(tick / period)
                 last_slot = slot
                 if ended:  # the answer came while this waited: the request is over, take nothing
                     return
@@ -185,6 +197,7 @@ class Sender:
                     yield chunk
                     if not buffer.ready.is_set():
                         break  # nothing left (take() clears it)
+                streaming = sent > 0
         finally:
             expire.cancel()
         yield gz.end()
