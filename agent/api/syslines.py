@@ -39,7 +39,7 @@ def _line(what: str, fields: Iterable[tuple[str, object]]) -> str:
 
 
 def _step(event: StepStarted | StepFailed) -> list[tuple[str, object]]:
-    fields: list[tuple[str, object]] = [("step", event.step), ("kind", event.kind.value)]
+    fields: list[tuple[str, object]] = [("step", event.step), ("kind", event.kind)]
     if isinstance(event, StepFailed):
         fields.append(("error", event.error))
     if event.service and event.image:

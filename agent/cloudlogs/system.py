@@ -28,7 +28,6 @@ from agent.events.kinds import (
     UpdateLockOverridden,
     UpdateStatusChanged,
 )
-from agent.model.step_kind import StepKind
 from agent.model.update_status import UpdateStatus
 
 # the events that may make a line: what the cloud log channel subscribes to
@@ -48,22 +47,23 @@ KINDS: tuple[type[Payload], ...] = (
     ContractServicesNotRun,
 )
 
-# step kind -> (started, done, failed) wording; "" and kinds not here: no line
-_STEPS: dict[StepKind, tuple[str, str, str]] = {
-    StepKind.KILL: ("Killing service", "Killed service", "Failed to kill service"),
-    StepKind.START: ("Installing service", "Installed service", "Failed to install service"),
-    StepKind.START_CONTAINER: ("Starting service", "Started service", "Failed to start service"),
-    StepKind.STOP_CONTAINER: ("Stopping service", "Stopped service", "Failed to stop service"),
-    StepKind.CREATE_VOLUME: ("Creating volume", "", "Error creating volume"),
-    StepKind.CREATE_NETWORK: ("Creating network", "", "Error creating network"),
-    StepKind.REMOVE_NETWORK: ("Removing network", "", "Error removing network"),
-    StepKind.REMOVE_IMAGE: ("Deleting image", "Deleted image", "Failed to delete image"),
+# step kind (agent/reconcile/steps.StepKind's values; tests/unit/cloudlogs/test_system.py
+# checks them) -> (started, done, failed) wording; "" and kinds not here: no line
+STEPS: dict[str, tuple[str, str, str]] = {
+    "kill": ("Killing service", "Killed service", "Failed to kill service"),
+    "start": ("Installing service", "Installed service", "Failed to install service"),
+    "start-container": ("Starting service", "Started service", "Failed to start service"),
+    "stop-container": ("Stopping service", "Stopped service", "Failed to stop service"),
+    "create-volume": ("Creating volume", "", "Error creating volume"),
+    "create-network": ("Creating network", "", "Error creating network"),
+    "remove-network": ("Removing network", "", "Error removing network"),
+    "remove-image": ("Deleting image", "Deleted image", "Failed to delete image"),
 }
 _MIB = 1024 * 1024
 
 
 def _step(event: StepStarted | StepDone | StepFailed) -> tuple[str, bool] | None:
-    words = _STEPS.get(event.kind)
+    words = STEPS.get(event.kind)
     if words is None:
         return None
     phase = 2 if isinstance(event, StepFailed) else 1 if isinstance(event, StepDone) else 0

@@ -9,7 +9,6 @@ from typing import ClassVar
 
 from agent.config import FleetConfig
 from agent.model.device_status import StatusView
-from agent.model.step_kind import StepKind
 from agent.model.update_status import UpdateStatus
 
 
@@ -175,7 +174,7 @@ class InsufficientDisk:
 
 @dataclass(frozen=True)
 class _Step:
-    kind: StepKind
+    kind: str  # the step's kind: an agent.reconcile.steps.StepKind (a StrEnum)
     step: str  # the step as the log names it ("kill main_1_1_r1", "start demo/main", ...)
     target: str  # what it acts on: a container, volume or network name, a service, images' refs
     service: str | None  # the service and image the reference names it by, when it has them

@@ -51,7 +51,6 @@ from agent.model.current import (
     network_engine_name,
     volume_engine_name,
 )
-from agent.reconcile.stepnames import describe, step_fields, subject
 from agent.reconcile.steps import (
     CreateNetwork,
     CreateVolume,
@@ -65,8 +64,11 @@ from agent.reconcile.steps import (
     Step,
     StopContainer,
     UpdateMetadata,
+    describe,
     step_app_id,
+    step_fields,
     step_service,
+    subject,
 )
 from agent.store import LatestWriter, Store
 

@@ -42,8 +42,7 @@ from agent.model import CurrentState, TargetState, UpdateStatus
 from agent.model.update_status import SETTLED
 from agent.reconcile.executor import Executor, ManagedImages
 from agent.reconcile.planner import plan as make_plan
-from agent.reconcile.stepnames import describe
-from agent.reconcile.steps import Plan, PlanContext, Pull, step_app_id
+from agent.reconcile.steps import Plan, PlanContext, Pull, describe, step_app_id
 from agent.reconcile.views import log_skipped, service_views
 from agent.reconcile.window_gate import MANUAL_REASON, OPEN, Verdict
 from agent.retry import Backoff

@@ -4,15 +4,34 @@ The planner returns the steps that can run *now*, given the current state; the e
 them (pulls concurrently, the rest in order), reads the engine again and asks the planner for
 the next batch, until a pass yields no steps. That loop survives crashes by construction: after
 a restart the next pass simply starts from what the engine has.
+
+A step is named here too: in the log events (`describe`, `subject`) and in the bus events
+(`step_fields`, what the system lines read: agent/cloudlogs/system.py, agent/api/syslines.py).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import ClassVar, assert_never
 
 from agent.model import AppSpec, ContainerState, NetworkSpec, ServiceSpec, UpdateStatus, VolumeSpec
-from agent.model.step_kind import StepKind
+from agent.model.current import network_engine_name, volume_engine_name
+
+
+class StepKind(StrEnum):
+    """What a step does, as its log events name it (`kind`)."""
+
+    PULL = "pull"
+    REMOVE_IMAGE = "remove-image"
+    CREATE_VOLUME = "create-volume"
+    CREATE_NETWORK = "create-network"
+    REMOVE_NETWORK = "remove-network"
+    KILL = "kill"
+    START = "start"
+    START_CONTAINER = "start-container"
+    STOP_CONTAINER = "stop-container"
+    UPDATE_METADATA = "update-metadata"
 
 
 @dataclass(frozen=True)
@@ -191,3 +210,81 @@ class PlanContext:
     # image refs never removed as unused: the previous release's, while the new one is on
     # probation (agent/reconcile/rollback.py)
     keep_images: frozenset[str] = frozenset()
+
+
+def describe(step: Step) -> str:
+    match step:
+        case Pull(image=image):
+            return f"pull {image}"
+        case Kill(container=c):
+            return f"kill {c.name}"
+        case Start(service=s, app=a):
+            return f"start {a.name}/{s.name}"
+        case StartContainer(container=c):
+            return f"start {c.name}"
+        case StopContainer(container=c):
+            return f"stop {c.name}"
+        case UpdateMetadata(container=c, app=a):
+            return f"carry {c.name} into release {a.release_uuid}"
+        case CreateVolume(volume=v, app=a):
+            return f"create volume {volume_engine_name(a.id, v.name)}"
+        case CreateNetwork(network=n, app=a):
+            return f"create network {network_engine_name(a.id, n.name)}"
+        case RemoveNetwork(name=name):
+            return f"remove network {name}"
+        case RemoveImage(image_id=image_id, refs=refs):
+            return f"remove image {image_id[:19]} ({', '.join(refs) or 'untagged'})"
+        case _:
+            assert_never(step)
+
+
+def target(step: Step) -> str:
+    """What a step acts on, as the system lines name it when they have no service and image."""
+    match step:
+        case Pull(image=image):
+            return image
+        case (
+            Kill(container=c)
+            | StartContainer(container=c)
+            | StopContainer(container=c)
+            | UpdateMetadata(container=c)
+        ):
+            return c.name
+        case Start(service=s):
+            return s.name
+        case CreateVolume(volume=v, app=a):
+            return volume_engine_name(a.id, v.name)
+        case CreateNetwork(network=n, app=a):
+            return network_engine_name(a.id, n.name)
+        case RemoveNetwork(name=name):
+            return name
+        case RemoveImage(refs=refs):
+            return ", ".join(refs) or "untagged"
+        case _:
+            assert_never(step)
+
+
+def subject(step: Step) -> dict[str, str]:
+    """The service and image a step acts on, for the cloud's system lines (the reference names
+    a service "<service name> <image>", src/logging/index.ts objectNameForLogs)."""
+    match step:
+        case Kill(container=c) | StartContainer(container=c) | StopContainer(container=c):
+            return {"service": c.service_name, "image": c.image_docker_id or c.image}
+        case (
+            Pull()
+            | RemoveImage()
+            | CreateVolume()
+            | CreateNetwork()
+            | RemoveNetwork()
+            | Start()
+            | UpdateMetadata()
+        ):
+            return {}
+        case _:
+            assert_never(step)
+
+
+def step_fields(step: Step) -> tuple[StepKind, str, str, str | None, str | None]:
+    """A step event's fields: kind, description, target, service, image."""
+    named = subject(step)
+    return step.kind, describe(step), target(step), named.get("service"), named.get("image")

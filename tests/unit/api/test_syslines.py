@@ -25,8 +25,8 @@ from agent.events.kinds import (
     UpdateLockHeld,
     UpdateStatusChanged,
 )
-from agent.model.step_kind import StepKind as K
 from agent.model.update_status import UpdateStatus as U
+from agent.reconcile.steps import StepKind as K
 from tests.unit.api.fakes import fake_context
 
 IMG = "reg.test/app@sha256:1"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.cloudlogs.system import KINDS, system_message
+from agent.cloudlogs.system import KINDS, STEPS, system_message
 from agent.events.kinds import (
     AppRejected,
     ContractServicesNotRun,
@@ -25,8 +25,8 @@ from agent.events.kinds import (
     UpdateLockOverridden,
     UpdateStatusChanged,
 )
-from agent.model.step_kind import StepKind as K
 from agent.model.update_status import UpdateStatus as U
+from agent.reconcile.steps import StepKind as K
 
 IMG = "reg.test/app@sha256:1"
 KILL = ("kill main_11_1_r1", "main_11_1_r1")
@@ -134,3 +134,9 @@ def test_agent_events_are_worded_as_the_reference_words_them(
 def test_the_channel_hears_every_event_that_makes_a_line_and_only_those() -> None:
     worded = {type(event) for event, line in TABLE if line is not None}
     assert worded == set(KINDS)
+
+
+def test_the_worded_step_kinds_are_the_planners() -> None:
+    # the step events carry the kind as a string (the events sit below the planner's layer)
+    assert set(STEPS) <= {k.value for k in K}
+    assert set(K) - set(STEPS) == {K.PULL, K.UPDATE_METADATA}  # a pull: PullStarted; a rename

@@ -8,9 +8,7 @@ from typing import get_args
 
 import pytest
 
-from agent.model.step_kind import StepKind
-from agent.reconcile.stepnames import describe, subject
-from agent.reconcile.steps import Step, step_app_id, step_service
+from agent.reconcile.steps import Step, StepKind, describe, step_app_id, step_service, subject
 
 
 def test_every_step_type_has_its_own_kind():
