@@ -4,29 +4,12 @@ from agent.local.intake import TargetIntake
 from agent.model import TargetState, parse_target
 from agent.model.source import TargetSource
 from agent.store import Store
-
-UUID = "dev1"
+from tests.unit.local.documents import UUID, app, doc
 
 
 def target(apps, config=None):
-    body = {UUID: {"name": "d", "config": config or {}, "apps": apps}}
+    body = doc(apps, config)
     return parse_target(body, UUID), body
-
-
-def app(app_id, release="r1", services=("main",)):
-    return {
-        "id": app_id,
-        "name": f"app{app_id}",
-        "releases": {
-            release: {
-                "id": 1,
-                "services": {
-                    s: {"id": i, "image_id": i, "image": f"img/{s}:1"}
-                    for i, s in enumerate(services, 1)
-                },
-            }
-        },
-    }
 
 
 def make(tmp_path):
