@@ -120,16 +120,7 @@ class LogBuffer:
     # --- in -----------------------------------------------------------------------------------
 
     def put(self, entry: Entry) -> None:
-        self._mem.append(entry)
-        self._mem_size += len(entry.line)
-        if self._pressure is not None and self._mem_size > self.mem_bytes:
-            self._pressure.set()
-        limit = self.mem_bytes * (2 if self.spill_dir is not None else 1)
-        while self._mem_size > limit and self._mem:
-            old = self._mem.popleft()
-            self._mem_size -= len(old.line)
-            self._drop({old.key: Tally(1, old.ts_ms, old.ts_ms)})
-        self.ready.set()
+        self.put_all([entry])
 
     def put_all(self, entries: list[Entry]) -> None:
         """`put` for a batch (a follower's lines of one tick): one size count, one overflow
