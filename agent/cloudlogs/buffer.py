@@ -212,6 +212,16 @@ class LogBuffer:
             return self._take(max_bytes)
 
     def _take(self, max_bytes: int) -> list[Entry]:
+        mem = self._mem
+        if (
+            mem
+            and self._mem_size <= max_bytes
+            and not (self._front or self._loaded or self._segments)
+        ):
+            self._mem = deque()  # the usual case, a tick's lines: all of memory at once
+            self._mem_size = 0
+            self.ready.clear()
+            return list(mem)
         out: list[Entry] = []
         size = 0
         for source in (self._front, self._loaded, self._mem):

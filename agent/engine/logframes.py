@@ -33,7 +33,7 @@ from agent.engine.docker import (
     _translated,
 )
 from agent.engine.logloop import loop_frames, plain_socket
-from agent.engine.logwire import ChunkDecoder, FrameSplitter, LogFrame, demux, since_param
+from agent.engine.logwire import LogFrame, LogStream, since_param
 from agent.errors import EngineError
 from agent.model import ContainerState
 
@@ -80,26 +80,19 @@ class _Reader:
         # the buffered socket file under urllib3 and http.client: read1 returns what is
         # buffered, or what one recv gives, never waiting for more
         fp = response.raw._fp.fp
-        chunks = ChunkDecoder() if response.raw.chunked else None
-        splitter, buf = FrameSplitter(), bytearray()
+        stream = LogStream(bool(response.raw.chunked), self._tty)
         while not self.closed.is_set():
             data = fp.read1(65536)
             if not data:
                 break
-            if chunks is not None:
-                data = chunks.feed(data)
             out: list[LogFrame] = []
-            if self._tty:
-                splitter.feed(False, data, out)
-            else:
-                buf += data
-                demux(buf, splitter, out)
+            stream.feed(data, out)
             if out:
                 self._deliver(out)
-            if chunks is not None and chunks.done:
+            if stream.done:
                 break
             time.sleep(READ_NAP_S)  # the engine sends a chunk per line: read them together
-        self._deliver(splitter.rest())
+        self._deliver(stream.rest())
 
     def _deliver(self, frames: list[LogFrame]) -> None:
         if not frames:

@@ -18,7 +18,7 @@ import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
-from agent.engine.logwire import ChunkDecoder, FrameSplitter, LogFrame, demux, next_tick
+from agent.engine.logwire import LogFrame, LogStream, next_tick
 
 RECV_BYTES = 256 * 1024
 TICK_BYTES = 512 * 1024  # read at most this much a tick: a backlog never holds the loop long
@@ -71,8 +71,8 @@ async def loop_frames(
     """Batches of lines from an open logs response, read on the loop at `pace` ticks."""
     loop = asyncio.get_running_loop()
     fp = response.raw._fp.fp
-    chunks = ChunkDecoder() if response.raw.chunked else None
-    splitter, buf = FrameSplitter(), bytearray()
+    chunked = bool(response.raw.chunked)
+    stream = LogStream(chunked, tty)
     sock.setblocking(False)
     watching = False
     try:
@@ -99,21 +99,16 @@ async def loop_frames(
                     break  # all the socket had: no second recv (and its exception) a tick
             load = len(data) / READ_BYTES  # reads needed a tick at this rate (≥ 1: busy)
             if data:
-                if chunks is not None:
-                    before = chunks.count
-                    data = chunks.feed(data)
-                    load = max(load, (chunks.count - before) / READ_CHUNKS)
-                    eof = eof or chunks.done
+                before = stream.count
                 out: list[LogFrame] = []
-                if tty:
-                    splitter.feed(False, data, out)
-                else:
-                    buf += data
-                    demux(buf, splitter, out)
+                stream.feed(data, out)  # de-chunk, demux, split: one pass in the usual case
+                if chunked:
+                    load = max(load, (stream.count - before) / READ_CHUNKS)
+                    eof = eof or stream.done
                 if out:
                     yield out
             if eof:
-                rest = splitter.rest()
+                rest = stream.rest()
                 if rest:
                     yield rest
                 return
