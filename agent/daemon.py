@@ -51,6 +51,7 @@ from agent.reconcile.window_gate import WindowGate
 from agent.status.board import StatusBoard
 from agent.store import Store
 from agent.supervise import Supervisor
+from agent.waits import wait_for
 
 log = structlog.get_logger("agent.daemon")
 
@@ -305,7 +306,7 @@ class Agent:
         await self.api.stop()
         await self.supervisor.drain(SHUTDOWN_GRACE_S)
         with contextlib.suppress(TimeoutError):  # the latest status and images on disk
-            await asyncio.wait_for(
+            await wait_for(
                 asyncio.gather(
                     self.status.flush(),
                     self.images.flush(),

@@ -29,6 +29,7 @@ from agent.api.syslines import KINDS, local_line
 from agent.errors import EngineError
 from agent.events.kinds import Payload
 from agent.model import ContainerState
+from agent.waits import wait_for
 
 if TYPE_CHECKING:
     from agent.api.ports import ApiContext
@@ -193,7 +194,7 @@ class LogHub:
                     log.exception("log_hub_scan_failed")
                 self._failed = True
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), RESCAN_S)
+                await wait_for(self._wake.wait(), RESCAN_S)
 
     def _scan(self, containers: Iterable[ContainerState], first: bool) -> None:
         ids = {c.id for c in containers}

@@ -29,6 +29,7 @@ from agent.model.source import TargetSource
 from agent.retry import Backoff, poll_jitter
 from agent.status.board import StatusBoard
 from agent.store import Store
+from agent.waits import wait_for
 
 log = structlog.get_logger("agent.poller")
 
@@ -142,6 +143,6 @@ class Poller:
             self._trigger.clear()
             delay = await self.poll_once()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._trigger.wait(), timeout=delay)
+                await wait_for(self._trigger.wait(), timeout=delay)
             # a heartbeat persisted at most once per poll keeps restarts honest
             self._status.persist_heartbeat()

@@ -30,6 +30,7 @@ from agent.events.kinds import DeviceFieldsChanged, ReportFailed, StatusChanged
 from agent.retry import Backoff
 from agent.status.board import AppView, ServiceView, StatusBoard, Transition
 from agent.store import Store
+from agent.waits import wait_for
 
 log = structlog.get_logger("agent.reporter")
 
@@ -224,9 +225,9 @@ class Reporter:
                 continue
             timeout = IDLE_CHECK_S if wait is None else max(0.05, wait)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), timeout=timeout)
+                await wait_for(self._changed.wait(), timeout=timeout)
 
     async def flush(self, timeout: float = 5.0) -> None:
         """Best effort on shutdown: send pending transitions and state."""
         with contextlib.suppress(TimeoutError, CloudError):
-            await asyncio.wait_for(self.tick(), timeout=timeout)
+            await wait_for(self.tick(), timeout=timeout)

@@ -25,6 +25,7 @@ import structlog
 from agent.errors import CloudError, StoreError
 from agent.retry import Backoff
 from agent.store import Store
+from agent.waits import wait_for
 
 log = structlog.get_logger("agent.tags")
 
@@ -129,7 +130,7 @@ class DeviceTags:
             delay = await self.send_once()
             if delay is not None:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=delay)
+                    await wait_for(self._wake.wait(), timeout=delay)
                 self._wake.set()  # retry now (woken) or after the delay
 
     async def send_once(self) -> float | None:

@@ -28,6 +28,7 @@ from agent.engine.docker import DockerEngine
 from agent.engine.logframes import container_starts, is_tty, log_frames, supervised_containers
 from agent.errors import EngineError
 from agent.model import ContainerState
+from agent.waits import wait_for
 
 log = structlog.get_logger("agent.cloudlogs")
 
@@ -72,7 +73,7 @@ class Followers:
                 with contextlib.suppress(EngineError):  # engine down: the next scan follows
                     await self._scan()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._rescan.wait(), RESCAN_S)
+                    await wait_for(self._rescan.wait(), RESCAN_S)
         finally:
             events.cancel()
             for task in self._tasks.values():

@@ -12,6 +12,8 @@ import ssl
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from agent.waits import wait_for
+
 
 @dataclass(frozen=True)
 class ApiReach:
@@ -27,7 +29,7 @@ async def api_reachable(endpoint: str, timeout: float = 10.0) -> ApiReach:
     what = f"{'TLS' if tls else 'TCP'} to {host}:{port}"
     context = ssl.create_default_context() if tls else None
     try:
-        _reader, writer = await asyncio.wait_for(
+        _reader, writer = await wait_for(
             asyncio.open_connection(host, port, ssl=context, server_hostname=host if tls else None),
             timeout,
         )

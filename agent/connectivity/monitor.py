@@ -30,6 +30,7 @@ from agent.events.bus import Bus
 from agent.events.kinds import DeviceStatusChanged, PollDone, UpdateStatusChanged
 from agent.model.device_status import Links, StatusView, derive
 from agent.status.board import StatusBoard
+from agent.waits import wait_for
 
 log = structlog.get_logger("agent.connectivity")
 
@@ -170,7 +171,7 @@ class ConnectivityMonitor:
                 # may fire a timer a hair early)
                 left = max(0.0, self._tick + period - self._mono() + 0.001)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._poke.wait(), timeout=left)
+                    await wait_for(self._poke.wait(), timeout=left)
         finally:
             stop.set()
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.connectivity.wireguard import link_up
+from agent.waits import wait_for
 
 STATUS_FILE = Path("/run/openvpn/vpn_status/active")
 
@@ -47,13 +48,13 @@ def parse_link_rx(lines: list[str]) -> int | None:
 async def _management_state(address: str, timeout: float = 3.0) -> tuple[list[str], list[str]]:
     """The answers to `state` and `status` on one management connection."""
     host, _, port = address.rpartition(":")
-    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), timeout)
+    reader, writer = await wait_for(asyncio.open_connection(host, int(port)), timeout)
     try:
         writer.write(b"state\nstatus\n")
         await writer.drain()
         answers: list[list[str]] = [[]]
         while len(answers) < 3:
-            raw = await asyncio.wait_for(reader.readline(), timeout)
+            raw = await wait_for(reader.readline(), timeout)
             if not raw:
                 break
             line = raw.decode(errors="replace").strip()

@@ -20,6 +20,8 @@ import socket
 import struct
 from dataclasses import dataclass
 
+from agent.waits import wait_for
+
 DEFAULT_TCP_PORT = 9  # discard: closed on VPN servers, so the kernel answers a SYN with a RST
 _SO_BINDTODEVICE = 25
 _SIOCGIFADDR, _SIOCGIFNETMASK = 0x8915, 0x891B
@@ -140,7 +142,7 @@ async def icmp_echo(address: str, timeout: float, iface: str | None = None) -> P
 
         try:
             await loop.sock_sendto(sock, echo_request(ident, seq), (address, 0))
-            await asyncio.wait_for(reply(), timeout)
+            await wait_for(reply(), timeout)
         except OSError as exc:
             return _unanswered(what, timeout, exc)
     return ProbeResult(True, f"{what} answered")
@@ -156,7 +158,7 @@ async def tcp_connect(
         sock.setblocking(False)
         _bind_device(sock, iface)
         try:
-            await asyncio.wait_for(loop.sock_connect(sock, (address, port)), timeout)
+            await wait_for(loop.sock_connect(sock, (address, port)), timeout)
         except ConnectionRefusedError:
             return ProbeResult(True, f"{what} refused (RST: the peer answered)")
         except OSError as exc:

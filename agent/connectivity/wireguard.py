@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.connectivity import netlink
+from agent.waits import wait_for
 
 UAPI_DIR = Path("/var/run/wireguard")
 HANDSHAKE_TIMEOUT_S = 180.0  # REJECT_AFTER_TIME: past it, the session can't carry data
@@ -74,7 +75,7 @@ def parse_allowed_ips(text: str) -> tuple[str, ...]:
 
 
 async def _uapi_get(iface: str, timeout: float = 2.0) -> str:
-    reader, writer = await asyncio.wait_for(
+    reader, writer = await wait_for(
         asyncio.open_unix_connection(str(UAPI_DIR / f"{iface}.sock")), timeout
     )
     try:
@@ -82,7 +83,7 @@ async def _uapi_get(iface: str, timeout: float = 2.0) -> str:
         await writer.drain()
         chunks: list[bytes] = []
         while True:
-            chunk = await asyncio.wait_for(reader.read(65536), timeout)
+            chunk = await wait_for(reader.read(65536), timeout)
             if not chunk:
                 break
             chunks.append(chunk)

@@ -14,6 +14,7 @@ from typing import Protocol
 import structlog
 
 from agent.errors import AgentError
+from agent.waits import wait_for
 
 log = structlog.get_logger("agent.hostconfig")
 
@@ -48,7 +49,7 @@ class HostBus:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
             )
-            out, err = await asyncio.wait_for(proc.communicate(), TIMEOUT_S + 5)
+            out, err = await wait_for(proc.communicate(), TIMEOUT_S + 5)
         except (OSError, TimeoutError) as exc:
             raise HostBusError(f"busctl failed: {exc!r}") from exc
         if proc.returncode != 0:

@@ -221,9 +221,7 @@ class Executor:
         for app_id, names in sorted(services.items()):
             names.discard("")
             try:
-                locks = await asyncio.to_thread(
-                    _take_app_locks, self.device.lock_dir, app_id, names
-                )
+                locks = await _take_unless_cancelled(self.device.lock_dir, app_id, names)
             except LockHeld as exc:
                 log.info("lock_held", **holder_fields(exc.holder))
                 holder = exc.holder
@@ -415,3 +413,17 @@ def _take_app_locks(lock_dir: Path, app_id: int, names: set[str]) -> AgentLocks:
     except OSError:
         others = set()
     return AgentLocks.take(lock_dir, app_id, names | others)
+
+
+async def _take_unless_cancelled(lock_dir: Path, app_id: int, names: set[str]) -> AgentLocks:
+    """`_take_app_locks` in a worker thread. Cancelled meanwhile (a stop, a newer pass), the
+    thread still finishes: what it took is released, never left behind to look like the app's
+    lock to the next pass (which would then wait on it for ever)."""
+    taking = asyncio.ensure_future(asyncio.to_thread(_take_app_locks, lock_dir, app_id, names))
+    try:
+        return await asyncio.shield(taking)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            locks = await taking
+            await asyncio.to_thread(locks.release)
+        raise

@@ -47,6 +47,7 @@ from agent.reconcile.views import log_skipped, service_views
 from agent.reconcile.window_gate import MANUAL_REASON, OPEN, Verdict
 from agent.retry import Backoff
 from agent.status.board import StatusBoard
+from agent.waits import wait_for
 
 log = structlog.get_logger("agent.reconcile")
 
@@ -254,7 +255,7 @@ class Reconciler:
                         if _only_window_held(self.last_plan):  # till it opens, or a wake
                             with contextlib.suppress(TimeoutError):
                                 timeout = self.window.recheck_s
-                                await asyncio.wait_for(self._wake.wait(), timeout=timeout)
+                                await wait_for(self._wake.wait(), timeout=timeout)
                         elif _only_lock_blocked(self.last_plan):
                             await self._wait_for_file_change(RECHECK_S, LOCK_WATCH_S)
                         else:
@@ -265,7 +266,7 @@ class Reconciler:
                     continue
             if delay > 0:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=delay)
+                    await wait_for(self._wake.wait(), timeout=delay)
 
     async def _pass(self) -> tuple[bool, bool]:
         """One read-plan-execute round. Returns (converged, had_failures)."""
@@ -394,7 +395,7 @@ class Reconciler:
         deadline = time.monotonic() + timeout
         while (left := deadline - time.monotonic()) > 0:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=min(tick, left))
+                await wait_for(self._wake.wait(), timeout=min(tick, left))
                 return
             if await asyncio.to_thread(_watched_files, self._lock_dir) != before:
                 return

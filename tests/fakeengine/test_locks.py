@@ -5,10 +5,14 @@ does, and the fleet's override-lock setting lets it through, removing the apps' 
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
+from typing import Any
 
 from structlog.testing import capture_logs
 
 from agent.model import UpdateStatus
+from agent.reconcile import executor
 from tests.fakes.releases import R2, on_r1
 from tests.fakes.rig import Rig
 
@@ -47,3 +51,31 @@ async def test_override_lock_proceeds_and_removes_the_lock_files(tmp_path) -> No
             assert list(rig.lock_dir.rglob("*.lock")) == []
     overridden = [e for e in logs if e["event"] == "lock_overridden"]
     assert overridden and overridden[0]["service"] == "web"
+
+
+async def test_a_stop_while_the_locks_are_being_taken_leaves_none_behind(
+    tmp_path, monkeypatch
+) -> None:
+    """The agent stopped (its apply task cancelled) while a worker thread takes the update
+    locks: the thread finishes, and what it took is released — a lock file of the agent's left
+    behind would look like the app's to the next pass, which would wait on it for ever."""
+    taking = threading.Event()
+    real = executor._take_app_locks
+
+    def slow_take(*args: Any) -> Any:
+        taking.set()
+        time.sleep(0.2)  # the cancel lands while the thread is in here
+        return real(*args)
+
+    monkeypatch.setattr(executor, "_take_app_locks", slow_take)
+    async with Rig(tmp_path) as rig:
+        await on_r1(rig)
+        taking.clear()  # r1's start took them too
+        rig.deploy(R2)
+        await rig.until(taking.is_set, "taking the locks")
+        await rig.crash()
+    assert list(rig.lock_dir.rglob("*.lock")) == []
+    async with Rig(tmp_path, rig.engine) as again:
+        again.deploy(R2)
+        await again.converged()
+        assert again.engine.running() == {"db": "r2", "web": "r2"}
