@@ -1,6 +1,7 @@
-"""SIGKILL the agent at a few points of a two-service update (mid-pull, mid-kill, mid-handover,
-mid-start, after `done` was reported): after a restart it always converges on the new release,
-with the named volume's data intact and `done` reported once, never early.
+"""SIGKILL the agent at a few points of a two-service update (the new target half written,
+mid-pull, mid-kill, mid-handover, mid-start, after `done` was reported): after a restart it
+always converges on the new release, with the named volume's data intact and `done` reported
+once, never early.
 
 The kill comes from the agent itself (testbed/testhooks.py, test only): the n-th time it logs
 the event, or reaches the state write, it SIGKILLs itself — an exact power cut."""
@@ -22,6 +23,9 @@ from tests.integration.demo_app import APP, crash_at
 # (tests/fakeengine/test_kill_points.py, in milliseconds); these prove it with a real SIGKILL,
 # a real engine mid-change and a real cloud.
 KILL_POINTS = [
+    # the new target written but not yet renamed over the old one (only the real agent's poller
+    # persists the target: the fake tier can't reach this point)
+    "state_write.target:1",
     "pull_started:2",  # mid-pull: one image pulling, the other not yet
     "step_started:1",  # mid-kill: the old main
     "apply_waiting:1",  # mid-handover: the new aux beside the old one
