@@ -268,12 +268,6 @@ class DockerEngine:
             return None
         return dict(info)
 
-    async def container_logs(self, container_id: str, tail: int = 50) -> str:
-        raw = await self._call(
-            "container logs", docker.APIClient.logs, container_id, tail=tail, timestamps=False
-        )
-        return raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
-
     # --- images -------------------------------------------------------------------------------
 
     def registry_auth(self, ref: str) -> RegistryAuth | None:
@@ -350,17 +344,6 @@ class DockerEngine:
 
     async def remove_image(self, image_id: str) -> None:
         await self._call(f"remove image {image_id[:19]}", docker.APIClient.remove_image, image_id)
-
-    async def image_size_hint(self, ref: str) -> int | None:
-        """The registry's idea of the image size, when the engine can ask it (distribution)."""
-        try:
-            data = await self._call(
-                "inspect distribution", docker.APIClient.inspect_distribution, ref
-            )
-        except EngineError:
-            return None
-        size = (data.get("Descriptor") or {}).get("size")
-        return int(size) if isinstance(size, int) else None
 
     # --- volumes and networks -----------------------------------------------------------------
 

@@ -181,9 +181,6 @@ class TargetState:
     config: Mapping[str, str]
     apps: Mapping[str, AppSpec]
 
-    def app_by_id(self, app_id: int) -> AppSpec | None:
-        return next((a for a in self.apps.values() if a.id == app_id), None)
-
 
 def parse_app(uuid: str, raw: Any) -> AppSpec:
     """One app of a target document; what is wrong with it is its `rejection`."""

@@ -98,10 +98,6 @@ class StepFailure:
     step: Step
     error: AgentError
 
-    @property
-    def is_pull(self) -> bool:
-        return isinstance(self.step, Pull)
-
 
 class ManagedImages:
     """Ids of the images this agent pulled: the only ones it will ever remove."""
