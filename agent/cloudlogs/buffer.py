@@ -172,14 +172,6 @@ class LogBuffer:
                     continue
                 self._segments.append(_Segment(path, written, _tally(chunk)))
                 self._disk_size += written
-            if self._disk_size > self.disk_bytes:
-                # the lines waiting in front of the segments (a failed request's, a segment
-                # read back) are older than any segment: they go first, or they would outlive
-                # newer lines dropped with the segments ("the oldest go")
-                for waiting in (self._front, self._loaded):
-                    if waiting:
-                        self._drop(_tally(list(waiting)))
-                        waiting.clear()
             while self._disk_size > self.disk_bytes and self._segments:
                 old = self._segments.popleft()
                 self._disk_size -= old.nbytes

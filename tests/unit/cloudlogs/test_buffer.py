@@ -140,19 +140,3 @@ async def test_take_now_leaves_a_segment_on_disk_to_take(tmp_path: Path):
         got += batch
     assert numbers(got) == list(range(60))
     assert waited == segments  # memory needed no wait
-
-
-async def test_a_failed_requests_lines_go_before_newer_ones_when_the_disk_is_full(tmp_path: Path):
-    """A request that failed puts its lines back in front; if the link stays down until the
-    disk bound is hit, those (the oldest) go first: what is left is the newest, in one run."""
-    buf = LogBuffer(mem_bytes=2 * 1024, disk_bytes=4 * 1024, spill_dir=tmp_path)
-    buf.put_all([entry(i) for i in range(10)])
-    taken = await buf.take(64 * 1024)
-    buf.requeue(taken)  # the request failed: first in line again
-    for i in range(10, 200):
-        buf.put(entry(i))
-        await buf.spill()
-    kept = numbers(await drain(buf))
-    assert kept == list(range(kept[0], 200)), kept  # one run, the newest
-    notice = buf.take_drop_notice()
-    assert notice is not None and f"{200 - len(kept)} " in json.loads(notice.line)["message"]
